@@ -1,0 +1,54 @@
+#include "aggregation/accumulator.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace edgefl::aggregation {
+
+WeightedMeanAccumulator::WeightedMeanAccumulator(size_t dim) : sum_(dim, 0.0) {}
+
+absl::Status WeightedMeanAccumulator::Add(absl::Span<const float> x, double weight) {
+  if (x.size() != sum_.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("update has ", x.size(), " values, expected ", sum_.size()));
+  }
+  if (!std::isfinite(weight) || !(weight > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("update weight must be finite and > 0, got ", weight));
+  }
+  // Validate everything before touching the sum so a rejected update leaves no trace.
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (!std::isfinite(x[i])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("update holds a non-finite value (", x[i], ") at index ", i));
+    }
+  }
+  for (size_t i = 0; i < x.size(); ++i) sum_[i] += weight * static_cast<double>(x[i]);
+  total_weight_ += weight;
+  ++count_;
+  return absl::OkStatus();
+}
+
+absl::Status WeightedMeanAccumulator::Mean(absl::Span<float> out) const {
+  if (count_ == 0 || !(total_weight_ > 0)) {
+    return absl::FailedPreconditionError("no update has been accumulated");
+  }
+  if (out.size() != sum_.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("output has ", out.size(), " values, expected ", sum_.size()));
+  }
+  for (size_t i = 0; i < sum_.size(); ++i) {
+    out[i] = static_cast<float>(sum_[i] / total_weight_);
+  }
+  return absl::OkStatus();
+}
+
+void WeightedMeanAccumulator::Reset() {
+  std::fill(sum_.begin(), sum_.end(), 0.0);
+  total_weight_ = 0;
+  count_ = 0;
+}
+
+}  // namespace edgefl::aggregation

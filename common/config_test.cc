@@ -1,0 +1,371 @@
+#include "common/config.h"
+
+#include <stdlib.h>
+
+#include <string>
+
+#include "common/file_util.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace edgefl {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string Message(const absl::Status& status) { return std::string(status.message()); }
+
+constexpr char kValidJson[] = R"({
+  "rounds": 20,
+  "model": "small_cnn",
+  "seed": 42,
+  "sampling": {"fraction": 0.3, "minClients": 4, "over_selection": 0.25},
+  "client": {"epochs": 2, "batch_size": 64, "lr": 0.1},
+  "schedule": [{"from_round": 10, "client": {"lr": 0.02}, "deadline_seconds": 120}],
+  "deadline_seconds": 60,
+  "quorum": 0.8,
+  "evaluation": {"every": 5, "max_samples": 1000},
+  "data_dir": "/data/fmnist"
+})";
+
+TEST(Config, ParsesValidJson) {
+  auto config = ParseConfigJson(kValidJson);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->rounds(), 20);
+  EXPECT_EQ(config->model(), "small_cnn");
+  EXPECT_EQ(config->seed(), 42u);
+  EXPECT_DOUBLE_EQ(config->sampling().fraction(), 0.3);
+  EXPECT_EQ(config->sampling().min_clients(), 4);  // lowerCamelCase accepted too
+  EXPECT_DOUBLE_EQ(config->sampling().over_selection(), 0.25);
+  EXPECT_FALSE(config->sampling().has_wait_for_clients_seconds());
+  EXPECT_EQ(config->client().epochs(), 2);
+  EXPECT_FALSE(config->client().has_momentum());
+  ASSERT_EQ(config->schedule_size(), 1);
+  EXPECT_EQ(config->schedule(0).from_round(), 10);
+  EXPECT_DOUBLE_EQ(config->schedule(0).client().lr(), 0.02);
+  EXPECT_FALSE(config->schedule(0).client().has_epochs());
+  EXPECT_EQ(config->evaluation().every(), 5);
+  EXPECT_FALSE(config->has_max_round_attempts());
+  EXPECT_EQ(config->data_dir(), "/data/fmnist");
+}
+
+TEST(Config, UnknownKeyIsNamed) {
+  auto config = ParseConfigJson(R"({"rounds": 3, "roundz": 4})");
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Message(config.status()), HasSubstr("unknown key \"roundz\"")) << config.status();
+
+  config = ParseConfigJson(R"({"sampling": {"fractoin": 0.5}})");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(Message(config.status()), HasSubstr("\"sampling.fractoin\"")) << config.status();
+
+  config = ParseConfigJson(R"({"schedule": [{"from_round": 2, "clinet": {}}]})");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(Message(config.status()), HasSubstr("clinet")) << config.status();
+}
+
+TEST(Config, WrongTypeNamesTheField) {
+  auto config = ParseConfigJson(R"({"rounds": "many"})");
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Message(config.status()), HasSubstr("rounds")) << config.status();
+  EXPECT_THAT(Message(config.status()), HasSubstr("\"many\"")) << config.status();
+
+  config = ParseConfigJson(R"({"client": {"lr": "fast"}})");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(Message(config.status()), HasSubstr("client.lr")) << config.status();
+
+  config = ParseConfigJson(R"({"schedule": [{"from_round": 1.5}]})");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(Message(config.status()), HasSubstr("schedule[0].from_round")) << config.status();
+
+  // Syntax errors come back on one line, pointing at the problem.
+  config = ParseConfigJson(R"({"rounds": 5 "model": "x"})");
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Message(config.status()), HasSubstr("5 >>\"model\"")) << config.status();
+  EXPECT_EQ(Message(config.status()).find('\n'), std::string::npos) << config.status();
+  EXPECT_FALSE(ParseConfigJson(R"({"rounds": 5,)").ok());
+  EXPECT_FALSE(ParseConfigJson("").ok());
+  EXPECT_FALSE(ParseConfigJson("[1]").ok());
+}
+
+TEST(Config, LoadConfigFileCarriesThePath) {
+  char dir_template[] = "/tmp/config_test.XXXXXX";
+  ASSERT_NE(::mkdtemp(dir_template), nullptr);
+  const std::string dir = dir_template;
+  auto missing = LoadConfigFile(dir + "/absent.json");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(Message(missing.status()), HasSubstr(dir + "/absent.json"));
+
+  ASSERT_TRUE(WriteFileAtomically(dir + "/bad.json", R"({"bogus": 1})").ok());
+  auto bad = LoadConfigFile(dir + "/bad.json");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Message(bad.status()), HasSubstr(dir + "/bad.json"));
+  EXPECT_THAT(Message(bad.status()), HasSubstr("bogus"));
+
+  ASSERT_TRUE(WriteFileAtomically(dir + "/good.json", kValidJson).ok());
+  auto good = LoadConfigFile(dir + "/good.json");
+  ASSERT_TRUE(good.ok()) << good.status();
+  EXPECT_EQ(good->rounds(), 20);
+}
+
+TEST(Config, OverridesScalarsNestedAndOptional) {
+  proto::ExperimentConfig config;
+  ASSERT_TRUE(ApplyOverride("rounds=5", &config).ok());
+  ASSERT_TRUE(ApplyOverride("model=small_cnn", &config).ok());
+  ASSERT_TRUE(ApplyOverride("seed=18446744073709551615", &config).ok());
+  ASSERT_TRUE(ApplyOverride("client.lr=0.01", &config).ok());
+  ASSERT_TRUE(ApplyOverride("sampling.min_clients=3", &config).ok());
+  ASSERT_TRUE(ApplyOverride("evaluation.batchSize=250", &config).ok());  // json name
+  EXPECT_EQ(config.rounds(), 5);
+  EXPECT_EQ(config.model(), "small_cnn");
+  EXPECT_EQ(config.seed(), UINT64_MAX);
+  EXPECT_DOUBLE_EQ(config.client().lr(), 0.01);
+  EXPECT_EQ(config.sampling().min_clients(), 3);
+  EXPECT_EQ(config.evaluation().batch_size(), 250);
+
+  // Setting an optional field to its zero value still records presence, so FillDefaults keeps it.
+  EXPECT_FALSE(config.sampling().has_over_selection());
+  ASSERT_TRUE(ApplyOverride("sampling.over_selection=0", &config).ok());
+  EXPECT_TRUE(config.sampling().has_over_selection());
+  ASSERT_TRUE(ApplyOverride("client.max_samples=0", &config).ok());
+  ASSERT_TRUE(ApplyOverride("seed=0", &config).ok());
+  EXPECT_TRUE(config.has_seed());
+  ASSERT_TRUE(ApplyOverride("sampling.fraction=0.5", &config).ok());
+  FillDefaults(&config);
+  EXPECT_DOUBLE_EQ(config.sampling().over_selection(), 0);
+  EXPECT_DOUBLE_EQ(config.sampling().fraction(), 0.5);
+  EXPECT_EQ(config.client().max_samples(), 0);
+  EXPECT_EQ(config.seed(), 0u);
+
+  // Values may contain '='.
+  ASSERT_TRUE(ApplyOverride("data_dir=/data/a=b", &config).ok());
+  EXPECT_EQ(config.data_dir(), "/data/a=b");
+}
+
+TEST(Config, OverridesRepeatedAndMessageFieldsWithJson) {
+  proto::ExperimentConfig config;
+  ASSERT_TRUE(ApplyOverride(
+                  R"(schedule=[{"from_round":10,"client":{"lr":0.02}},{"from_round":20}])", &config)
+                  .ok());
+  ASSERT_EQ(config.schedule_size(), 2);
+  EXPECT_EQ(config.schedule(0).from_round(), 10);
+  EXPECT_DOUBLE_EQ(config.schedule(0).client().lr(), 0.02);
+
+  // A repeated field is replaced, not appended to.
+  ASSERT_TRUE(ApplyOverride(R"(schedule=[{"from_round":3}])", &config).ok());
+  ASSERT_EQ(config.schedule_size(), 1);
+  EXPECT_EQ(config.schedule(0).from_round(), 3);
+  ASSERT_TRUE(ApplyOverride("schedule=[]", &config).ok());
+  EXPECT_EQ(config.schedule_size(), 0);
+
+  // A message field is replaced as a whole.
+  config.mutable_client()->set_epochs(7);
+  ASSERT_TRUE(ApplyOverride(R"(client={"lr": 0.3, "momentum": 0.9})", &config).ok());
+  EXPECT_DOUBLE_EQ(config.client().lr(), 0.3);
+  EXPECT_DOUBLE_EQ(config.client().momentum(), 0.9);
+  EXPECT_FALSE(config.client().has_epochs());
+
+  // Indexing into a repeated message field.
+  ASSERT_TRUE(ApplyOverride(R"(schedule=[{"from_round":10,"client":{"lr":0.02}}])", &config).ok());
+  ASSERT_TRUE(ApplyOverride("schedule[0].client.lr=0.03", &config).ok());
+  EXPECT_DOUBLE_EQ(config.schedule(0).client().lr(), 0.03);
+  ASSERT_TRUE(ApplyOverride(R"(schedule[0]={"from_round":4})", &config).ok());
+  EXPECT_EQ(config.schedule(0).from_round(), 4);
+  EXPECT_FALSE(config.schedule(0).has_client());
+
+  // Errors inside the JSON leave the field alone and name the problem.
+  absl::Status status = ApplyOverride(R"(schedule=[{"from_round":"x"}])", &config);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Message(status), HasSubstr("schedule")) << status;
+  EXPECT_EQ(config.schedule(0).from_round(), 4);
+  status = ApplyOverride(R"(client={"lr": 0.1, "bogus": 1})", &config);
+  EXPECT_THAT(Message(status), HasSubstr("bogus")) << status;
+  EXPECT_DOUBLE_EQ(config.client().lr(), 0.3);
+}
+
+TEST(Config, OverrideErrorsNameThePath) {
+  proto::ExperimentConfig config;
+  absl::Status status = ApplyOverride("sampling.fractoin=0.5", &config);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Message(status), HasSubstr("sampling.fractoin")) << status;
+  EXPECT_THAT(Message(status), HasSubstr("unknown field \"fractoin\"")) << status;
+
+  status = ApplyOverride("nosuch=1", &config);
+  EXPECT_THAT(Message(status), HasSubstr("unknown field \"nosuch\"")) << status;
+
+  status = ApplyOverride("rounds=abc", &config);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Message(status), HasSubstr("rounds")) << status;
+  EXPECT_THAT(Message(status), HasSubstr("'abc'")) << status;
+  EXPECT_FALSE(config.has_rounds());
+
+  EXPECT_FALSE(ApplyOverride("rounds=1.5", &config).ok());
+  EXPECT_FALSE(ApplyOverride("rounds=99999999999", &config).ok());
+  EXPECT_FALSE(ApplyOverride("seed=-1", &config).ok());
+  EXPECT_FALSE(ApplyOverride("client.lr=fast", &config).ok());
+  EXPECT_FALSE(config.has_client());  // a failed leaf does not matter, but the parse failed first
+  EXPECT_FALSE(ApplyOverride("rounds", &config).ok());        // no '='
+  EXPECT_FALSE(ApplyOverride("=5", &config).ok());            // no path
+  EXPECT_FALSE(ApplyOverride("client..lr=1", &config).ok());  // empty component
+  EXPECT_THAT(Message(ApplyOverride("rounds.x=1", &config)), HasSubstr("scalar"));
+  EXPECT_THAT(Message(ApplyOverride("schedule.from_round=1", &config)), HasSubstr("list"));
+  EXPECT_THAT(Message(ApplyOverride("schedule[0].from_round=1", &config)),
+              HasSubstr("out of range"));
+  EXPECT_THAT(Message(ApplyOverride("client[0].lr=1", &config)), HasSubstr("index"));
+}
+
+TEST(Config, FillDefaultsSetsDocumentedDefaults) {
+  proto::ExperimentConfig config;
+  config.set_rounds(3);
+  config.mutable_client()->set_lr(0.2);
+  FillDefaults(&config);
+  EXPECT_EQ(config.rounds(), 3);
+  EXPECT_EQ(config.model(), "fedavg_cnn");
+  EXPECT_TRUE(config.has_seed());
+  EXPECT_EQ(config.seed(), 0u);
+  EXPECT_DOUBLE_EQ(config.sampling().fraction(), 1.0);
+  EXPECT_EQ(config.sampling().min_clients(), 2);
+  EXPECT_TRUE(config.sampling().has_over_selection());
+  EXPECT_DOUBLE_EQ(config.sampling().over_selection(), 0);
+  EXPECT_DOUBLE_EQ(config.sampling().wait_for_clients_seconds(), 600);
+  EXPECT_EQ(config.client().epochs(), 1);
+  EXPECT_EQ(config.client().batch_size(), 32);
+  EXPECT_DOUBLE_EQ(config.client().lr(), 0.2);
+  EXPECT_TRUE(config.client().has_momentum());
+  EXPECT_DOUBLE_EQ(config.client().momentum(), 0);
+  EXPECT_DOUBLE_EQ(config.client().weight_decay(), 0);
+  EXPECT_EQ(config.client().max_samples(), 0);
+  EXPECT_DOUBLE_EQ(config.deadline_seconds(), 300);
+  EXPECT_DOUBLE_EQ(config.quorum(), 0.5);
+  EXPECT_EQ(config.max_round_attempts(), 3);
+  EXPECT_EQ(config.evaluation().every(), 1);
+  EXPECT_EQ(config.evaluation().max_samples(), 0);
+  EXPECT_EQ(config.evaluation().batch_size(), 500);
+  EXPECT_EQ(config.evaluation().threads(), 1);
+  EXPECT_EQ(config.data_dir(), "/usr/share/datasets/fashion-mnist");
+  EXPECT_TRUE(ValidateConfig(config).ok());
+
+  // Idempotent, and defaults appear in the JSON dump.
+  proto::ExperimentConfig again = config;
+  FillDefaults(&again);
+  EXPECT_EQ(again.SerializeAsString(), config.SerializeAsString());
+  const std::string json = ConfigToJson(config);
+  EXPECT_THAT(json, HasSubstr("\"min_clients\": 2"));
+  EXPECT_THAT(json, HasSubstr("\"over_selection\": 0"));
+  EXPECT_THAT(json, HasSubstr("\"data_dir\": \"/usr/share/datasets/fashion-mnist\""));
+  EXPECT_THAT(json, HasSubstr("\n  "));  // pretty-printed
+}
+
+TEST(Config, JsonRoundTrip) {
+  auto config = ParseConfigJson(kValidJson);
+  ASSERT_TRUE(config.ok());
+  FillDefaults(&*config);
+  auto reparsed = ParseConfigJson(ConfigToJson(*config));
+  ASSERT_TRUE(reparsed.ok()) << reparsed.status();
+  EXPECT_EQ(reparsed->SerializeAsString(), config->SerializeAsString());
+}
+
+absl::Status ValidateWith(const std::string& assignment) {
+  proto::ExperimentConfig config;
+  FillDefaults(&config);
+  absl::Status status = ApplyOverride(assignment, &config);
+  if (!status.ok()) return status;
+  return ValidateConfig(config);
+}
+
+TEST(Config, ValidateConfigNamesTheField) {
+  EXPECT_EQ(Message(ValidateWith("client.lr=-1")), "client.lr must be > 0, got -1");
+  EXPECT_EQ(Message(ValidateWith("client.lr=0")), "client.lr must be > 0, got 0");
+  EXPECT_EQ(Message(ValidateWith("rounds=0")), "rounds must be >= 1, got 0");
+  EXPECT_EQ(Message(ValidateWith("sampling.fraction=1.5")),
+            "sampling.fraction must be in (0, 1], got 1.5");
+  EXPECT_EQ(Message(ValidateWith("sampling.fraction=0")),
+            "sampling.fraction must be in (0, 1], got 0");
+  EXPECT_EQ(Message(ValidateWith("client.batch_size=0")), "client.batch_size must be >= 1, got 0");
+  EXPECT_EQ(Message(ValidateWith("quorum=0")), "quorum must be in (0, 1], got 0");
+  EXPECT_EQ(Message(ValidateWith("sampling.min_clients=0")),
+            "sampling.min_clients must be >= 1, got 0");
+  EXPECT_EQ(Message(ValidateWith("sampling.over_selection=-0.1")),
+            "sampling.over_selection must be >= 0, got -0.1");
+  EXPECT_EQ(Message(ValidateWith("max_round_attempts=0")),
+            "max_round_attempts must be >= 1, got 0");
+  EXPECT_EQ(Message(ValidateWith("deadline_seconds=0")), "deadline_seconds must be > 0, got 0");
+  EXPECT_EQ(Message(ValidateWith("evaluation.every=0")), "evaluation.every must be >= 1, got 0");
+  EXPECT_EQ(Message(ValidateWith("client.momentum=1")), "client.momentum must be in [0, 1), got 1");
+  EXPECT_EQ(Message(ValidateWith("model=")), "model must not be empty");
+  EXPECT_THAT(Message(ValidateWith("client.lr=nan")), HasSubstr("client.lr must be > 0"));
+  EXPECT_EQ(Message(ValidateWith(R"(schedule=[{"from_round":0}])")),
+            "schedule[0].from_round must be >= 1, got 0");
+  EXPECT_EQ(
+      Message(ValidateWith(R"(schedule=[{"from_round":2},{"from_round":5,"client":{"lr":-2}}])")),
+      "schedule[1].client.lr must be > 0, got -2");
+  EXPECT_EQ(Message(ValidateWith(R"(schedule=[{"from_round":2,"deadline_seconds":-1}])")),
+            "schedule[0].deadline_seconds must be > 0, got -1");
+  EXPECT_EQ(ValidateWith("client.lr=0.5").code(), absl::StatusCode::kOk);
+  EXPECT_EQ(ValidateWith("client.lr=-1").code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Config, ResolveTaskConfigAppliesScheduleFieldByField) {
+  proto::ExperimentConfig config;
+  ASSERT_TRUE(ApplyOverride("seed=77", &config).ok());
+  ASSERT_TRUE(ApplyOverride("client.epochs=2", &config).ok());
+  // Listed out of order on purpose: entries apply by from_round.
+  ASSERT_TRUE(ApplyOverride(R"(schedule=[
+      {"from_round": 20, "client": {"epochs": 5}, "deadline_seconds": 30},
+      {"from_round": 10, "client": {"lr": 0.02, "batch_size": 16}}])",
+                            &config)
+                  .ok());
+  FillDefaults(&config);
+  ASSERT_TRUE(ValidateConfig(config).ok());
+
+  proto::TaskConfig r1 = ResolveTaskConfig(config, 1);
+  EXPECT_DOUBLE_EQ(r1.lr(), 0.05);
+  EXPECT_EQ(r1.epochs(), 2);
+  EXPECT_EQ(r1.batch_size(), 32);
+  EXPECT_EQ(r1.seed(), 77u);
+
+  proto::TaskConfig r9 = ResolveTaskConfig(config, 9);
+  EXPECT_DOUBLE_EQ(r9.lr(), 0.05);
+  EXPECT_EQ(r9.batch_size(), 32);
+
+  proto::TaskConfig r10 = ResolveTaskConfig(config, 10);
+  EXPECT_DOUBLE_EQ(r10.lr(), 0.02);
+  EXPECT_EQ(r10.batch_size(), 16);
+  EXPECT_EQ(r10.epochs(), 2);  // not in the entry: base value kept
+
+  proto::TaskConfig r25 = ResolveTaskConfig(config, 25);
+  EXPECT_DOUBLE_EQ(r25.lr(), 0.02);  // from the round-10 entry, not reset by the round-20 one
+  EXPECT_EQ(r25.batch_size(), 16);
+  EXPECT_EQ(r25.epochs(), 5);
+  EXPECT_EQ(r25.seed(), 77u);
+
+  EXPECT_DOUBLE_EQ(ResolveDeadlineSeconds(config, 19), 300);
+  EXPECT_DOUBLE_EQ(ResolveDeadlineSeconds(config, 20), 30);
+}
+
+TEST(Config, ResolveTaskConfigLaterEntryWinsAndDefaultsWithoutFill) {
+  proto::ExperimentConfig config;
+  ASSERT_TRUE(ApplyOverride(R"(schedule=[
+      {"from_round": 3, "client": {"lr": 0.2}},
+      {"from_round": 3, "client": {"lr": 0.3}},
+      {"from_round": 2, "client": {"momentum": 0.5}},
+      {"from_round": 1, "client": {"lr": 0.9, "epochs": 4}}])",
+                            &config)
+                  .ok());
+  proto::TaskConfig r = ResolveTaskConfig(config, 3);  // FillDefaults not run
+  EXPECT_DOUBLE_EQ(r.lr(), 0.3);  // the round-1 entry is listed last but applies first
+  EXPECT_DOUBLE_EQ(r.momentum(), 0.5);
+  EXPECT_EQ(r.epochs(), 4);
+  EXPECT_EQ(r.batch_size(), 32);
+  EXPECT_DOUBLE_EQ(ResolveTaskConfig(config, 1).lr(), 0.9);
+  EXPECT_DOUBLE_EQ(ResolveTaskConfig(config, 2).lr(), 0.9);
+  EXPECT_DOUBLE_EQ(ResolveTaskConfig(config, 0).lr(), 0.05);  // before any entry
+  EXPECT_DOUBLE_EQ(ResolveDeadlineSeconds(config, 1), 300);
+}
+
+}  // namespace
+}  // namespace edgefl

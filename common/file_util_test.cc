@@ -1,0 +1,134 @@
+#include "common/file_util.h"
+
+#include <dirent.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace edgefl {
+namespace {
+
+std::string MakeTempDir() {
+  std::string templ = ::testing::TempDir() + "/file_util_test.XXXXXX";
+  char* dir = ::mkdtemp(templ.data());
+  EXPECT_NE(dir, nullptr);
+  return templ;
+}
+
+std::vector<std::string> ListDir(const std::string& dir) {
+  std::vector<std::string> names;
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return names;
+  while (dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name != "." && name != "..") names.push_back(name);
+  }
+  ::closedir(d);
+  return names;
+}
+
+bool Contains(absl::string_view haystack, absl::string_view needle) {
+  return haystack.find(needle) != absl::string_view::npos;
+}
+
+TEST(FileUtil, WriteFileAtomicallyCreatesAndReplaces) {
+  const std::string dir = MakeTempDir();
+  const std::string path = dir + "/model.bin";
+  ASSERT_TRUE(WriteFileAtomically(path, "first version, longer than the second").ok());
+  auto content = ReadFile(path);
+  ASSERT_TRUE(content.ok()) << content.status();
+  EXPECT_EQ(*content, "first version, longer than the second");
+
+  ASSERT_TRUE(WriteFileAtomically(path, "second").ok());
+  content = ReadFile(path);
+  ASSERT_TRUE(content.ok());
+  EXPECT_EQ(*content, "second");  // replaced, not overwritten in place
+
+  const std::string binary("a\0b\0c", 5);
+  ASSERT_TRUE(WriteFileAtomically(path, binary).ok());
+  EXPECT_EQ(*ReadFile(path), binary);
+}
+
+TEST(FileUtil, WriteFileAtomicallyLeavesNoTempFiles) {
+  const std::string dir = MakeTempDir();
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(WriteFileAtomically(dir + "/state.json", std::to_string(i)).ok());
+  }
+  ASSERT_TRUE(WriteFileAtomically(dir + "/other", "x").ok());
+  std::vector<std::string> names = ListDir(dir);
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"other", "state.json"}));
+}
+
+TEST(FileUtil, WriteFileAtomicallyReportsPathAndErrno) {
+  const std::string dir = MakeTempDir();
+  // A missing directory.
+  const std::string missing = dir + "/no/such/dir/file";
+  absl::Status status = WriteFileAtomically(missing, "x");
+  EXPECT_FALSE(status.ok());
+  EXPECT_TRUE(Contains(status.message(), missing)) << status;
+  EXPECT_TRUE(Contains(status.message(), "No such file or directory")) << status;
+
+  // A "directory" that is a regular file (works even when the test runs as root).
+  ASSERT_TRUE(WriteFileAtomically(dir + "/plain", "x").ok());
+  const std::string under_file = dir + "/plain/file";
+  status = WriteFileAtomically(under_file, "x");
+  EXPECT_FALSE(status.ok());
+  EXPECT_TRUE(Contains(status.message(), under_file)) << status;
+  EXPECT_TRUE(Contains(status.message(), "Not a directory")) << status;
+
+  if (::geteuid() != 0) {
+    const std::string ro = dir + "/readonly";
+    ASSERT_EQ(::mkdir(ro.c_str(), 0555), 0);
+    status = WriteFileAtomically(ro + "/file", "x");
+    EXPECT_EQ(status.code(), absl::StatusCode::kPermissionDenied) << status;
+    EXPECT_TRUE(Contains(status.message(), ro + "/file")) << status;
+    EXPECT_TRUE(ListDir(ro).empty());
+  }
+  // The failed writes left nothing behind.
+  EXPECT_EQ(ListDir(dir), std::vector<std::string>{"plain"});
+}
+
+TEST(FileUtil, ReadFileMissingIsNotFound) {
+  const std::string path = MakeTempDir() + "/absent";
+  auto content = ReadFile(path);
+  ASSERT_FALSE(content.ok());
+  EXPECT_EQ(content.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(Contains(content.status().message(), path));
+  EXPECT_FALSE(FileExists(path));
+}
+
+TEST(FileUtil, AppendLineAppends) {
+  const std::string path = MakeTempDir() + "/metrics.jsonl";
+  ASSERT_TRUE(AppendLine(path, "{\"round\":1}").ok());
+  ASSERT_TRUE(AppendLine(path, "{\"round\":2}").ok());
+  ASSERT_TRUE(AppendLine(path, "").ok());
+  EXPECT_EQ(*ReadFile(path), "{\"round\":1}\n{\"round\":2}\n\n");
+  EXPECT_FALSE(AppendLine(path + "/x", "y").ok());
+}
+
+TEST(FileUtil, MakeDirsCreatesNestedAndIsIdempotent) {
+  const std::string base = MakeTempDir();
+  const std::string deep = base + "/a/b//c/";
+  ASSERT_TRUE(MakeDirs(deep).ok());
+  struct stat st;
+  ASSERT_EQ(::stat((base + "/a/b/c").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+  EXPECT_TRUE(MakeDirs(deep).ok());
+  EXPECT_TRUE(MakeDirs(base).ok());
+  EXPECT_TRUE(FileExists(base + "/a/b/c"));
+
+  ASSERT_TRUE(WriteFileAtomically(base + "/file", "x").ok());
+  absl::Status status = MakeDirs(base + "/file/sub");
+  EXPECT_FALSE(status.ok());
+  EXPECT_TRUE(Contains(status.message(), base + "/file")) << status;
+  EXPECT_FALSE(MakeDirs("").ok());
+}
+
+}  // namespace
+}  // namespace edgefl

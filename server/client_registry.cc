@@ -1,0 +1,72 @@
+#include "server/client_registry.h"
+
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace edgefl::server {
+
+ClientRegistry::ClientRegistry(const Options& options, const Clock* clock)
+    : options_(options), clock_(clock) {
+  next_ = options.id_seed != 0 ? options.id_seed : std::random_device{}();
+}
+
+absl::StatusOr<std::string> ClientRegistry::Join(const proto::DeviceProfile& profile) {
+  absl::MutexLock lock(&mu_);
+  DropExpiredLocked();
+  if (static_cast<int64_t>(clients_.size()) >= options_.max_clients) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("registry full: ", clients_.size(), " clients joined"));
+  }
+  std::string id;
+  do {
+    // splitmix64 step: unpredictable enough for ids (issue 5 brings real credentials).
+    uint64_t z = (next_ += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    id = absl::StrFormat("c-%016x", z ^ (z >> 31));
+  } while (clients_.contains(id));
+  clients_[id] = Entry{profile, clock_->Now() + options_.lease};
+  return id;
+}
+
+absl::Status ClientRegistry::Touch(const std::string& client_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = clients_.find(client_id);
+  if (it == clients_.end() || it->second.expires < clock_->Now()) {
+    if (it != clients_.end()) clients_.erase(it);
+    return absl::NotFoundError(
+        absl::StrCat("unknown client id '", client_id.substr(0, 64), "'; Join again"));
+  }
+  it->second.expires = clock_->Now() + options_.lease;
+  return absl::OkStatus();
+}
+
+bool ClientRegistry::IsKnown(const std::string& client_id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = clients_.find(client_id);
+  return it != clients_.end() && it->second.expires >= clock_->Now();
+}
+
+std::vector<std::string> ClientRegistry::Eligible() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> out;
+  const absl::Time now = clock_->Now();
+  for (const auto& [id, entry] : clients_) {
+    if (entry.expires >= now) out.push_back(id);
+  }
+  return out;
+}
+
+int64_t ClientRegistry::size() const {
+  absl::MutexLock lock(&mu_);
+  return clients_.size();
+}
+
+void ClientRegistry::DropExpiredLocked() {
+  const absl::Time now = clock_->Now();
+  absl::erase_if(clients_, [now](const auto& kv) { return kv.second.expires < now; });
+}
+
+}  // namespace edgefl::server

@@ -1,0 +1,55 @@
+// Registered clients and their leases.
+#ifndef EDGEFL_SERVER_CLIENT_REGISTRY_H_
+#define EDGEFL_SERVER_CLIENT_REGISTRY_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "protos/edgefl.pb.h"
+
+namespace edgefl::server {
+
+// Thread-safe. A client is eligible for selection while its lease is live; every CheckIn or Report
+// renews it.
+class ClientRegistry {
+ public:
+  struct Options {
+    absl::Duration lease = absl::Seconds(300);  // how long a client stays eligible unseen
+    int64_t max_clients = 100000;               // RESOURCE_EXHAUSTED past this
+    uint64_t id_seed = 0;                       // 0 = random ids; tests fix it
+  };
+  ClientRegistry(const Options& options, const Clock* clock);
+
+  // Registers a client and returns its new id. RESOURCE_EXHAUSTED when full.
+  absl::StatusOr<std::string> Join(const proto::DeviceProfile& profile);
+  // Renews the lease. NOT_FOUND (with a hint to Join again) for an unknown or expired id.
+  absl::Status Touch(const std::string& client_id);
+  bool IsKnown(const std::string& client_id) const;
+  // Ids with a live lease, in no particular order.
+  std::vector<std::string> Eligible() const;
+  int64_t size() const;
+  absl::Duration lease() const { return options_.lease; }
+
+ private:
+  struct Entry {
+    proto::DeviceProfile profile;
+    absl::Time expires;
+  };
+  void DropExpiredLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const Options options_;
+  const Clock* const clock_;
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, Entry> clients_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace edgefl::server
+
+#endif  // EDGEFL_SERVER_CLIENT_REGISTRY_H_

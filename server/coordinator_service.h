@@ -1,0 +1,62 @@
+// The gRPC Coordinator service: translates protos to registry and scheduler calls, validates every
+// request, counts rejections, and streams models and updates in chunks. Holds no round logic.
+#ifndef EDGEFL_SERVER_COORDINATOR_SERVICE_H_
+#define EDGEFL_SERVER_COORDINATOR_SERVICE_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "protos/edgefl.grpc.pb.h"
+#include "server/client_registry.h"
+#include "server/round_scheduler.h"
+
+namespace edgefl::server {
+
+class CoordinatorService final : public proto::Coordinator::Service {
+ public:
+  struct Options {
+    absl::Duration checkin_poll = absl::Seconds(20);  // long-poll hold time
+    size_t chunk_bytes = 1 << 20;                     // model chunk size on the downlink
+    int max_concurrent_reports = 4;                   // update payloads buffered at once
+  };
+  // `registry` and `scheduler` must outlive the service. Thread-safe.
+  CoordinatorService(const Options& options, const proto::ModelSpec& spec,
+                     ClientRegistry* registry, RoundScheduler* scheduler);
+
+  grpc::Status Join(grpc::ServerContext* context, const proto::JoinRequest* request,
+                    proto::JoinResponse* response) override;
+  grpc::Status CheckIn(grpc::ServerContext* context, const proto::CheckInRequest* request,
+                       grpc::ServerWriter<proto::CheckInResponse>* writer) override;
+  grpc::Status Report(grpc::ServerContext* context,
+                      grpc::ServerReader<proto::ReportRequest>* reader,
+                      proto::ReportResponse* response) override;
+
+  // Clients that were told the run is finished (for the shutdown grace period).
+  int64_t finished_notices() const;
+
+ private:
+  grpc::Status Reject(const absl::Status& status, const std::string& rpc);
+  grpc::Status ReportImpl(grpc::ServerContext* context,
+                          grpc::ServerReader<proto::ReportRequest>* reader,
+                          proto::ReportResponse* response, int64_t* round_for_bytes,
+                          uint64_t* bytes_received);
+
+  const Options options_;
+  const proto::ModelSpec spec_;
+  const uint64_t update_bytes_;
+  ClientRegistry* const registry_;
+  RoundScheduler* const scheduler_;
+
+  mutable absl::Mutex mu_;
+  int reports_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t finished_notices_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Lower-case reason names for counting rejections ("invalid_argument", "not_found", ...).
+std::string ReasonName(absl::StatusCode code);
+
+}  // namespace edgefl::server
+
+#endif  // EDGEFL_SERVER_COORDINATOR_SERVICE_H_

@@ -1,0 +1,352 @@
+#include "server/round_scheduler.h"
+
+#include <cmath>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "aggregation/sampling.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "common/sha256.h"
+#include "common/status_macros.h"
+#include "models/model_spec.h"
+
+namespace edgefl::server {
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "the wire format is little-endian float32; add byte swapping for this target");
+
+std::string FloatsToBytes(absl::Span<const float> values) {
+  std::string out(values.size() * sizeof(float), '\0');
+  std::memcpy(out.data(), values.data(), out.size());
+  return out;
+}
+
+absl::StatusOr<std::vector<float>> BytesToFloats(std::string_view bytes) {
+  if (bytes.size() % sizeof(float) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("payload of ", bytes.size(), " bytes is not a whole number of float32"));
+  }
+  std::vector<float> out(bytes.size() / sizeof(float));
+  std::memcpy(out.data(), bytes.data(), bytes.size());
+  return out;
+}
+
+namespace {
+uint64_t MixSeed(uint64_t seed, int64_t round, int64_t attempt) {
+  uint64_t z = seed * 0x9e3779b97f4a7c15ULL + static_cast<uint64_t>(round) * 0xbf58476d1ce4e5b9ULL +
+               static_cast<uint64_t>(attempt) * 0x94d049bb133111ebULL;
+  z ^= z >> 31;
+  return z;
+}
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RoundScheduler>> RoundScheduler::Create(
+    Options options, ClientRegistry* registry, std::unique_ptr<aggregation::Strategy> strategy,
+    RoundDoneFn on_round_done, const Clock* clock) {
+  const int64_t n = models::NumParameters(options.spec);
+  if (static_cast<int64_t>(options.weights.size()) != n) {
+    return absl::InvalidArgumentError(absl::StrCat("initial weights hold ", options.weights.size(),
+                                                   " floats; model ", options.spec.model(),
+                                                   " has ", n, " parameters"));
+  }
+  if (strategy == nullptr) return absl::InvalidArgumentError("no aggregation strategy");
+  return std::unique_ptr<RoundScheduler>(new RoundScheduler(
+      std::move(options), registry, std::move(strategy), std::move(on_round_done), clock));
+}
+
+RoundScheduler::RoundScheduler(Options options, ClientRegistry* registry,
+                               std::unique_ptr<aggregation::Strategy> strategy,
+                               RoundDoneFn on_round_done, const Clock* clock)
+    : options_(std::move(options)),
+      registry_(registry),
+      on_round_done_(std::move(on_round_done)),
+      clock_(clock),
+      num_params_(models::NumParameters(options_.spec)) {
+  absl::MutexLock lock(&mu_);
+  strategy_ = std::move(strategy);
+  global_ = options_.weights;
+  round_ = options_.completed_rounds;
+  PublishLocked(options_.completed_rounds);
+  worker_ = std::thread([this] { WorkerLoop(); });
+}
+
+RoundScheduler::~RoundScheduler() {
+  Shutdown();
+  {
+    absl::MutexLock lock(&queue_mu_);
+    queue_closed_ = true;
+  }
+  if (worker_.joinable()) worker_.join();
+}
+
+void RoundScheduler::PublishLocked(int64_t version) {
+  auto snap = std::make_shared<ModelSnapshot>();
+  snap->version = version;
+  snap->payload = FloatsToBytes(global_);
+  snap->sha256 = Sha256::Of(snap->payload);
+  snapshot_ = std::move(snap);
+}
+
+void RoundScheduler::Shutdown() {
+  absl::MutexLock lock(&mu_);
+  shutdown_ = true;
+}
+
+bool RoundScheduler::finished() const {
+  absl::MutexLock lock(&mu_);
+  return finished_;
+}
+
+int64_t RoundScheduler::current_model_version() const {
+  absl::MutexLock lock(&mu_);
+  return snapshot_->version;
+}
+
+absl::Status RoundScheduler::WaitForClients(int min_clients) {
+  const auto& sampling = options_.config.sampling();
+  const absl::Time give_up = clock_->Now() + absl::Seconds(sampling.wait_for_clients_seconds());
+  absl::Time next_log = clock_->Now();
+  // Joins do not signal the scheduler, so poll the registry at a bounded rate.
+  while (true) {
+    const int have = static_cast<int>(registry_->Eligible().size());
+    if (have >= min_clients) return absl::OkStatus();
+    const absl::Time now = clock_->Now();
+    if (now >= give_up) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("only ", have, " of the ", min_clients, " clients needed joined within ",
+                       sampling.wait_for_clients_seconds(), " s (sampling.min_clients)"));
+    }
+    if (now >= next_log) {
+      EDGEFL_LOG_INFO("waiting for clients: ", have, " of ", min_clients, " joined");
+      next_log = now + absl::Seconds(10);
+    }
+    absl::MutexLock lock(&mu_);
+    auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return shutdown_; };
+    if (clock_->AwaitWithDeadline(&mu_, absl::Condition(&stop),
+                                  std::min(give_up, now + absl::Milliseconds(100)))) {
+      return absl::CancelledError("server shutting down");
+    }
+  }
+}
+
+void RoundScheduler::OpenAttempt(int64_t round, int attempt,
+                                 const std::vector<std::string>& selected, int target) {
+  const auto& config = options_.config;
+  absl::MutexLock lock(&mu_);
+  round_ = round;
+  attempt_ = attempt;
+  target_ = target;
+  selected_ = absl::flat_hash_set<std::string>(selected.begin(), selected.end());
+  reported_.clear();
+  strategy_->BeginRound(round);
+  deadline_ = clock_->Now() + absl::Seconds(ResolveDeadlineSeconds(config, round));
+  task_.Clear();
+  task_.set_round(round);
+  task_.set_attempt(attempt);
+  task_.set_model_version(snapshot_->version);
+  *task_.mutable_config() = ResolveTaskConfig(config, round);
+  task_.mutable_config()->set_seed(MixSeed(config.seed(), round, attempt));
+  *task_.mutable_spec() = options_.spec;
+  task_.set_total_bytes(snapshot_->payload.size());
+  task_.set_sha256(snapshot_->sha256);
+  task_.set_deadline_unix_seconds(absl::ToDoubleSeconds(deadline_ - absl::UnixEpoch()));
+  stats_.clients_selected = static_cast<int>(selected.size());
+  stats_.attempts = attempt;
+  open_ = true;
+}
+
+absl::Status RoundScheduler::Run() {
+  const auto& config = options_.config;
+  const int64_t first = options_.completed_rounds + 1;
+  for (int64_t round = first; round <= config.rounds(); ++round) {
+    const absl::Time round_start = clock_->Now();
+    {
+      absl::MutexLock lock(&mu_);
+      stats_ = RoundStats();
+      stats_.round = round;
+    }
+    bool closed_ok = false;
+    for (int attempt = 1; attempt <= config.max_round_attempts() && !closed_ok; ++attempt) {
+      RETURN_IF_ERROR(WaitForClients(config.sampling().min_clients()));
+      std::vector<std::string> eligible = registry_->Eligible();
+      const int target = aggregation::TargetClients(static_cast<int>(eligible.size()),
+                                                    config.sampling().fraction(),
+                                                    config.sampling().min_clients());
+      std::vector<std::string> selected = aggregation::SelectClients(
+          std::move(eligible), target, config.sampling().over_selection(), config.seed(), round,
+          attempt);
+      const int need = std::max(1, static_cast<int>(std::ceil(config.quorum() * target - 1e-9)));
+      OpenAttempt(round, attempt, selected, target);
+      EDGEFL_LOG_INFO("round ", round, "/", config.rounds(), " attempt ", attempt, ": selected ",
+                      selected.size(), " clients (target ", target, ", quorum ", need, ")");
+
+      absl::MutexLock lock(&mu_);
+      auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return shutdown_ || static_cast<int>(reported_.size()) >= target_ ||
+               reported_.size() == selected_.size();
+      };
+      clock_->AwaitWithDeadline(&mu_, absl::Condition(&done), deadline_);
+      open_ = false;
+      if (shutdown_) return absl::CancelledError("server shutting down");
+      const int reported = static_cast<int>(reported_.size());
+      if (reported >= need) {
+        stats_.clients_reported = reported;
+        stats_.clients_failed = static_cast<int>(selected_.size()) - reported;
+        absl::Status s = strategy_->Aggregate(absl::MakeSpan(global_), stats_.clients_failed);
+        if (!s.ok()) return s;
+        closed_ok = true;
+      } else {
+        EDGEFL_LOG_WARN("round ", round, " attempt ", attempt, " missed its quorum: ", reported,
+                        " of ", need, " needed reported by the deadline; ",
+                        attempt < config.max_round_attempts() ? "retrying" : "giving up");
+      }
+    }
+    if (!closed_ok) {
+      return absl::UnavailableError(absl::StrCat("round ", round, " missed its quorum in ",
+                                                 config.max_round_attempts(),
+                                                 " attempts (max_round_attempts)"));
+    }
+    RoundStats stats;
+    std::shared_ptr<const std::vector<float>> model;
+    {
+      absl::MutexLock lock(&mu_);
+      PublishLocked(round);
+      stats_.round_seconds = absl::ToDoubleSeconds(clock_->Now() - round_start);
+      stats_.unix_time = absl::ToDoubleSeconds(clock_->Now() - absl::UnixEpoch());
+      stats_.rejected_total = total_rejections_;
+      stats = stats_;
+      model = std::make_shared<const std::vector<float>>(global_);
+    }
+    {
+      absl::MutexLock lock(&queue_mu_);
+      queue_.emplace_back(std::move(stats), std::move(model));
+    }
+  }
+  // Drain the worker so that the last round's evaluation and checkpoint are written.
+  {
+    absl::MutexLock lock(&queue_mu_);
+    queue_closed_ = true;
+    auto empty = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) { return queue_.empty(); };
+    queue_mu_.Await(absl::Condition(&empty));
+  }
+  if (worker_.joinable()) worker_.join();
+  absl::MutexLock lock(&mu_);
+  finished_ = true;
+  return absl::OkStatus();
+}
+
+void RoundScheduler::WorkerLoop() {
+  while (true) {
+    std::pair<RoundStats, std::shared_ptr<const std::vector<float>>> item;
+    {
+      absl::MutexLock lock(&queue_mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
+        return !queue_.empty() || queue_closed_;
+      };
+      queue_mu_.Await(absl::Condition(&ready));
+      if (queue_.empty()) return;  // closed and drained
+      item = queue_.front();
+    }
+    if (on_round_done_) on_round_done_(item.first, item.second);
+    absl::MutexLock lock(&queue_mu_);
+    queue_.pop_front();  // popped after the callback so that Run's drain waits for it
+  }
+}
+
+PollOutcome RoundScheduler::WaitForTask(const std::string& client_id, absl::Duration max_wait,
+                                        const std::function<bool()>& cancelled, TaskGrant* grant) {
+  const absl::Time until = clock_->Now() + max_wait;
+  absl::MutexLock lock(&mu_);
+  auto ready = [this, &client_id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return finished_ || shutdown_ ||
+           (open_ && selected_.contains(client_id) && !reported_.contains(client_id));
+  };
+  while (true) {
+    const absl::Time now = clock_->Now();
+    if (clock_->AwaitWithDeadline(&mu_, absl::Condition(&ready),
+                                  std::min(until, now + absl::Seconds(1)))) {
+      break;
+    }
+    if (clock_->Now() >= until || (cancelled && cancelled())) return PollOutcome::kIdle;
+  }
+  if (finished_ || shutdown_) return PollOutcome::kFinished;
+  grant->task = task_;
+  grant->model = snapshot_;
+  return PollOutcome::kTask;
+}
+
+absl::Status RoundScheduler::CheckReport(const proto::ReportHeader& header) const {
+  absl::MutexLock lock(&mu_);
+  return CheckReportLocked(header);
+}
+
+absl::Status RoundScheduler::CheckReportLocked(const proto::ReportHeader& header) const {
+  if (!open_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("no round is open (last round ", round_, "); the update came too late"));
+  }
+  if (header.round() != round_ || header.attempt() != attempt_) {
+    return absl::FailedPreconditionError(absl::StrCat("update for round ", header.round(),
+                                                      " attempt ", header.attempt(),
+                                                      "; the open round is ", round_, " attempt ",
+                                                      attempt_));
+  }
+  if (!selected_.contains(header.client_id())) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("client ", header.client_id(), " was not selected for round ", round_));
+  }
+  if (header.model_version() != snapshot_->version) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("update computed against model version ", header.model_version(),
+                     "; the current version is ", snapshot_->version));
+  }
+  if (reported_.contains(header.client_id())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("client ", header.client_id(), " already reported for round ", round_));
+  }
+  if (clock_->Now() > deadline_) {
+    return absl::FailedPreconditionError(absl::StrCat("round ", round_, " deadline has passed"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RoundScheduler::SubmitUpdate(const proto::ReportHeader& header,
+                                          absl::Span<const float> delta) {
+  if (static_cast<int64_t>(delta.size()) != num_params_) {
+    return absl::InvalidArgumentError(absl::StrCat("update holds ", delta.size(),
+                                                   " values; the model has ", num_params_));
+  }
+  if (header.num_samples() == 0) {
+    return absl::InvalidArgumentError("num_samples must be > 0");
+  }
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(CheckReportLocked(header));
+  RETURN_IF_ERROR(strategy_->Accumulate(delta, header.num_samples()));
+  reported_.insert(header.client_id());
+  return absl::OkStatus();
+}
+
+void RoundScheduler::AddBytesDown(int64_t round, uint64_t bytes) {
+  absl::MutexLock lock(&mu_);
+  if (round == stats_.round) stats_.bytes_down += bytes;
+}
+
+void RoundScheduler::AddBytesUp(int64_t round, uint64_t bytes) {
+  absl::MutexLock lock(&mu_);
+  if (round == stats_.round) stats_.bytes_up += bytes;
+}
+
+void RoundScheduler::CountRejection(const std::string& reason) {
+  absl::MutexLock lock(&mu_);
+  ++stats_.rejected[reason];
+  ++total_rejections_;
+}
+
+int64_t RoundScheduler::total_rejections() const {
+  absl::MutexLock lock(&mu_);
+  return total_rejections_;
+}
+
+}  // namespace edgefl::server

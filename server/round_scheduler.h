@@ -1,0 +1,163 @@
+// The round state machine: waits for clients, selects them, hands out tasks, collects validated
+// updates into the strategy, closes each round at quorum or deadline, retries a round that missed
+// its quorum, and publishes each new global model version.
+#ifndef EDGEFL_SERVER_ROUND_SCHEDULER_H_
+#define EDGEFL_SERVER_ROUND_SCHEDULER_H_
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include "absl/container/flat_hash_set.h"
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "aggregation/strategy.h"
+#include "common/clock.h"
+#include "protos/config.pb.h"
+#include "protos/edgefl.pb.h"
+#include "server/client_registry.h"
+
+namespace edgefl::server {
+
+// An immutable published global model, shared by every CheckIn stream that sends it.
+struct ModelSnapshot {
+  int64_t version = 0;          // the model after round `version` (0 = initial)
+  std::string payload;          // little-endian float32 in spec order
+  std::string sha256;           // 32 raw bytes over payload
+};
+
+// What a closed round looked like; handed to the RoundDoneFn.
+struct RoundStats {
+  int64_t round = 0;
+  int attempts = 0;             // 1 unless the quorum was missed and the round retried
+  int clients_selected = 0;     // in the successful attempt
+  int clients_reported = 0;     // accepted updates
+  int clients_failed = 0;       // selected but not accepted by the close
+  uint64_t bytes_down = 0;      // model bytes streamed for this round (all attempts)
+  uint64_t bytes_up = 0;        // update bytes received for this round (all attempts)
+  double round_seconds = 0;     // from the first attempt's opening to the new model's publication
+  double unix_time = 0;         // when the round closed
+  std::map<std::string, int64_t> rejected;  // rejected requests by reason during the round
+  int64_t rejected_total = 0;   // rejected requests since this process started
+};
+
+struct TaskGrant {
+  proto::Task task;
+  std::shared_ptr<const ModelSnapshot> model;
+};
+
+enum class PollOutcome { kIdle, kTask, kFinished };
+
+// Thread-safe: Run() on one thread; the other methods from gRPC handler threads.
+class RoundScheduler {
+ public:
+  struct Options {
+    proto::ExperimentConfig config;   // FillDefaults + ValidateConfig already applied
+    proto::ModelSpec spec;
+    int64_t completed_rounds = 0;     // rounds already done (resume point)
+    std::vector<float> weights;       // the global model after `completed_rounds`
+  };
+  // Runs on the scheduler's own worker thread after each round, in round order, with the new
+  // global model: evaluation, metrics and checkpoints happen here while the next round is already
+  // training. Must not call back into the scheduler.
+  using RoundDoneFn =
+      std::function<void(const RoundStats& stats, std::shared_ptr<const std::vector<float>> model)>;
+
+  // INVALID_ARGUMENT if the weights do not match the spec.
+  static absl::StatusOr<std::unique_ptr<RoundScheduler>> Create(
+      Options options, ClientRegistry* registry, std::unique_ptr<aggregation::Strategy> strategy,
+      RoundDoneFn on_round_done, const Clock* clock);
+  ~RoundScheduler();
+
+  // Runs every remaining round; returns OK once the last round's RoundDoneFn has run.
+  // DEADLINE_EXCEEDED when too few clients joined in time, UNAVAILABLE when a round missed its
+  // quorum in every attempt, CANCELLED after Shutdown().
+  absl::Status Run();
+  // Makes Run() return soon and wakes every poller. Idempotent.
+  void Shutdown();
+
+  // Long poll for `client_id`: returns kTask (filling `grant`) as soon as the client is selected
+  // in the open round and has not reported yet, kFinished once the run is over, else kIdle after
+  // `max_wait` or when `cancelled()` turns true (checked about once a second).
+  PollOutcome WaitForTask(const std::string& client_id, absl::Duration max_wait,
+                          const std::function<bool()>& cancelled, TaskGrant* grant);
+
+  // Checks a report header before its payload is received: FAILED_PRECONDITION when no round is
+  // open, for another round/attempt, against another model version, after the deadline, or when
+  // the client already reported; PERMISSION_DENIED when the client was not selected.
+  absl::Status CheckReport(const proto::ReportHeader& header) const;
+  // Re-checks the header (the round may have closed meanwhile) and folds the dense delta into the
+  // strategy. INVALID_ARGUMENT for a wrong size, non-finite values or zero samples, leaving the
+  // round's aggregate unchanged.
+  absl::Status SubmitUpdate(const proto::ReportHeader& header, absl::Span<const float> delta);
+
+  // Traffic accounting, attributed to `round`.
+  void AddBytesDown(int64_t round, uint64_t bytes);
+  void AddBytesUp(int64_t round, uint64_t bytes);
+  // Counts a rejected request under `reason` (e.g. "invalid_argument"), reported with the round.
+  void CountRejection(const std::string& reason);
+  int64_t total_rejections() const;
+
+  bool finished() const;
+  int64_t current_model_version() const;
+
+ private:
+  RoundScheduler(Options options, ClientRegistry* registry,
+                 std::unique_ptr<aggregation::Strategy> strategy, RoundDoneFn on_round_done,
+                 const Clock* clock);
+  absl::Status WaitForClients(int min_clients);
+  // Opens an attempt; returns false if no client could be selected.
+  void OpenAttempt(int64_t round, int attempt, const std::vector<std::string>& selected,
+                   int target);
+  absl::Status CheckReportLocked(const proto::ReportHeader& header) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void PublishLocked(int64_t version) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WorkerLoop();
+
+  const Options options_;
+  ClientRegistry* const registry_;
+  const RoundDoneFn on_round_done_;
+  const Clock* const clock_;
+  const int64_t num_params_;
+
+  mutable absl::Mutex mu_;
+  std::unique_ptr<aggregation::Strategy> strategy_ ABSL_GUARDED_BY(mu_);
+  std::vector<float> global_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const ModelSnapshot> snapshot_ ABSL_GUARDED_BY(mu_);
+  bool open_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t round_ ABSL_GUARDED_BY(mu_) = 0;
+  int attempt_ ABSL_GUARDED_BY(mu_) = 0;
+  int target_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time deadline_ ABSL_GUARDED_BY(mu_);
+  proto::Task task_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> selected_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> reported_ ABSL_GUARDED_BY(mu_);
+  RoundStats stats_ ABSL_GUARDED_BY(mu_);
+  int64_t total_rejections_ ABSL_GUARDED_BY(mu_) = 0;
+
+  // Worker queue (round done callbacks).
+  absl::Mutex queue_mu_;
+  std::deque<std::pair<RoundStats, std::shared_ptr<const std::vector<float>>>> queue_
+      ABSL_GUARDED_BY(queue_mu_);
+  bool queue_closed_ ABSL_GUARDED_BY(queue_mu_) = false;
+  std::thread worker_;
+};
+
+// Serializes float32 weights little-endian (the wire and checkpoint layout).
+std::string FloatsToBytes(absl::Span<const float> values);
+// INVALID_ARGUMENT if bytes.size() is not a multiple of 4.
+absl::StatusOr<std::vector<float>> BytesToFloats(std::string_view bytes);
+
+}  // namespace edgefl::server
+
+#endif  // EDGEFL_SERVER_ROUND_SCHEDULER_H_

@@ -1,0 +1,184 @@
+#include "server/round_scheduler.h"
+
+#include <thread>
+
+#include "absl/synchronization/mutex.h"
+#include "common/config.h"
+#include "gtest/gtest.h"
+
+namespace edgefl::server {
+namespace {
+
+proto::ModelSpec TinySpec() {
+  proto::ModelSpec spec;
+  spec.set_model("tiny");
+  auto* t = spec.add_tensors();
+  t->set_name("w");
+  t->add_shape(4);
+  return spec;
+}
+
+class SchedulerFixture : public ::testing::Test {
+ protected:
+  void SetUpScheduler(int clients, double deadline_s, int rounds, int max_attempts = 3,
+                      double quorum = 0.5, double fraction = 1.0, int min_clients = 1) {
+    ClientRegistry::Options ro;
+    ro.id_seed = 1;
+    registry_ = std::make_unique<ClientRegistry>(ro, Clock::Real());
+    for (int i = 0; i < clients; ++i) ids_.push_back(*registry_->Join(proto::DeviceProfile()));
+    proto::ExperimentConfig config;
+    config.set_rounds(rounds);
+    config.set_deadline_seconds(deadline_s);
+    config.set_quorum(quorum);
+    config.set_max_round_attempts(max_attempts);
+    config.mutable_sampling()->set_fraction(fraction);
+    config.mutable_sampling()->set_min_clients(min_clients);
+    config.mutable_sampling()->set_wait_for_clients_seconds(5);
+    FillDefaults(&config);
+    RoundScheduler::Options o;
+    o.config = config;
+    o.spec = TinySpec();
+    o.weights = {1, 2, 3, 4};
+    auto s = RoundScheduler::Create(
+        o, registry_.get(), *aggregation::CreateFedAvg(4),
+        [this](const RoundStats& stats, std::shared_ptr<const std::vector<float>> model) {
+          absl::MutexLock lock(&mu_);
+          done_.push_back(stats);
+          models_.push_back(*model);
+        },
+        Clock::Real());
+    ASSERT_TRUE(s.ok()) << s.status();
+    scheduler_ = std::move(*s);
+  }
+
+  void StartRun() {
+    runner_ = std::thread([this] { run_status_ = scheduler_->Run(); });
+  }
+  absl::Status JoinRun() {
+    runner_.join();
+    return run_status_;
+  }
+
+  // Polls for a task for `id` (bounded).
+  bool GetTask(const std::string& id, TaskGrant* grant) {
+    return scheduler_->WaitForTask(id, absl::Seconds(10), nullptr, grant) == PollOutcome::kTask;
+  }
+
+  proto::ReportHeader Header(const std::string& id, const TaskGrant& g, uint64_t n) {
+    proto::ReportHeader h;
+    h.set_client_id(id);
+    h.set_round(g.task.round());
+    h.set_attempt(g.task.attempt());
+    h.set_model_version(g.task.model_version());
+    h.set_num_samples(n);
+    return h;
+  }
+
+  std::unique_ptr<ClientRegistry> registry_;
+  std::unique_ptr<RoundScheduler> scheduler_;
+  std::vector<std::string> ids_;
+  std::thread runner_;
+  absl::Status run_status_;
+  absl::Mutex mu_;
+  std::vector<RoundStats> done_;
+  std::vector<std::vector<float>> models_;
+};
+
+TEST_F(SchedulerFixture, RoundClosesWhenAllReportedWithWeightedMean) {
+  SetUpScheduler(/*clients=*/2, /*deadline_s=*/30, /*rounds=*/1);
+  StartRun();
+  TaskGrant g0, g1;
+  ASSERT_TRUE(GetTask(ids_[0], &g0));
+  ASSERT_TRUE(GetTask(ids_[1], &g1));
+  EXPECT_EQ(g0.task.round(), 1);
+  EXPECT_EQ(g0.model->version, 0);
+  std::vector<float> d0 = {1, 1, 1, 1}, d1 = {4, 4, 4, 4};
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], g0, 1), d0).ok());
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[1], g1, 3), d1).ok());
+  ASSERT_TRUE(JoinRun().ok());
+  ASSERT_EQ(done_.size(), 1u);
+  EXPECT_EQ(done_[0].clients_reported, 2);
+  EXPECT_EQ(done_[0].clients_failed, 0);
+  // mean delta = (1*1 + 3*4) / 4 = 3.25
+  EXPECT_EQ(models_[0], (std::vector<float>{4.25f, 5.25f, 6.25f, 7.25f}));
+  EXPECT_TRUE(scheduler_->finished());
+}
+
+TEST_F(SchedulerFixture, DeadlineClosesRoundWithQuorum) {
+  SetUpScheduler(/*clients=*/3, /*deadline_s=*/0.5, /*rounds=*/1);
+  StartRun();
+  TaskGrant g[3];
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(GetTask(ids_[i], &g[i]));
+  std::vector<float> d = {1, 1, 1, 1};
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], g[0], 1), d).ok());
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[1], g[1], 1), d).ok());
+  ASSERT_TRUE(JoinRun().ok());  // the third never reports; the deadline closes the round
+  ASSERT_EQ(done_.size(), 1u);
+  EXPECT_EQ(done_[0].clients_reported, 2);
+  EXPECT_EQ(done_[0].clients_failed, 1);
+  EXPECT_EQ(done_[0].attempts, 1);
+  // A report after the close is refused.
+  EXPECT_EQ(scheduler_->SubmitUpdate(Header(ids_[2], g[2], 1), d).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(SchedulerFixture, MissedQuorumRetriesThenFails) {
+  SetUpScheduler(/*clients=*/2, /*deadline_s=*/0.2, /*rounds=*/1, /*max_attempts=*/2,
+                 /*quorum=*/1.0);
+  StartRun();
+  TaskGrant g;
+  ASSERT_TRUE(GetTask(ids_[0], &g));
+  EXPECT_EQ(g.task.attempt(), 1);
+  // Only one of two reports: below quorum 1.0 -> retried.
+  std::vector<float> d = {1, 1, 1, 1};
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], g, 1), d).ok());
+  TaskGrant g2;
+  ASSERT_TRUE(GetTask(ids_[0], &g2));
+  EXPECT_EQ(g2.task.attempt(), 2);
+  EXPECT_EQ(JoinRun().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(done_.empty());
+}
+
+TEST_F(SchedulerFixture, RejectsBadReportsWithoutTouchingTheRound) {
+  SetUpScheduler(/*clients=*/1, /*deadline_s=*/30, /*rounds=*/1);
+  StartRun();
+  TaskGrant g;
+  ASSERT_TRUE(GetTask(ids_[0], &g));
+  std::vector<float> nan = {1, std::numeric_limits<float>::quiet_NaN(), 1, 1};
+  EXPECT_EQ(scheduler_->SubmitUpdate(Header(ids_[0], g, 1), nan).code(),
+            absl::StatusCode::kInvalidArgument);
+  std::vector<float> small = {1, 1};
+  EXPECT_EQ(scheduler_->SubmitUpdate(Header(ids_[0], g, 1), small).code(),
+            absl::StatusCode::kInvalidArgument);
+  proto::ReportHeader stranger = Header("c-stranger", g, 1);
+  EXPECT_EQ(scheduler_->CheckReport(stranger).code(), absl::StatusCode::kPermissionDenied);
+  proto::ReportHeader stale = Header(ids_[0], g, 1);
+  stale.set_model_version(3);
+  EXPECT_EQ(scheduler_->CheckReport(stale).code(), absl::StatusCode::kFailedPrecondition);
+  std::vector<float> zero = {0, 0, 0, 0};
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], g, 5), zero).ok());
+  ASSERT_TRUE(JoinRun().ok());
+  EXPECT_EQ(models_[0], (std::vector<float>{1, 2, 3, 4}));
+}
+
+TEST_F(SchedulerFixture, SamplingSelectsFractionAndRefusesOthers) {
+  SetUpScheduler(/*clients=*/4, /*deadline_s=*/30, /*rounds=*/1, 3, 0.5, /*fraction=*/0.5);
+  StartRun();
+  int selected = 0;
+  TaskGrant g;
+  std::vector<std::string> chosen;
+  for (const auto& id : ids_) {
+    if (scheduler_->WaitForTask(id, absl::Milliseconds(300), nullptr, &g) == PollOutcome::kTask) {
+      chosen.push_back(id);
+      ++selected;
+    }
+  }
+  EXPECT_EQ(selected, 2);
+  std::vector<float> d = {0, 0, 0, 0};
+  for (const auto& id : chosen) ASSERT_TRUE(scheduler_->SubmitUpdate(Header(id, g, 1), d).ok());
+  ASSERT_TRUE(JoinRun().ok());
+  EXPECT_EQ(done_[0].clients_selected, 2);
+}
+
+}  // namespace
+}  // namespace edgefl::server

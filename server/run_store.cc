@@ -1,0 +1,124 @@
+#include "server/run_store.h"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/config.h"
+#include "common/file_util.h"
+#include "common/sha256.h"
+#include "common/status_macros.h"
+
+namespace edgefl::server {
+
+absl::StatusOr<RunStore> RunStore::Open(const std::string& dir) {
+  if (dir.empty()) return absl::InvalidArgumentError("empty output directory");
+  RETURN_IF_ERROR(MakeDirs(dir));
+  return RunStore(dir);
+}
+
+absl::Status RunStore::WriteConfig(const proto::ExperimentConfig& config) {
+  return WriteFileAtomically(Path(kConfigFile), ConfigToJson(config));
+}
+
+proto::Checkpoint MakeCheckpoint(int64_t round, const proto::ModelSpec& spec,
+                                 absl::Span<const float> weights,
+                                 const proto::ExperimentConfig& config, double elapsed_seconds) {
+  proto::Checkpoint ckpt;
+  ckpt.set_round(round);
+  *ckpt.mutable_spec() = spec;
+  ckpt.set_weights(FloatsToBytes(weights));
+  ckpt.set_sha256(Sha256::Of(ckpt.weights()));
+  *ckpt.mutable_config() = config;
+  ckpt.set_elapsed_seconds(elapsed_seconds);
+  return ckpt;
+}
+
+absl::Status RunStore::WriteCheckpoint(const proto::Checkpoint& checkpoint) {
+  std::string bytes;
+  if (!checkpoint.SerializeToString(&bytes)) {
+    return absl::InternalError("could not serialize the checkpoint");
+  }
+  return WriteFileAtomically(Path(kCheckpointFile), bytes);
+}
+
+absl::StatusOr<proto::Checkpoint> RunStore::ReadCheckpoint() const {
+  ASSIGN_OR_RETURN(std::string bytes, ReadFile(Path(kCheckpointFile)));
+  proto::Checkpoint ckpt;
+  if (!ckpt.ParseFromString(bytes)) {
+    return absl::DataLossError(absl::StrCat(Path(kCheckpointFile), " does not parse"));
+  }
+  if (Sha256::Of(ckpt.weights()) != ckpt.sha256()) {
+    return absl::DataLossError(absl::StrCat(Path(kCheckpointFile), ": weights digest mismatch"));
+  }
+  return ckpt;
+}
+
+std::string RunStore::MetricsToJson(const RoundMetrics& m) {
+  const RoundStats& s = m.stats;
+  std::vector<std::string> fields = {
+      absl::StrFormat("\"round\":%d", s.round),
+  };
+  if (m.test_accuracy) fields.push_back(absl::StrFormat("\"test_accuracy\":%.6f", *m.test_accuracy));
+  if (m.test_loss) fields.push_back(absl::StrFormat("\"test_loss\":%.6f", *m.test_loss));
+  fields.push_back(absl::StrFormat("\"clients_selected\":%d", s.clients_selected));
+  fields.push_back(absl::StrFormat("\"clients_reported\":%d", s.clients_reported));
+  fields.push_back(absl::StrFormat("\"clients_failed\":%d", s.clients_failed));
+  fields.push_back(absl::StrFormat("\"attempts\":%d", s.attempts));
+  fields.push_back(absl::StrFormat("\"bytes_down\":%d", s.bytes_down));
+  fields.push_back(absl::StrFormat("\"bytes_up\":%d", s.bytes_up));
+  fields.push_back(absl::StrFormat("\"round_seconds\":%.3f", s.round_seconds));
+  fields.push_back(absl::StrFormat("\"eval_seconds\":%.3f", m.eval_seconds));
+  fields.push_back(absl::StrFormat("\"unix_time\":%.3f", s.unix_time));
+  std::vector<std::string> rejected;
+  for (const auto& [reason, count] : s.rejected) {
+    rejected.push_back(absl::StrFormat("\"%s\":%d", reason, count));
+  }
+  fields.push_back(absl::StrCat("\"rejected\":{", absl::StrJoin(rejected, ","), "}"));
+  fields.push_back(absl::StrFormat("\"rejected_total\":%d", s.rejected_total));
+  return absl::StrCat("{", absl::StrJoin(fields, ","), "}");
+}
+
+absl::Status RunStore::AppendMetrics(const RoundMetrics& metrics) {
+  return AppendLine(Path(kMetricsFile), MetricsToJson(metrics));
+}
+
+absl::Status RunStore::TruncateMetricsAfter(int64_t round) {
+  absl::StatusOr<std::string> text = ReadFile(Path(kMetricsFile));
+  if (absl::IsNotFound(text.status())) return absl::OkStatus();
+  if (!text.ok()) return text.status();
+  std::string kept;
+  for (absl::string_view line : absl::StrSplit(*text, '\n', absl::SkipEmpty())) {
+    // Lines start with {"round":N, as written by MetricsToJson.
+    int64_t r = -1;
+    const absl::string_view prefix = "{\"round\":";
+    if (absl::StartsWith(line, prefix)) {
+      absl::string_view rest = line.substr(prefix.size());
+      rest = rest.substr(0, rest.find(','));
+      if (!absl::SimpleAtoi(rest, &r)) r = -1;
+    }
+    if (r >= 0 && r <= round) absl::StrAppend(&kept, line, "\n");
+  }
+  return WriteFileAtomically(Path(kMetricsFile), kept);
+}
+
+absl::Status RunStore::WriteFinalModel(const proto::ModelSpec& spec,
+                                       absl::Span<const float> weights) {
+  RETURN_IF_ERROR(WriteFileAtomically(Path(kFinalModelFile), FloatsToBytes(weights)));
+  std::string json;
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.add_whitespace = true;
+  opts.preserve_proto_field_names = true;
+  if (!google::protobuf::util::MessageToJsonString(spec, &json, opts).ok()) {
+    return absl::InternalError("could not print the model spec");
+  }
+  return WriteFileAtomically(Path(kSpecFile), json);
+}
+
+}  // namespace edgefl::server

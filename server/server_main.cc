@@ -1,0 +1,339 @@
+// fl-server: the edgefl coordinator.
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "aggregation/strategy.h"
+#include "common/config.h"
+#include "common/file_util.h"
+#include "common/flags.h"
+#include "common/log.h"
+#include "models/dataset.h"
+#include "models/model_runner.h"
+#include "models/model_spec.h"
+#include "server/client_registry.h"
+#include "server/coordinator_service.h"
+#include "server/round_scheduler.h"
+#include "server/run_store.h"
+
+namespace edgefl::server {
+namespace {
+
+constexpr char kProgram[] = "fl-server";
+
+struct ServerFlags {
+  std::string config;
+  std::vector<std::string> sets;
+  int rounds = 0;
+  std::string model;
+  std::string listen = "0.0.0.0:50051";
+  std::string out;
+  bool resume = false;
+  std::string data_dir;
+  std::string init_weights;
+  int64_t seed = -1;
+  int min_clients = 0;
+  double fraction = 0;
+  double deadline = 0;
+  int eval_samples = -1;
+  int eval_threads = 0;
+  double lease_seconds = 300;
+  double poll_seconds = 20;
+  double finish_grace_seconds = 10;
+  std::string port_file;
+  int max_message_mb = 16;
+};
+
+std::string NewestRunDir() {
+  std::error_code ec;
+  std::string best;
+  for (const auto& entry : std::filesystem::directory_iterator("runs", ec)) {
+    if (entry.is_directory() && FileExists(entry.path().string() + "/" + RunStore::kCheckpointFile)) {
+      if (entry.path().string() > best) best = entry.path().string();
+    }
+  }
+  return best;
+}
+
+// Flags that are sugar for --set, applied before the explicit --set list.
+std::vector<std::string> SugarOverrides(const ServerFlags& f) {
+  std::vector<std::string> out;
+  if (f.rounds > 0) out.push_back(absl::StrCat("rounds=", f.rounds));
+  if (!f.model.empty()) out.push_back(absl::StrCat("model=", f.model));
+  if (!f.data_dir.empty()) out.push_back(absl::StrCat("data_dir=", f.data_dir));
+  if (!f.init_weights.empty()) out.push_back(absl::StrCat("init_weights=", f.init_weights));
+  if (f.seed >= 0) out.push_back(absl::StrCat("seed=", f.seed));
+  if (f.min_clients > 0) out.push_back(absl::StrCat("sampling.min_clients=", f.min_clients));
+  if (f.fraction > 0) out.push_back(absl::StrCat("sampling.fraction=", f.fraction));
+  if (f.deadline > 0) out.push_back(absl::StrCat("deadline_seconds=", f.deadline));
+  if (f.eval_samples >= 0) out.push_back(absl::StrCat("evaluation.max_samples=", f.eval_samples));
+  if (f.eval_threads > 0) out.push_back(absl::StrCat("evaluation.threads=", f.eval_threads));
+  out.insert(out.end(), f.sets.begin(), f.sets.end());
+  return out;
+}
+
+int Main(int argc, char** argv) {
+  ServerFlags f;
+  FlagSet flags(kProgram,
+                "The edgefl coordinator: schedules federated rounds over gRPC, aggregates the\n"
+                "clients' updates (FedAvg), evaluates each new global model on the test set and\n"
+                "writes metrics.jsonl, an atomic checkpoint after every round and the final model\n"
+                "into the output folder.\n\n"
+                "  fl-server --rounds 50\n"
+                "  fl-server --config examples/fmnist_fedavg.json --set client.lr=0.02\n"
+                "  fl-server --resume --out runs/20261126-101500");
+  flags.String("config", &f.config, "experiment config (JSON of edgefl.proto.ExperimentConfig)");
+  flags.Repeated("set", &f.sets,
+                 "override one config field, e.g. --set client.lr=0.02; wins over the other flags");
+  flags.Int("rounds", &f.rounds, "number of rounds (config 'rounds'; 0 = config or 10)");
+  flags.String("model", &f.model, "model name: fedavg_cnn, small_cnn, mlp (config 'model')");
+  flags.String("listen", &f.listen, "address to serve on (port 0 picks a free port)");
+  flags.String("out", &f.out, "output folder (default runs/<timestamp>; with --resume, the run "
+                              "to continue, default the newest under runs/)");
+  flags.Bool("resume", &f.resume, "continue the run in --out from its last completed round");
+  flags.String("data_dir", &f.data_dir,
+               "folder with the Fashion-MNIST .gz files (config 'data_dir', default "
+               "/usr/share/datasets/fashion-mnist)");
+  flags.String("init_weights", &f.init_weights,
+               "raw float32 initial weights (config 'init_weights'; default seeded init)");
+  flags.Int64("seed", &f.seed, "seed for init and sampling (config 'seed'; -1 = config or 0)");
+  flags.Int("min_clients", &f.min_clients, "config sampling.min_clients (0 = config or 2)");
+  flags.Double("fraction", &f.fraction, "config sampling.fraction (0 = config or 1.0)");
+  flags.Double("deadline", &f.deadline, "round deadline in seconds (0 = config or 300)");
+  flags.Int("eval_samples", &f.eval_samples,
+            "evaluate on the first N test images (-1 = config, 0 = all 10,000)");
+  flags.Int("eval_threads", &f.eval_threads, "torch threads for evaluation (0 = config or 1)");
+  flags.Double("lease_seconds", &f.lease_seconds, "a client unseen this long is dropped");
+  flags.Double("poll_seconds", &f.poll_seconds, "how long a CheckIn long poll is held");
+  flags.Double("finish_grace_seconds", &f.finish_grace_seconds,
+               "after the last round, how long to keep telling clients the run is over");
+  flags.String("port_file", &f.port_file, "write the bound port to this file once serving");
+  flags.Int("max_message_mb", &f.max_message_mb, "gRPC message size limit, both directions");
+  flags.ParseOrExit(argc, argv);
+  if (!flags.positional().empty()) {
+    ExitUsageError(kProgram, absl::StrCat("unexpected argument '", flags.positional()[0], "'"));
+  }
+  SetLogTag("server");
+
+  // ---- configuration -------------------------------------------------------------------------
+  proto::ExperimentConfig config;
+  int64_t completed = 0;
+  std::vector<float> weights;
+  double elapsed_before = 0;
+  if (f.resume) {
+    if (f.out.empty()) f.out = NewestRunDir();
+    if (f.out.empty()) ExitUsageError(kProgram, "--resume: no run with a checkpoint under runs/");
+    if (!f.config.empty()) ExitUsageError(kProgram, "--resume takes the run's own config; "
+                                                    "use --set or --rounds to change it");
+  } else if (f.out.empty()) {
+    f.out = absl::StrCat("runs/", absl::FormatTime("%Y%m%d-%H%M%S", absl::Now(),
+                                                   absl::LocalTimeZone()));
+  }
+  absl::StatusOr<RunStore> store = RunStore::Open(f.out);
+  if (!store.ok()) ExitUsageError(kProgram, std::string(store.status().message()));
+  if (f.resume) {
+    absl::StatusOr<proto::Checkpoint> ckpt = store->ReadCheckpoint();
+    if (!ckpt.ok()) {
+      ExitUsageError(kProgram, absl::StrCat("--resume: ", ckpt.status().message()));
+    }
+    config = ckpt->config();
+    completed = ckpt->round();
+    elapsed_before = ckpt->elapsed_seconds();
+    absl::StatusOr<std::vector<float>> w = BytesToFloats(ckpt->weights());
+    if (!w.ok()) ExitUsageError(kProgram, std::string(w.status().message()));
+    weights = std::move(*w);
+  } else if (!f.config.empty()) {
+    absl::StatusOr<proto::ExperimentConfig> c = LoadConfigFile(f.config);
+    if (!c.ok()) ExitUsageError(kProgram, std::string(c.status().message()));
+    config = std::move(*c);
+  }
+  for (const std::string& assignment : SugarOverrides(f)) {
+    if (absl::Status s = ApplyOverride(assignment, &config); !s.ok()) {
+      ExitUsageError(kProgram, std::string(s.message()));
+    }
+  }
+  FillDefaults(&config);
+  if (absl::Status s = ValidateConfig(config); !s.ok()) {
+    ExitUsageError(kProgram, std::string(s.message()));
+  }
+  absl::StatusOr<proto::ModelSpec> spec = models::SpecForModel(config.model());
+  if (!spec.ok()) ExitUsageError(kProgram, std::string(spec.status().message()));
+  if (!f.resume) {
+    absl::StatusOr<std::vector<float>> w =
+        config.init_weights().empty() ? models::InitialWeights(config.model(), config.seed())
+                                      : models::LoadRawWeights(config.init_weights(), *spec);
+    if (!w.ok()) ExitUsageError(kProgram, std::string(w.status().message()));
+    weights = std::move(*w);
+  } else if (static_cast<int64_t>(weights.size()) != models::NumParameters(*spec)) {
+    ExitUsageError(kProgram, "--resume: the checkpoint does not match the configured model");
+  }
+  absl::StatusOr<models::ImageDataset> test_set = models::LoadFashionMnist(
+      config.data_dir(), models::Split::kTest, std::nullopt, config.evaluation().max_samples());
+  if (!test_set.ok()) ExitUsageError(kProgram, std::string(test_set.status().message()));
+  absl::StatusOr<std::unique_ptr<models::ModelRunner>> evaluator =
+      models::ModelRunner::Create(config.model(), config.evaluation().threads());
+  if (!evaluator.ok()) ExitUsageError(kProgram, std::string(evaluator.status().message()));
+
+  if (absl::Status s = store->WriteConfig(config); !s.ok()) {
+    ExitUsageError(kProgram, std::string(s.message()));
+  }
+  if (f.resume) {
+    if (absl::Status s = store->TruncateMetricsAfter(completed); !s.ok()) {
+      EDGEFL_LOG_ERROR("could not trim metrics.jsonl: ", s.ToString());
+      return 1;
+    }
+    EDGEFL_LOG_INFO("resuming ", store->dir(), " after round ", completed, " of ",
+                    config.rounds());
+  }
+
+  // ---- components ----------------------------------------------------------------------------
+  // Block the termination signals in every thread; one thread waits for them below.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  ClientRegistry::Options reg_opts;
+  reg_opts.lease = absl::Seconds(f.lease_seconds);
+  ClientRegistry registry(reg_opts, Clock::Real());
+
+  const absl::Time started = absl::Now();
+  const int64_t total_rounds = config.rounds();
+  const int eval_every = config.evaluation().every();
+  const int eval_batch = config.evaluation().batch_size();
+  models::ModelRunner* runner = evaluator->get();
+  RunStore* run_store = &*store;
+  const proto::ModelSpec model_spec = *spec;
+  std::atomic<bool> worker_failed{false};
+  auto on_round_done = [&](const RoundStats& stats,
+                           std::shared_ptr<const std::vector<float>> model) {
+    RoundMetrics m;
+    m.stats = stats;
+    if (stats.round % eval_every == 0 || stats.round == total_rounds) {
+      absl::Status s = runner->SetWeights(*model);
+      absl::StatusOr<models::EvalResult> r =
+          s.ok() ? runner->Evaluate(*test_set, eval_batch) : absl::StatusOr<models::EvalResult>(s);
+      if (r.ok()) {
+        m.test_accuracy = r->accuracy;
+        m.test_loss = r->loss;
+        m.eval_seconds = r->seconds;
+      } else {
+        EDGEFL_LOG_ERROR("evaluation of round ", stats.round, " failed: ", r.status().ToString());
+      }
+    }
+    absl::Status s = run_store->AppendMetrics(m);
+    if (s.ok()) {
+      const double elapsed = elapsed_before + absl::ToDoubleSeconds(absl::Now() - started);
+      s = run_store->WriteCheckpoint(
+          MakeCheckpoint(stats.round, model_spec, *model, config, elapsed));
+    }
+    if (s.ok() && stats.round == total_rounds) s = run_store->WriteFinalModel(model_spec, *model);
+    if (!s.ok()) {
+      EDGEFL_LOG_ERROR("could not write round ", stats.round, " results: ", s.ToString());
+      worker_failed = true;
+    }
+    EDGEFL_LOG_INFO(absl::StrFormat(
+        "round %d/%d: test_accuracy %s test_loss %s clients %d/%d (failed %d) round %.1fs eval "
+        "%.1fs up %.1f MB down %.1f MB",
+        stats.round, total_rounds,
+        m.test_accuracy ? absl::StrFormat("%.4f", *m.test_accuracy) : "-",
+        m.test_loss ? absl::StrFormat("%.4f", *m.test_loss) : "-", stats.clients_reported,
+        stats.clients_selected, stats.clients_failed, stats.round_seconds, m.eval_seconds,
+        stats.bytes_up / 1e6, stats.bytes_down / 1e6));
+  };
+
+  absl::StatusOr<std::unique_ptr<aggregation::Strategy>> strategy =
+      aggregation::CreateFedAvg(weights.size());
+  if (!strategy.ok()) ExitUsageError(kProgram, std::string(strategy.status().message()));
+  RoundScheduler::Options sched_opts;
+  sched_opts.config = config;
+  sched_opts.spec = *spec;
+  sched_opts.completed_rounds = completed;
+  sched_opts.weights = std::move(weights);
+  absl::StatusOr<std::unique_ptr<RoundScheduler>> scheduler =
+      RoundScheduler::Create(std::move(sched_opts), &registry, std::move(*strategy),
+                             on_round_done, Clock::Real());
+  if (!scheduler.ok()) ExitUsageError(kProgram, std::string(scheduler.status().message()));
+
+  CoordinatorService::Options svc_opts;
+  svc_opts.checkin_poll = absl::Seconds(f.poll_seconds);
+  CoordinatorService service(svc_opts, *spec, &registry, scheduler->get());
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(f.listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(f.max_message_mb << 20);
+  builder.SetMaxSendMessageSize(f.max_message_mb << 20);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    EDGEFL_LOG_ERROR("could not listen on ", f.listen);
+    std::fprintf(stderr, "%s: could not listen on %s\n", kProgram, f.listen.c_str());
+    return 2;
+  }
+  server->GetHealthCheckService()->SetServingStatus(true);
+  if (!f.port_file.empty()) {
+    if (absl::Status s = WriteFileAtomically(f.port_file, absl::StrCat(port, "\n")); !s.ok()) {
+      EDGEFL_LOG_ERROR(s.ToString());
+      return 2;
+    }
+  }
+  EDGEFL_LOG_INFO("serving on ", f.listen.substr(0, f.listen.rfind(':')), ":", port, "; model ",
+                  config.model(), " (", models::NumParameters(*spec), " parameters), ",
+                  config.rounds(), " rounds, output ", store->dir());
+
+  std::thread signal_thread([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    if (sig == SIGINT || sig == SIGTERM) {
+      EDGEFL_LOG_WARN("signal ", sig, ": shutting down");
+      (*scheduler)->Shutdown();
+    }
+  });
+  signal_thread.detach();
+
+  absl::Status run = (*scheduler)->Run();
+  if (run.ok()) {
+    // Tell polling clients that the run is over before going away (bounded).
+    const absl::Time until = absl::Now() + absl::Seconds(f.finish_grace_seconds);
+    while (absl::Now() < until &&
+           service.finished_notices() < static_cast<int64_t>(registry.Eligible().size())) {
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+  }
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (!run.ok()) {
+    EDGEFL_LOG_ERROR("run stopped: ", run.ToString());
+    return absl::IsCancelled(run) ? 130 : 1;
+  }
+  if (worker_failed) return 1;
+  std::printf("fl-server: %lld rounds done. Metrics: %s  Final model: %s  Checkpoint: %s\n",
+              static_cast<long long>(total_rounds), store->Path(RunStore::kMetricsFile).c_str(),
+              store->Path(RunStore::kFinalModelFile).c_str(),
+              store->Path(RunStore::kCheckpointFile).c_str());
+  return 0;
+}
+
+}  // namespace
+}  // namespace edgefl::server
+
+int main(int argc, char** argv) { return edgefl::server::Main(argc, argv); }

@@ -1,0 +1,220 @@
+// End-to-end: a rogue client speaks the wire protocol directly to a real fl-server and sends every
+// kind of bad input; each gets a clear status, is counted, and the global model stays unchanged.
+#include <grpcpp/grpcpp.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/file_util.h"
+#include "common/sha256.h"
+#include "gtest/gtest.h"
+#include "models/model_spec.h"
+#include "protos/edgefl.grpc.pb.h"
+#include "tests/e2e_util.h"
+
+namespace edgefl::testing {
+namespace {
+
+std::string Bytes(const std::vector<float>& v) {
+  return std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
+}
+
+class RogueClient {
+ public:
+  explicit RogueClient(int port) {
+    grpc::ChannelArguments args;
+    args.SetMaxSendMessageSize(64 << 20);
+    args.SetMaxReceiveMessageSize(64 << 20);
+    stub_ = proto::Coordinator::NewStub(grpc::CreateCustomChannel(
+        absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials(), args));
+  }
+
+  grpc::Status Join(std::string* id) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    proto::JoinRequest req;
+    req.mutable_profile()->set_arch("x86_64");
+    proto::JoinResponse resp;
+    grpc::Status s = stub_->Join(&ctx, req, &resp);
+    *id = resp.client_id();
+    return s;
+  }
+
+  // One CheckIn; returns the status and fills `task` when one came.
+  grpc::Status CheckIn(const std::string& id, proto::Task* task, bool* got_task) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    proto::CheckInRequest req;
+    req.set_client_id(id);
+    auto reader = stub_->CheckIn(&ctx, req);
+    proto::CheckInResponse msg;
+    *got_task = false;
+    while (reader->Read(&msg)) {
+      if (msg.has_task()) {
+        *task = msg.task();
+        *got_task = true;
+      }
+    }
+    return reader->Finish();
+  }
+
+  // Sends a header then `payload` in chunks of `chunk` bytes (offsets as given by `offset_skew`).
+  grpc::Status Report(const proto::ReportHeader& header, const std::string& payload,
+                      size_t chunk = 1 << 20) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    proto::ReportResponse resp;
+    auto writer = stub_->Report(&ctx, &resp);
+    proto::ReportRequest msg;
+    *msg.mutable_header() = header;
+    writer->Write(msg);
+    for (size_t off = 0; off < payload.size(); off += chunk) {
+      proto::ReportRequest c;
+      c.mutable_chunk()->set_offset(off);
+      c.mutable_chunk()->set_data(payload.substr(off, chunk));
+      if (!writer->Write(c)) break;
+    }
+    writer->WritesDone();
+    return writer->Finish();
+  }
+
+ private:
+  std::unique_ptr<proto::Coordinator::Stub> stub_;
+};
+
+TEST(BadInput, EveryBadUpdateIsRejectedAndTheModelIsUnchanged) {
+  const std::string dir = MakeTempDir("edgefl-bad");
+  auto init = models::InitialWeights("small_cnn", 7);
+  ASSERT_TRUE(init.ok());
+  ASSERT_TRUE(WriteFileAtomically(dir + "/init.f32", Bytes(*init)).ok());
+  auto spec = models::SpecForModel("small_cnn");
+  ASSERT_TRUE(spec.ok());
+
+  int port = 0;
+  auto server = StartServer({"--model=small_cnn", "--rounds=1", "--min_clients=1",
+                             "--eval_samples=200", "--deadline=120", "--init_weights=" + dir + "/init.f32",
+                             "--out=" + dir + "/run"},
+                            dir, "server.log", &port);
+  ASSERT_GT(port, 0) << server->Log();
+  RogueClient rogue(port);
+
+  // An unknown client cannot check in.
+  proto::Task task;
+  bool got = false;
+  EXPECT_EQ(rogue.CheckIn("c-nobody", &task, &got).error_code(), grpc::StatusCode::NOT_FOUND);
+
+  std::string id;
+  ASSERT_TRUE(rogue.Join(&id).ok());
+  ASSERT_TRUE(WaitFor([&] { return rogue.CheckIn(id, &task, &got).ok() && got; },
+                      absl::Seconds(60)));
+  EXPECT_EQ(task.round(), 1);
+  EXPECT_EQ(task.model_version(), 0);
+
+  const int64_t n = models::NumParameters(*spec);
+  const std::vector<float> zeros(n, 0.0f);
+  proto::ReportHeader good;
+  good.set_client_id(id);
+  good.set_round(task.round());
+  good.set_attempt(task.attempt());
+  good.set_model_version(task.model_version());
+  good.set_num_samples(100);
+  *good.mutable_spec() = *spec;
+  good.set_codec("dense");
+  good.set_total_bytes(n * 4);
+  good.set_sha256(Sha256::Of(Bytes(zeros)));
+
+  struct Case {
+    std::string name;
+    proto::ReportHeader header;
+    std::string payload;
+    grpc::StatusCode want;
+    size_t chunk = 1 << 20;
+  };
+  std::vector<Case> cases;
+  {
+    Case c{"unknown client", good, Bytes(zeros), grpc::StatusCode::NOT_FOUND};
+    c.header.set_client_id("c-impostor");
+    cases.push_back(c);
+  }
+  {
+    Case c{"wrong tensor name", good, Bytes(zeros), grpc::StatusCode::INVALID_ARGUMENT};
+    c.header.mutable_spec()->mutable_tensors(0)->set_name("evil.weight");
+    cases.push_back(c);
+  }
+  {
+    Case c{"wrong shape", good, Bytes(zeros), grpc::StatusCode::INVALID_ARGUMENT};
+    c.header.mutable_spec()->mutable_tensors(0)->set_shape(0, 3);
+    cases.push_back(c);
+  }
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    std::vector<float> v = zeros;
+    v[n / 2] = bad;
+    Case c{std::isnan(bad) ? "NaN value" : "Inf value", good, Bytes(v),
+           grpc::StatusCode::INVALID_ARGUMENT};
+    c.header.set_sha256(Sha256::Of(c.payload));
+    cases.push_back(c);
+  }
+  {
+    Case c{"stale model version", good, Bytes(zeros), grpc::StatusCode::FAILED_PRECONDITION};
+    c.header.set_model_version(5);
+    cases.push_back(c);
+  }
+  {
+    Case c{"wrong round", good, Bytes(zeros), grpc::StatusCode::FAILED_PRECONDITION};
+    c.header.set_round(7);
+    cases.push_back(c);
+  }
+  {
+    std::vector<float> v = zeros;
+    v[0] = 1.0f;  // payload differs from the digest in the header
+    Case c{"bad checksum", good, Bytes(v), grpc::StatusCode::DATA_LOSS};
+    cases.push_back(c);
+  }
+  {
+    Case c{"oversized chunk", good, Bytes(zeros), grpc::StatusCode::INVALID_ARGUMENT};
+    c.chunk = 5 << 20;
+    // small_cnn is smaller than 5 MiB; pad the payload so a single chunk exceeds the limit.
+    c.payload.resize(5 << 20, '\0');
+    cases.push_back(c);
+  }
+  {
+    Case c{"short payload", good, Bytes(zeros).substr(0, n * 2), grpc::StatusCode::INVALID_ARGUMENT};
+    cases.push_back(c);
+  }
+  {
+    Case c{"unsupported codec", good, Bytes(zeros), grpc::StatusCode::INVALID_ARGUMENT};
+    c.header.set_codec("gzip");
+    cases.push_back(c);
+  }
+  {
+    Case c{"zero samples", good, Bytes(zeros), grpc::StatusCode::INVALID_ARGUMENT};
+    c.header.set_num_samples(0);
+    cases.push_back(c);
+  }
+  for (const Case& c : cases) {
+    grpc::Status s = rogue.Report(c.header, c.payload, c.chunk);
+    EXPECT_EQ(s.error_code(), c.want) << c.name << ": " << s.error_message();
+    EXPECT_FALSE(s.error_message().empty()) << c.name;
+  }
+  // The server is alive and still takes a valid (all-zero) update...
+  grpc::Status ok = rogue.Report(good, Bytes(zeros));
+  ASSERT_TRUE(ok.ok()) << ok.error_message();
+  // ...but not the same client twice.
+  EXPECT_EQ(rogue.Report(good, Bytes(zeros)).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+
+  ASSERT_EQ(server->Wait(absl::Seconds(120)), 0) << server->Log();
+  // global + mean(0) == global bit for bit: none of the bad updates reached the model.
+  EXPECT_EQ(ReadFileOrEmpty(dir + "/run/model_final.f32"), Bytes(*init));
+  auto metrics = ReadJsonLines(dir + "/run/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 1u);
+  EXPECT_EQ(NumberField(metrics[0], "clients_reported"), 1);
+  // Every rejection above (the cases, the unknown CheckIn, the duplicate) is counted.
+  EXPECT_GE(NumberField(metrics[0], "rejected_total"), static_cast<double>(cases.size()) + 1);
+}
+
+}  // namespace
+}  // namespace edgefl::testing

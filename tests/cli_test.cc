@@ -1,0 +1,119 @@
+// The binaries' command-line contract: --help explains every flag; bad input is one line and
+// exit code 2.
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_split.h"
+#include "common/file_util.h"
+#include "gtest/gtest.h"
+#include "tests/e2e_util.h"
+
+namespace edgefl::testing {
+namespace {
+
+struct Result {
+  int code;
+  std::string output;
+};
+
+Result RunTool(const std::string& binary, const std::vector<std::string>& args) {
+  const std::string dir = MakeTempDir("edgefl-cli");
+  std::vector<std::string> argv = {BinDir() + "/" + binary};
+  argv.insert(argv.end(), args.begin(), args.end());
+  Subprocess p(argv, dir + "/out.log");
+  int code = p.Wait(absl::Seconds(60));
+  return {code, p.Log()};
+}
+
+int NonEmptyLines(const std::string& s) {
+  int n = 0;
+  for (absl::string_view line : absl::StrSplit(s, '\n', absl::SkipEmpty())) {
+    if (!line.empty()) ++n;
+  }
+  return n;
+}
+
+TEST(Cli, HelpListsFlagsWithDefaults) {
+  Result server = RunTool("fl-server", {"--help"});
+  EXPECT_EQ(server.code, 0);
+  for (const char* flag : {"--rounds", "--config", "--set", "--resume", "--listen", "--model"}) {
+    EXPECT_NE(server.output.find(flag), std::string::npos) << flag << "\n" << server.output;
+  }
+  EXPECT_NE(server.output.find("0.0.0.0:50051"), std::string::npos);
+  Result client = RunTool("fl-client", {"--help"});
+  EXPECT_EQ(client.code, 0);
+  for (const char* flag : {"--server", "--partition_file", "--client_index", "--threads"}) {
+    EXPECT_NE(client.output.find(flag), std::string::npos) << flag << "\n" << client.output;
+  }
+}
+
+TEST(Cli, UnknownFlagIsUsageError) {
+  Result r = RunTool("fl-server", {"--no-such-flag=1"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("no-such-flag"), std::string::npos) << r.output;
+}
+
+TEST(Cli, UnknownModelIsOneLineError) {
+  const std::string dir = MakeTempDir("edgefl-cli");
+  Result r = RunTool("fl-server", {"--model=resnet9000", "--out=" + dir});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("resnet9000"), std::string::npos) << r.output;
+  EXPECT_EQ(NonEmptyLines(r.output), 1) << r.output;
+}
+
+TEST(Cli, ConfigWithUnknownKeyNamesIt) {
+  const std::string dir = MakeTempDir("edgefl-cli");
+  ASSERT_TRUE(WriteFileAtomically(dir + "/bad.json", R"({"rounds": 3, "roundz": 4})").ok());
+  Result r = RunTool("fl-server", {"--config=" + dir + "/bad.json", "--out=" + dir + "/run"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("roundz"), std::string::npos) << r.output;
+  EXPECT_EQ(NonEmptyLines(r.output), 1) << r.output;
+}
+
+TEST(Cli, ConfigWithWrongTypeIsError) {
+  const std::string dir = MakeTempDir("edgefl-cli");
+  ASSERT_TRUE(WriteFileAtomically(dir + "/bad.json", R"({"rounds": "many"})").ok());
+  Result r = RunTool("fl-server", {"--config=" + dir + "/bad.json", "--out=" + dir + "/run"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("rounds"), std::string::npos) << r.output;
+}
+
+TEST(Cli, BadOverrideIsError) {
+  const std::string dir = MakeTempDir("edgefl-cli");
+  Result r = RunTool("fl-server", {"--set=client.lr=fast", "--out=" + dir});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("client.lr"), std::string::npos) << r.output;
+  r = RunTool("fl-server", {"--set=client.lr=-1", "--out=" + dir});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("lr"), std::string::npos) << r.output;
+}
+
+TEST(Cli, MissingDataIsOneLineError) {
+  Result r = RunTool("fl-client", {"--data_dir=/nonexistent/fmnist", "--server=127.0.0.1:1"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("/nonexistent/fmnist"), std::string::npos) << r.output;
+  EXPECT_EQ(NonEmptyLines(r.output), 1) << r.output;
+  const std::string dir = MakeTempDir("edgefl-cli");
+  r = RunTool("fl-server", {"--data_dir=/nonexistent/fmnist", "--out=" + dir});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("/nonexistent/fmnist"), std::string::npos) << r.output;
+}
+
+TEST(Cli, BadPartitionIsError) {
+  Result r = RunTool("fl-client", {"--partition=dirichlet:-1", "--num_partitions=4"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("dirichlet"), std::string::npos) << r.output;
+  r = RunTool("fl-client", {"--partition_file=/nonexistent/part.txt"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("/nonexistent/part.txt"), std::string::npos) << r.output;
+}
+
+TEST(Cli, ResumeWithoutCheckpointIsError) {
+  const std::string dir = MakeTempDir("edgefl-cli");
+  Result r = RunTool("fl-server", {"--resume", "--out=" + dir});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("resume"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace edgefl::testing

@@ -1,0 +1,124 @@
+// End-to-end: real fl-server and fl-client processes on 127.0.0.1, real Fashion-MNIST.
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "tests/e2e_util.h"
+
+namespace edgefl::testing {
+namespace {
+
+constexpr absl::Duration kRunTimeout = absl::Seconds(300);
+
+std::vector<std::string> ClientArgs(int index, int partitions) {
+  return {"--partition=iid", absl::StrCat("--num_partitions=", partitions),
+          absl::StrCat("--client_index=", index), "--seed=1", "--max_retry_seconds=120"};
+}
+
+int64_t FileSize(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 ? st.st_size : -1;
+}
+
+TEST(Federation, ThreeClientsLearnAboveChance) {
+  const std::string dir = MakeTempDir("edgefl-fed");
+  int port = 0;
+  auto server = StartServer({"--model=small_cnn", "--rounds=2", "--min_clients=3",
+                             "--eval_samples=2000", "--deadline=120", "--out=" + dir + "/run"},
+                            dir, "server.log", &port);
+  ASSERT_GT(port, 0) << server->Log();
+  std::vector<std::unique_ptr<Subprocess>> clients;
+  for (int i = 0; i < 3; ++i) {
+    clients.push_back(StartClient(port, ClientArgs(i, 20), dir, absl::StrCat("client", i, ".log")));
+  }
+  ASSERT_EQ(server->Wait(kRunTimeout), 0) << server->Log();
+  for (auto& c : clients) EXPECT_EQ(c->Wait(absl::Seconds(60)), 0) << c->Log();
+
+  auto metrics = ReadJsonLines(dir + "/run/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 2u) << ReadFileOrEmpty(dir + "/run/metrics.jsonl");
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(NumberField(metrics[r], "round"), r + 1);
+    EXPECT_EQ(NumberField(metrics[r], "clients_selected"), 3);
+    EXPECT_EQ(NumberField(metrics[r], "clients_reported"), 3);
+    EXPECT_EQ(NumberField(metrics[r], "clients_failed"), 0);
+    EXPECT_GT(NumberField(metrics[r], "bytes_down"), 0);
+    EXPECT_GT(NumberField(metrics[r], "bytes_up"), 0);
+    EXPECT_GE(NumberField(metrics[r], "round_seconds"), 0);
+  }
+  // Chance is 10%; a learning federation is far above it after two rounds.
+  EXPECT_GT(NumberField(metrics[1], "test_accuracy"), 0.5);
+  EXPECT_GT(FileSize(dir + "/run/checkpoint.pb"), 0);
+  EXPECT_GT(FileSize(dir + "/run/model_final.f32"), 0);
+  EXPECT_EQ(FileSize(dir + "/run/model_final.f32") % 4, 0);
+  EXPECT_GT(FileSize(dir + "/run/config.json"), 0);
+}
+
+TEST(Federation, ResumesAfterServerSigkill) {
+  const std::string dir = MakeTempDir("edgefl-resume");
+  const std::vector<std::string> server_args = {"--model=small_cnn", "--rounds=4",
+                                                "--min_clients=3", "--eval_samples=1000",
+                                                "--deadline=60", "--out=" + dir + "/run"};
+  int port = 0;
+  auto server = StartServer(server_args, dir, "server1.log", &port);
+  ASSERT_GT(port, 0) << server->Log();
+  std::vector<std::unique_ptr<Subprocess>> clients;
+  for (int i = 0; i < 3; ++i) {
+    clients.push_back(StartClient(port, ClientArgs(i, 20), dir, absl::StrCat("client", i, ".log")));
+  }
+  // Kill the server as soon as round 1 is checkpointed.
+  ASSERT_TRUE(WaitFor([&] { return ReadJsonLines(dir + "/run/metrics.jsonl").size() >= 1; },
+                      kRunTimeout))
+      << server->Log();
+  ASSERT_TRUE(WaitFor([&] { return FileSize(dir + "/run/checkpoint.pb") > 0; }, absl::Seconds(30)));
+  server->Signal(SIGKILL);
+  ASSERT_EQ(server->Wait(absl::Seconds(30)), 128 + SIGKILL);
+
+  std::vector<std::string> resume_args = server_args;
+  resume_args.push_back("--resume");
+  int same_port = port;
+  auto resumed = StartServer(resume_args, dir, "server2.log", &same_port);
+  ASSERT_EQ(same_port, port) << resumed->Log();
+  ASSERT_EQ(resumed->Wait(kRunTimeout), 0) << resumed->Log();
+  for (auto& c : clients) EXPECT_EQ(c->Wait(absl::Seconds(60)), 0) << c->Log();
+
+  EXPECT_NE(resumed->Log().find("resuming"), std::string::npos) << resumed->Log();
+  auto metrics = ReadJsonLines(dir + "/run/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 4u) << ReadFileOrEmpty(dir + "/run/metrics.jsonl");
+  for (int r = 0; r < 4; ++r) EXPECT_EQ(NumberField(metrics[r], "round"), r + 1);
+  EXPECT_GT(NumberField(metrics[3], "test_accuracy"), 0.5);
+}
+
+TEST(Federation, KilledClientDoesNotHoldRoundPastDeadline) {
+  const std::string dir = MakeTempDir("edgefl-dead");
+  constexpr double kDeadline = 20;
+  int port = 0;
+  auto server = StartServer({"--model=small_cnn", "--rounds=1", "--min_clients=3",
+                             "--eval_samples=500", absl::StrCat("--deadline=", kDeadline),
+                             "--set=quorum=0.6", "--out=" + dir + "/run"},
+                            dir, "server.log", &port);
+  ASSERT_GT(port, 0) << server->Log();
+  auto c0 = StartClient(port, ClientArgs(0, 20), dir, "client0.log");
+  auto c1 = StartClient(port, ClientArgs(1, 20), dir, "client1.log");
+  // The victim holds half the training set, so it is still training when it is killed.
+  auto victim = StartClient(port, ClientArgs(1, 2), dir, "victim.log");
+  ASSERT_TRUE(WaitFor([&] { return victim->Log().find("training on") != std::string::npos; },
+                      absl::Seconds(120)))
+      << victim->Log();
+  victim->Signal(SIGKILL);
+  ASSERT_EQ(server->Wait(absl::Seconds(kDeadline + 60)), 0) << server->Log();
+  auto metrics = ReadJsonLines(dir + "/run/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 1u);
+  EXPECT_EQ(NumberField(metrics[0], "clients_selected"), 3);
+  EXPECT_EQ(NumberField(metrics[0], "clients_reported"), 2);
+  EXPECT_EQ(NumberField(metrics[0], "clients_failed"), 1);
+  EXPECT_LE(NumberField(metrics[0], "round_seconds"), kDeadline + 5);
+  EXPECT_EQ(c0->Wait(absl::Seconds(60)), 0) << c0->Log();
+  EXPECT_EQ(c1->Wait(absl::Seconds(60)), 0) << c1->Log();
+}
+
+}  // namespace
+}  // namespace edgefl::testing
