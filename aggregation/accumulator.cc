@@ -1,5 +1,7 @@
 #include "aggregation/accumulator.h"
 
+#include "common/status_macros.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -49,6 +51,29 @@ void WeightedMeanAccumulator::Reset() {
   std::fill(sum_.begin(), sum_.end(), 0.0);
   total_weight_ = 0;
   count_ = 0;
+}
+
+absl::Status WeightedMeanAccumulator::AddEncoded(absl::string_view encoded,
+                                               absl::Span<const compression::TensorLayout> layout,
+                                               const compression::ChainSpec& chain,
+                                               double weight) {
+  if (!(std::isfinite(weight) && weight > 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("update weight must be finite and > 0, got ",
+                                                   weight));
+  }
+  uint64_t total = 0;
+  for (const auto& t : layout) total += t.numel;
+  if (total != sum_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("layout holds ", total, " values; expected ",
+                                                   sum_.size()));
+  }
+  compression::WeightedAddSink sink(absl::MakeSpan(sum_), weight);
+  compression::DecodeOptions options;
+  options.expected_chain = chain;
+  RETURN_IF_ERROR(compression::DecodeUpdate(encoded, layout, &sink, options));
+  total_weight_ += weight;
+  ++count_;
+  return absl::OkStatus();
 }
 
 }  // namespace edgefl::aggregation

@@ -6,7 +6,10 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "compression/chain.h"
+#include "compression/update_codec.h"
 
 namespace edgefl::aggregation {
 
@@ -18,10 +21,12 @@ class WeightedMeanAccumulator {
   // INVALID_ARGUMENT if x.size() != dim, weight is not finite and > 0, or x holds NaN/Inf (checked
   // before anything is added, so a rejected update leaves the sum untouched).
   absl::Status Add(absl::Span<const float> x, double weight);
-  // Adds `weight * value` at `index` only; for sparse updates. The caller has validated the input.
-  void AddAt(size_t index, float value, double weight) { sum_[index] += weight * value; }
-  // Records one finished sparse update of total weight `weight` (see AddAt).
-  void CountSparse(double weight) { total_weight_ += weight; ++count_; }
+  // Decodes an encoded update (compression/update_codec.h) straight into the sum, without a
+  // dense copy: the whole encoding is validated against `layout` (and `chain`) first, so on any
+  // error (INVALID_ARGUMENT naming the problem) the sum is untouched. `weight` as in Add.
+  absl::Status AddEncoded(absl::string_view encoded,
+                          absl::Span<const compression::TensorLayout> layout,
+                          const compression::ChainSpec& chain, double weight);
 
   // Writes sum / total_weight into `out` (size dim). FAILED_PRECONDITION if nothing was added.
   absl::Status Mean(absl::Span<float> out) const;

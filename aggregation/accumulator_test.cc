@@ -73,21 +73,56 @@ TEST(WeightedMeanAccumulator, MeanNeedsAnUpdateAndTheRightSize) {
   EXPECT_EQ(out, (std::vector<float>{3, 4}));  // nothing left over from before Reset
 }
 
-TEST(WeightedMeanAccumulator, SparseAddMatchesDense) {
-  WeightedMeanAccumulator dense(5), sparse(5);
-  ASSERT_TRUE(dense.Add(std::vector<float>{0, 2, 0, 0, -1}, 3).ok());
-  ASSERT_TRUE(dense.Add(std::vector<float>{1, 0, 0, 4, 0}, 1).ok());
-  sparse.AddAt(1, 2, 3);
-  sparse.AddAt(4, -1, 3);
-  sparse.CountSparse(3);
-  sparse.AddAt(0, 1, 1);
-  sparse.AddAt(3, 4, 1);
-  sparse.CountSparse(1);
-  EXPECT_EQ(sparse.count(), 2);
-  std::vector<float> a(5), b(5);
-  ASSERT_TRUE(dense.Mean(absl::MakeSpan(a)).ok());
-  ASSERT_TRUE(sparse.Mean(absl::MakeSpan(b)).ok());
-  EXPECT_EQ(a, b);
+TEST(WeightedMeanAccumulator, EncodedAddMatchesDenseAddOfTheDecodedUpdate) {
+  const std::vector<compression::TensorLayout> layout = {{"a", 300}, {"b", 200}};
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  for (const char* text : {"topk:0.1|int8", "int8", "q4:b32", "randk:0.2|fp16"}) {
+    auto chain = compression::ParseChain(text);
+    ASSERT_TRUE(chain.ok()) << text;
+    WeightedMeanAccumulator encoded(500), dense(500);
+    for (int k = 0; k < 3; ++k) {
+      std::vector<float> x(500);
+      for (float& v : x) v = normal(rng);
+      const std::vector<compression::TensorView> views = {
+          {"a", absl::MakeConstSpan(x).subspan(0, 300)},
+          {"b", absl::MakeConstSpan(x).subspan(300)}};
+      auto bytes = compression::EncodeUpdate(*chain, views, nullptr, /*seed=*/k);
+      ASSERT_TRUE(bytes.ok()) << bytes.status();
+      std::vector<float> decoded;
+      ASSERT_TRUE(compression::DecodeToDense(*bytes, layout, &decoded).ok());
+      ASSERT_TRUE(encoded.AddEncoded(*bytes, layout, *chain, k + 1.0).ok());
+      ASSERT_TRUE(dense.Add(decoded, k + 1.0).ok());
+    }
+    std::vector<float> a(500), b(500);
+    ASSERT_TRUE(encoded.Mean(absl::MakeSpan(a)).ok());
+    ASSERT_TRUE(dense.Mean(absl::MakeSpan(b)).ok());
+    EXPECT_EQ(a, b) << text;
+    EXPECT_EQ(encoded.count(), 3);
+  }
+}
+
+TEST(WeightedMeanAccumulator, MalformedEncodingLeavesTheSumUntouched) {
+  const std::vector<compression::TensorLayout> layout = {{"a", 64}};
+  auto chain = compression::ParseChain("int8");
+  ASSERT_TRUE(chain.ok());
+  std::vector<float> x(64, 0.5f);
+  const std::vector<compression::TensorView> views = {{"a", x}};
+  auto bytes = compression::EncodeUpdate(*chain, views, nullptr, 1);
+  ASSERT_TRUE(bytes.ok());
+  WeightedMeanAccumulator acc(64);
+  ASSERT_TRUE(acc.Add(std::vector<float>(64, 1.0f), 1).ok());
+  std::string truncated = bytes->substr(0, bytes->size() - 3);
+  EXPECT_EQ(acc.AddEncoded(truncated, layout, *chain, 1).code(),
+            absl::StatusCode::kInvalidArgument);
+  auto other = compression::ParseChain("q4");
+  EXPECT_EQ(acc.AddEncoded(*bytes, layout, *other, 1).code(), absl::StatusCode::kInvalidArgument);
+  const std::vector<compression::TensorLayout> wrong = {{"b", 64}};
+  EXPECT_EQ(acc.AddEncoded(*bytes, wrong, *chain, 1).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(acc.count(), 1);
+  std::vector<float> out(64);
+  ASSERT_TRUE(acc.Mean(absl::MakeSpan(out)).ok());
+  EXPECT_EQ(out, std::vector<float>(64, 1.0f));
 }
 
 TEST(WeightedMeanAccumulator, MemoryDoesNotGrowWithUpdates) {

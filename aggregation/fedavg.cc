@@ -28,6 +28,15 @@ class FedAvg : public Strategy {
     return accumulator_.Add(delta, static_cast<double>(num_samples));
   }
 
+  absl::Status AccumulateEncoded(absl::string_view encoded,
+                                 absl::Span<const compression::TensorLayout> layout,
+                                 const compression::ChainSpec& chain,
+                                 uint64_t num_samples) override {
+    if (num_samples == 0) {
+      return absl::InvalidArgumentError("update reports 0 training samples");
+    }
+    return accumulator_.AddEncoded(encoded, layout, chain, static_cast<double>(num_samples));
+  }
   int64_t num_accumulated() const override { return accumulator_.count(); }
 
   absl::Status Aggregate(absl::Span<float> global, int num_failures) override {

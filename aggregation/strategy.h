@@ -10,7 +10,10 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "compression/chain.h"
+#include "compression/update_codec.h"
 
 namespace edgefl::aggregation {
 
@@ -25,6 +28,13 @@ class Strategy {
   // Folds in one validated dense update with its sample count. INVALID_ARGUMENT on size mismatch,
   // non-finite values or num_samples == 0; the round's state is then unchanged.
   virtual absl::Status Accumulate(absl::Span<const float> delta, uint64_t num_samples) = 0;
+  // Folds in one encoded update (compression/update_codec.h) under `chain`, decoding it straight
+  // into the accumulator. INVALID_ARGUMENT for a malformed encoding or num_samples == 0; the
+  // round's state is then unchanged.
+  virtual absl::Status AccumulateEncoded(absl::string_view encoded,
+                                         absl::Span<const compression::TensorLayout> layout,
+                                         const compression::ChainSpec& chain,
+                                         uint64_t num_samples) = 0;
   // Number of updates folded in so far this round.
   virtual int64_t num_accumulated() const = 0;
   // Applies the round's aggregate to `global` in place. `num_failures` are the selected clients

@@ -18,6 +18,8 @@
 #include "absl/time/time.h"
 #include "client/backoff.h"
 #include "client/coordinator_client.h"
+#include "client/update_pipeline.h"
+#include "common/file_util.h"
 #include "common/flags.h"
 #include "common/log.h"
 #include "common/threads.h"
@@ -46,6 +48,7 @@ struct ClientFlags {
   double rpc_timeout = 60;
   int max_message_mb = 16;
   std::string progress = "auto";
+  std::string state_dir = "edgefl-state";
 };
 
 proto::DeviceProfile MakeProfile(int64_t num_samples) {
@@ -101,11 +104,17 @@ class Client {
       : f_(flags),
         rpc_(std::move(rpc)),
         data_(std::move(data)),
+        pipeline_(flags.state_dir.empty()
+                      ? std::string()
+                      : absl::StrCat(flags.state_dir, "/client-", flags.client_index, ".ef")),
         backoff_(Backoff::Options(), static_cast<uint64_t>(flags.seed) * 7919 + flags.client_index),
         tty_(flags.progress == "always" || (flags.progress == "auto" && isatty(STDERR_FILENO))) {}
 
   // Returns the process exit code.
   int Run() {
+    if (absl::Status s = pipeline_.Load(); !s.ok()) {
+      EDGEFL_LOG_WARN("error-feedback state: ", s.ToString());
+    }
     while (true) {
       if (client_id_.empty() && !JoinWithRetry()) return 1;
       absl::StatusOr<CoordinatorClient::CheckInResult> r =
@@ -187,11 +196,19 @@ class Client {
     const proto::Task& task = task_result.task;
     const absl::Time deadline = absl::FromUnixSeconds(0) +
                                 absl::Seconds(task.deadline_unix_seconds());
-    // The downloaded bytes are the global model; view them as floats instead of copying (heap
-    // blocks are 16-byte aligned; the wire format is little-endian float32 like the host).
-    const absl::Span<const float> global(
-        reinterpret_cast<const float*>(task_result.payload.data()),
-        task_result.payload.size() / sizeof(float));
+    // Rebuild the round's global model: the full download, or the held model plus a delta.
+    if (absl::Status s = UpdatePipeline::ApplyDownload(task, task_result.payload, have_version_,
+                                                       &model_);
+        !s.ok()) {
+      EDGEFL_LOG_ERROR("round ", task.round(), ": cannot use the download: ", s.ToString());
+      have_version_ = -1;  // the next CheckIn asks for the full model
+      model_.clear();
+      return;
+    }
+    task_result.payload.clear();
+    task_result.payload.shrink_to_fit();
+    have_version_ = task.model_version();
+    const absl::Span<const float> global(model_);
     if (runner_ == nullptr || runner_->spec().model() != task.spec().model()) {
       runner_.reset();
       absl::StatusOr<std::unique_ptr<models::ModelRunner>> r =
@@ -210,7 +227,6 @@ class Client {
       EDGEFL_LOG_ERROR("round ", task.round(), ": cannot load the global model: ", s.ToString());
       return;
     }
-    have_version_ = task.model_version();
     models::TrainOptions opts;
     opts.epochs = task.config().epochs();
     opts.batch_size = task.config().batch_size();
@@ -244,8 +260,14 @@ class Client {
       return;
     }
     for (size_t i = 0; i < delta.size(); ++i) delta[i] -= global[i];
-    task_result.payload.clear();
-    task_result.payload.shrink_to_fit();
+    absl::StatusOr<EncodedUpdate> update = pipeline_.Encode(task, delta, opts.seed);
+    if (!update.ok()) {
+      EDGEFL_LOG_ERROR("round ", task.round(), ": cannot encode the update: ",
+                       update.status().ToString());
+      return;
+    }
+    delta.clear();
+    delta.shrink_to_fit();
 
     proto::ReportHeader header;
     header.set_client_id(client_id_);
@@ -254,24 +276,27 @@ class Client {
     header.set_model_version(task.model_version());
     header.set_num_samples(trained->samples);
     *header.mutable_spec() = task.spec();
-    header.set_codec("dense");
+    header.set_codec(update->codec);
     header.mutable_metrics()->set_train_loss(trained->mean_loss);
     header.mutable_metrics()->set_train_accuracy(trained->accuracy);
     header.mutable_metrics()->set_train_seconds(trained->seconds);
     header.mutable_metrics()->set_num_samples(trained->samples);
-    const std::string_view payload(reinterpret_cast<const char*>(delta.data()),
-                                   delta.size() * sizeof(float));
+    const std::string_view payload(update->bytes);
     // Retry a transient upload failure while the round is still open.
     while (true) {
       uint64_t bytes_up = 0;
       absl::StatusOr<proto::ReportResponse> r = rpc_->Report(header, payload, deadline, &bytes_up);
       if (r.ok()) {
         ++rounds_done_;
+        if (absl::Status s = pipeline_.Commit(); !s.ok()) {
+          EDGEFL_LOG_WARN("could not save the error-feedback residual: ", s.ToString());
+        }
         EDGEFL_LOG_INFO(absl::StrFormat(
             "round %d: reported %d samples, train loss %.4f acc %.4f, %.1f s training, "
-            "%.2f MB down, %.2f MB up",
+            "%.3f MB down (%s), %.3f MB up (%s)",
             task.round(), trained->samples, trained->mean_loss, trained->accuracy,
-            trained->seconds, task_result.bytes_down / 1e6, bytes_up / 1e6));
+            trained->seconds, task_result.bytes_down / 1e6, task.downlink_codec(),
+            bytes_up / 1e6, header.codec()));
         Reachable();
         return;
       }
@@ -279,10 +304,13 @@ class Client {
       if (absl::IsFailedPrecondition(s) || absl::IsPermissionDenied(s) ||
           absl::IsInvalidArgument(s)) {
         EDGEFL_LOG_WARN("round ", task.round(), ": update not accepted: ", s.ToString());
+        pipeline_.Rollback();
         return;
       }
-      if (absl::Now() > deadline || !HandleError(s, "Report")) return;
-      if (client_id_.empty()) return;  // re-joining; this task is lost
+      if (absl::Now() > deadline || !HandleError(s, "Report") || client_id_.empty()) {
+        pipeline_.Rollback();  // the update is lost (or we are re-joining)
+        return;
+      }
     }
   }
 
@@ -290,9 +318,11 @@ class Client {
   std::unique_ptr<CoordinatorClient> rpc_;
   std::unique_ptr<models::ModelRunner> runner_;
   models::ImageDataset data_;
+  UpdatePipeline pipeline_;
   Backoff backoff_;
   const bool tty_;
   std::string client_id_;
+  std::vector<float> model_;   // the global model version have_version_ (downlink base)
   int64_t have_version_ = -1;
   absl::Duration poll_timeout_ = absl::Seconds(35);
   std::optional<absl::Time> unreachable_since_;
@@ -324,6 +354,9 @@ int Main(int argc, char** argv) {
   flags.Double("rpc_timeout", &f.rpc_timeout, "deadline of Join and the floor of Report (s)");
   flags.Int("max_message_mb", &f.max_message_mb, "gRPC message size limit, both directions");
   flags.String("progress", &f.progress, "training progress line: auto (on a terminal), always, never");
+  flags.String("state_dir", &f.state_dir,
+               "folder for the device's state (the error-feedback residual survives restarts "
+               "there); empty = keep it in memory only");
   flags.ParseOrExit(argc, argv);
   if (!flags.positional().empty()) {
     ExitUsageError(kProgram, absl::StrCat("unexpected argument '", flags.positional()[0], "'"));
@@ -344,6 +377,11 @@ int Main(int argc, char** argv) {
   rpc_opts.target = f.server;
   rpc_opts.rpc_timeout = absl::Seconds(f.rpc_timeout);
   rpc_opts.max_message_mb = f.max_message_mb;
+  if (!f.state_dir.empty()) {
+    if (absl::Status s = MakeDirs(f.state_dir); !s.ok()) {
+      ExitUsageError(kProgram, absl::StrCat("--state_dir: ", s.message()));
+    }
+  }
   Client client(f, CoordinatorClient::Create(rpc_opts), std::move(*data));
   return client.Run();
 }

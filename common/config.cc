@@ -1,5 +1,7 @@
 #include "common/config.h"
 
+#include "compression/chain.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -39,6 +41,8 @@ constexpr double kDefaultLr = 0.05;
 constexpr double kDefaultMomentum = 0;
 constexpr double kDefaultWeightDecay = 0;
 constexpr int32_t kDefaultMaxSamples = 0;
+constexpr char kDefaultCodec[] = "dense";
+constexpr int32_t kDefaultEfMaxStaleness = 5;
 constexpr double kDefaultDeadlineSeconds = 300;
 constexpr double kDefaultQuorum = 0.5;
 constexpr int32_t kDefaultMaxRoundAttempts = 3;
@@ -55,6 +59,9 @@ void FillClientDefaults(proto::ClientTraining* c) {
   if (!c->has_momentum()) c->set_momentum(kDefaultMomentum);
   if (!c->has_weight_decay()) c->set_weight_decay(kDefaultWeightDecay);
   if (!c->has_max_samples()) c->set_max_samples(kDefaultMaxSamples);
+  if (!c->has_uplink()) c->set_uplink(kDefaultCodec);
+  if (!c->has_downlink()) c->set_downlink(kDefaultCodec);
+  if (!c->has_ef_max_staleness()) c->set_ef_max_staleness(kDefaultEfMaxStaleness);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -418,6 +425,26 @@ absl::Status ValidateClient(const std::string& prefix, const proto::ClientTraini
     RETURN_IF_ERROR(CheckNonNegative(prefix + ".weight_decay", c.weight_decay()));
   }
   if (c.has_max_samples()) RETURN_IF_ERROR(CheckInt(prefix + ".max_samples", c.max_samples(), 0));
+  if (c.has_uplink()) {
+    absl::StatusOr<compression::ChainSpec> chain = compression::ParseChain(c.uplink());
+    if (!chain.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(prefix, ".uplink: ", chain.status().message()));
+    }
+  }
+  if (c.has_downlink()) {
+    absl::StatusOr<compression::ChainSpec> chain = compression::ParseChain(c.downlink());
+    if (!chain.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(prefix, ".downlink: ", chain.status().message()));
+    }
+    if (chain->error_feedback) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          prefix, ".downlink: drop \"ef\" (the server always keeps the downlink residual)"));
+    }
+  }
+  if (c.has_ef_max_staleness()) {
+    RETURN_IF_ERROR(CheckInt(prefix + ".ef_max_staleness", c.ef_max_staleness(), 0));
+  }
   return absl::OkStatus();
 }
 
@@ -474,7 +501,9 @@ std::vector<const proto::ScheduleEntry*> EntriesInForce(const proto::ExperimentC
 
 }  // namespace
 
-proto::TaskConfig ResolveTaskConfig(const proto::ExperimentConfig& config, int64_t round) {
+namespace {
+// The client settings in force for `round`: defaults, then the base settings, then the schedule.
+proto::ClientTraining ResolveClient(const proto::ExperimentConfig& config, int64_t round) {
   proto::ClientTraining resolved;
   FillClientDefaults(&resolved);
   // MergeFrom copies exactly the fields that are present in the source (proto3 `optional`).
@@ -482,6 +511,17 @@ proto::TaskConfig ResolveTaskConfig(const proto::ExperimentConfig& config, int64
   for (const proto::ScheduleEntry* entry : EntriesInForce(config, round)) {
     resolved.MergeFrom(entry->client());
   }
+  return resolved;
+}
+
+std::string CanonicalChain(const std::string& text) {
+  absl::StatusOr<compression::ChainSpec> chain = compression::ParseChain(text);
+  return chain.ok() ? chain->ToString() : text;
+}
+}  // namespace
+
+proto::TaskConfig ResolveTaskConfig(const proto::ExperimentConfig& config, int64_t round) {
+  const proto::ClientTraining resolved = ResolveClient(config, round);
   proto::TaskConfig task;
   task.set_epochs(resolved.epochs());
   task.set_batch_size(resolved.batch_size());
@@ -489,8 +529,15 @@ proto::TaskConfig ResolveTaskConfig(const proto::ExperimentConfig& config, int64
   task.set_momentum(resolved.momentum());
   task.set_weight_decay(resolved.weight_decay());
   task.set_max_samples(resolved.max_samples());
+  // Canonical chain text, so that clients and the server compare like with like.
+  task.set_uplink(CanonicalChain(resolved.uplink()));
+  task.set_ef_max_staleness(resolved.ef_max_staleness());
   task.set_seed(config.has_seed() ? config.seed() : kDefaultSeed);
   return task;
+}
+
+std::string ResolveDownlink(const proto::ExperimentConfig& config, int64_t round) {
+  return CanonicalChain(ResolveClient(config, round).downlink());
 }
 
 double ResolveDeadlineSeconds(const proto::ExperimentConfig& config, int64_t round) {

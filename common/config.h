@@ -37,6 +37,8 @@ absl::Status ValidateConfig(const proto::ExperimentConfig& config);
 // The client settings in force for `round` (1-based): the base `client` settings overridden field
 // by field by every schedule entry with from_round <= round, in order of from_round.
 proto::TaskConfig ResolveTaskConfig(const proto::ExperimentConfig& config, int64_t round);
+// The downlink codec chain in force for `round` (canonical text; "dense" when unset).
+std::string ResolveDownlink(const proto::ExperimentConfig& config, int64_t round);
 // The deadline in force for `round` (schedule entries may override it).
 double ResolveDeadlineSeconds(const proto::ExperimentConfig& config, int64_t round);
 

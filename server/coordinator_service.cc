@@ -7,6 +7,9 @@
 #include "common/chunking.h"
 #include "common/grpc_status.h"
 #include "common/log.h"
+#include "common/model_layout.h"
+#include "compression/chain.h"
+#include "compression/update_codec.h"
 #include "common/status_macros.h"
 #include "models/model_spec.h"
 
@@ -21,6 +24,7 @@ CoordinatorService::CoordinatorService(const Options& options, const proto::Mode
     : options_(options),
       spec_(spec),
       update_bytes_(static_cast<uint64_t>(models::NumParameters(spec)) * sizeof(float)),
+      layout_(LayoutOf(spec)),
       registry_(registry),
       scheduler_(scheduler) {}
 
@@ -83,10 +87,21 @@ grpc::Status CoordinatorService::CheckIn(grpc::ServerContext* context,
     writer->Write(msg);
     return grpc::Status::OK;
   }
-  *msg.mutable_task() = grant.task;
+  // A client that holds the delta's base version gets the (small) encoded delta, any other the
+  // full reference model.
+  const ModelSnapshot& model = *grant.model;
+  const bool use_delta = !model.delta_payload.empty() &&
+                         request->have_model_version() == model.delta_base_version;
+  const std::string& payload = use_delta ? model.delta_payload : model.payload;
+  proto::Task* task = msg.mutable_task();
+  *task = grant.task;
+  task->set_downlink_codec(use_delta ? model.downlink_codec : "dense");
+  task->set_base_version(use_delta ? model.delta_base_version : -1);
+  task->set_total_bytes(payload.size());
+  task->set_sha256(use_delta ? model.delta_sha256 : model.sha256);
+  // Traffic is counted as serialized messages, i.e. what goes on the wire above HTTP/2.
+  uint64_t sent = msg.ByteSizeLong();
   if (!writer->Write(msg)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
-  const std::string& payload = grant.model->payload;
-  uint64_t sent = 0;
   for (size_t off = 0; off < payload.size(); off += options_.chunk_bytes) {
     const size_t n = std::min(options_.chunk_bytes, payload.size() - off);
     proto::CheckInResponse chunk;
@@ -96,7 +111,7 @@ grpc::Status CoordinatorService::CheckIn(grpc::ServerContext* context,
       scheduler_->AddBytesDown(grant.task.round(), sent);
       return grpc::Status(grpc::StatusCode::CANCELLED, "client went away mid-download");
     }
-    sent += n;
+    sent += chunk.ByteSizeLong();
   }
   scheduler_->AddBytesDown(grant.task.round(), sent);
   return grpc::Status::OK;
@@ -123,22 +138,43 @@ grpc::Status CoordinatorService::ReportImpl(grpc::ServerContext* context,
   }
   const proto::ReportHeader header = msg.header();
   *round_for_bytes = header.round();
+  *bytes_received += msg.ByteSizeLong();
   if (absl::Status s = registry_->Touch(header.client_id()); !s.ok()) return Reject(s, "Report");
   if (absl::Status s = scheduler_->CheckReport(header); !s.ok()) return Reject(s, "Report");
   if (absl::Status s = models::CheckSpecMatches(spec_, header.spec()); !s.ok()) {
     return Reject(s, "Report");
   }
-  if (header.codec() != "dense") {
-    return Reject(absl::InvalidArgumentError(
-                      absl::StrCat("unsupported update codec '", header.codec().substr(0, 64),
-                                   "' (supported: dense)")),
-                  "Report");
-  }
-  if (header.total_bytes() != update_bytes_) {
-    return Reject(absl::InvalidArgumentError(absl::StrCat(
-                      "a dense update of this model is ", update_bytes_, " bytes; header says ",
-                      header.total_bytes())),
-                  "Report");
+  // "dense" is raw float32; anything else must be the round's uplink chain.
+  const bool dense = header.codec() == "dense";
+  compression::ChainSpec chain;
+  uint64_t max_bytes = update_bytes_;
+  if (dense) {
+    if (header.total_bytes() != update_bytes_) {
+      return Reject(absl::InvalidArgumentError(absl::StrCat(
+                        "a dense update of this model is ", update_bytes_, " bytes; header says ",
+                        header.total_bytes())),
+                    "Report");
+    }
+  } else {
+    absl::StatusOr<compression::ChainSpec> parsed = compression::ParseChain(header.codec());
+    if (!parsed.ok()) {
+      return Reject(absl::InvalidArgumentError(absl::StrCat("update codec: ", parsed.status().message())),
+                    "Report");
+    }
+    chain = *parsed;
+    const std::string want = scheduler_->current_uplink();
+    if (chain.ToString() != want) {
+      return Reject(absl::InvalidArgumentError(absl::StrCat("update encoded as ", chain.ToString(),
+                                                            "; this round takes ", want)),
+                    "Report");
+    }
+    max_bytes = compression::MaxEncodedSizeBytes(chain, layout_);
+    if (header.total_bytes() > max_bytes) {
+      return Reject(absl::InvalidArgumentError(absl::StrCat(
+                        "an update encoded as ", want, " is at most ", max_bytes,
+                        " bytes; header says ", header.total_bytes())),
+                    "Report");
+    }
   }
   if (header.num_samples() == 0) {
     return Reject(absl::InvalidArgumentError("num_samples must be > 0"), "Report");
@@ -163,7 +199,7 @@ grpc::Status CoordinatorService::ReportImpl(grpc::ServerContext* context,
     }
   } release{this};
 
-  ChunkAssembler assembler(update_bytes_);
+  ChunkAssembler assembler(max_bytes);
   if (absl::Status s = assembler.Start(header.total_bytes(), header.sha256()); !s.ok()) {
     return Reject(s, "Report");
   }
@@ -171,7 +207,7 @@ grpc::Status CoordinatorService::ReportImpl(grpc::ServerContext* context,
     if (!msg.has_chunk()) {
       return Reject(absl::InvalidArgumentError("a second header in one Report stream"), "Report");
     }
-    *bytes_received += msg.chunk().data().size();
+    *bytes_received += msg.ByteSizeLong();
     if (absl::Status s = assembler.Add(msg.chunk().offset(), msg.chunk().data()); !s.ok()) {
       return Reject(s, "Report");
     }
@@ -179,16 +215,19 @@ grpc::Status CoordinatorService::ReportImpl(grpc::ServerContext* context,
   if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
   std::string payload;
   if (absl::Status s = assembler.Finish(&payload); !s.ok()) return Reject(s, "Report");
-  absl::StatusOr<std::vector<float>> delta = BytesToFloats(payload);
-  if (!delta.ok()) return Reject(delta.status(), "Report");
-  payload.clear();
-  payload.shrink_to_fit();
   // Count the traffic before the update can close the round (the round's stats are taken then).
   scheduler_->AddBytesUp(header.round(), *bytes_received);
   *bytes_received = 0;
-  if (absl::Status s = scheduler_->SubmitUpdate(header, *delta); !s.ok()) {
-    return Reject(s, "Report");
+  absl::Status submitted;
+  if (dense) {
+    // The payload's heap buffer is suitably aligned; the wire format is little-endian float32.
+    submitted = scheduler_->SubmitUpdate(
+        header, absl::MakeConstSpan(reinterpret_cast<const float*>(payload.data()),
+                                    payload.size() / sizeof(float)));
+  } else {
+    submitted = scheduler_->SubmitEncodedUpdate(header, payload, chain);
   }
+  if (!submitted.ok()) return Reject(submitted, "Report");
   response->set_accepted(true);
   response->set_message(absl::StrCat("update for round ", header.round(), " accepted"));
   return grpc::Status::OK;

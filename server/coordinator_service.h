@@ -8,6 +8,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "compression/update_codec.h"
 #include "protos/edgefl.grpc.pb.h"
 #include "server/client_registry.h"
 #include "server/round_scheduler.h"
@@ -46,6 +47,7 @@ class CoordinatorService final : public proto::Coordinator::Service {
   const Options options_;
   const proto::ModelSpec spec_;
   const uint64_t update_bytes_;
+  const std::vector<compression::TensorLayout> layout_;
   ClientRegistry* const registry_;
   RoundScheduler* const scheduler_;
 

@@ -1,5 +1,9 @@
 #include "server/round_scheduler.h"
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <cstring>
 #include <utility>
@@ -8,6 +12,7 @@
 #include "aggregation/sampling.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "common/model_layout.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
 #include "models/model_spec.h"
@@ -63,10 +68,12 @@ RoundScheduler::RoundScheduler(Options options, ClientRegistry* registry,
       registry_(registry),
       on_round_done_(std::move(on_round_done)),
       clock_(clock),
-      num_params_(models::NumParameters(options_.spec)) {
+      num_params_(models::NumParameters(options_.spec)),
+      layout_(LayoutOf(options_.spec)) {
   absl::MutexLock lock(&mu_);
   strategy_ = std::move(strategy);
   global_ = options_.weights;
+  reference_ = global_;
   round_ = options_.completed_rounds;
   PublishLocked(options_.completed_rounds);
   worker_ = std::thread([this] { WorkerLoop(); });
@@ -84,7 +91,33 @@ RoundScheduler::~RoundScheduler() {
 void RoundScheduler::PublishLocked(int64_t version) {
   auto snap = std::make_shared<ModelSnapshot>();
   snap->version = version;
-  snap->payload = FloatsToBytes(global_);
+  // The codec of the round that will train on this version.
+  const std::string downlink = ResolveDownlink(options_.config, version + 1);
+  absl::StatusOr<compression::ChainSpec> chain = compression::ParseChain(downlink);
+  const bool first = snapshot_ == nullptr;  // nothing to send a delta against
+  if (first || !chain.ok() || *chain == compression::ChainSpec()) {
+    reference_ = global_;
+  } else {
+    std::vector<float> diff(global_.size());
+    for (size_t i = 0; i < diff.size(); ++i) diff[i] = global_[i] - reference_[i];
+    absl::StatusOr<std::string> encoded = compression::EncodeUpdate(
+        *chain, ViewsOf(layout_, diff), nullptr, MixSeed(options_.config.seed(), version, 0));
+    absl::Status decoded =
+        encoded.ok() ? compression::DecodeToDense(*encoded, layout_, &diff) : encoded.status();
+    if (decoded.ok()) {
+      // Exactly the arithmetic the client performs, so both hold the same R_v.
+      for (size_t i = 0; i < diff.size(); ++i) reference_[i] = reference_[i] + diff[i];
+      snap->downlink_codec = chain->ToString();
+      snap->delta_base_version = snapshot_->version;
+      snap->delta_payload = std::move(*encoded);
+      snap->delta_sha256 = Sha256::Of(snap->delta_payload);
+    } else {
+      EDGEFL_LOG_WARN("downlink encoding of version ", version, " failed (", decoded.ToString(),
+                      "); sending the full model");
+      reference_ = global_;
+    }
+  }
+  snap->payload = FloatsToBytes(reference_);
   snap->sha256 = Sha256::Of(snap->payload);
   snapshot_ = std::move(snap);
 }
@@ -238,6 +271,11 @@ absl::Status RoundScheduler::Run() {
 }
 
 void RoundScheduler::WorkerLoop() {
+  // Linux applies a nice value to the calling thread alone.
+  if (options_.worker_nice != 0 &&
+      setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), options_.worker_nice) != 0) {
+    EDGEFL_LOG_WARN("could not lower the evaluation thread's priority");
+  }
   while (true) {
     std::pair<RoundStats, std::shared_ptr<const std::vector<float>>> item;
     {
@@ -312,20 +350,51 @@ absl::Status RoundScheduler::CheckReportLocked(const proto::ReportHeader& header
   return absl::OkStatus();
 }
 
+absl::Status RoundScheduler::SubmitLocked(const proto::ReportHeader& header,
+                                          const std::function<absl::Status()>& accumulate) {
+  if (header.num_samples() == 0) {
+    return absl::InvalidArgumentError("num_samples must be > 0");
+  }
+  RETURN_IF_ERROR(CheckReportLocked(header));
+  RETURN_IF_ERROR(accumulate());
+  reported_.insert(header.client_id());
+  return absl::OkStatus();
+}
+
 absl::Status RoundScheduler::SubmitUpdate(const proto::ReportHeader& header,
                                           absl::Span<const float> delta) {
   if (static_cast<int64_t>(delta.size()) != num_params_) {
     return absl::InvalidArgumentError(absl::StrCat("update holds ", delta.size(),
                                                    " values; the model has ", num_params_));
   }
-  if (header.num_samples() == 0) {
-    return absl::InvalidArgumentError("num_samples must be > 0");
-  }
   absl::MutexLock lock(&mu_);
-  RETURN_IF_ERROR(CheckReportLocked(header));
-  RETURN_IF_ERROR(strategy_->Accumulate(delta, header.num_samples()));
-  reported_.insert(header.client_id());
-  return absl::OkStatus();
+  return SubmitLocked(header, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (task_.config().uplink() != "dense") {
+      return absl::InvalidArgumentError(absl::StrCat("a dense update, but round ", round_,
+                                                     " takes updates encoded as ",
+                                                     task_.config().uplink()));
+    }
+    return strategy_->Accumulate(delta, header.num_samples());
+  });
+}
+
+absl::Status RoundScheduler::SubmitEncodedUpdate(const proto::ReportHeader& header,
+                                                 absl::string_view encoded,
+                                                 const compression::ChainSpec& chain) {
+  absl::MutexLock lock(&mu_);
+  return SubmitLocked(header, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (chain.ToString() != task_.config().uplink()) {
+      return absl::InvalidArgumentError(absl::StrCat("update encoded as ", chain.ToString(),
+                                                     ", but round ", round_, " takes ",
+                                                     task_.config().uplink()));
+    }
+    return strategy_->AccumulateEncoded(encoded, layout_, chain, header.num_samples());
+  });
+}
+
+std::string RoundScheduler::current_uplink() const {
+  absl::MutexLock lock(&mu_);
+  return task_.has_config() ? task_.config().uplink() : "dense";
 }
 
 void RoundScheduler::AddBytesDown(int64_t round, uint64_t bytes) {

@@ -21,6 +21,8 @@
 #include "absl/types/span.h"
 #include "aggregation/strategy.h"
 #include "common/clock.h"
+#include "compression/chain.h"
+#include "compression/update_codec.h"
 #include "protos/config.pb.h"
 #include "protos/edgefl.pb.h"
 #include "server/client_registry.h"
@@ -28,10 +30,19 @@
 namespace edgefl::server {
 
 // An immutable published global model, shared by every CheckIn stream that sends it.
+// `payload` is the downlink reference model R_v: the global model itself when the downlink is
+// dense, otherwise R_v = R_{v-1} + decode(delta_payload), where delta_payload encodes
+// (global_v - R_{v-1}) under the round's downlink codec. A client that holds R_{v-1} gets the
+// small delta and rebuilds R_v bit for bit; any other client gets R_v in full. What the
+// compression drops stays in (global - R) and travels in a later delta (downlink error feedback).
 struct ModelSnapshot {
   int64_t version = 0;          // the model after round `version` (0 = initial)
-  std::string payload;          // little-endian float32 in spec order
+  std::string payload;          // R_v, little-endian float32 in spec order
   std::string sha256;           // 32 raw bytes over payload
+  std::string downlink_codec;   // canonical chain of delta_payload ("" when none is offered)
+  int64_t delta_base_version = -1;
+  std::string delta_payload;    // encoded R_v - R_{v-1} (compression/update_codec.h)
+  std::string delta_sha256;
 };
 
 // What a closed round looked like; handed to the RoundDoneFn.
@@ -64,6 +75,10 @@ class RoundScheduler {
     proto::ModelSpec spec;
     int64_t completed_rounds = 0;     // rounds already done (resume point)
     std::vector<float> weights;       // the global model after `completed_rounds`
+    // Niceness of the worker thread that evaluates and checkpoints. Evaluation overlaps the next
+    // round's training; at 19 it takes the cores only when training leaves them idle (the tail of
+    // a round, when the largest clients finish alone), so it never slows the round down.
+    int worker_nice = 19;
   };
   // Runs on the scheduler's own worker thread after each round, in round order, with the new
   // global model: evaluation, metrics and checkpoints happen here while the next round is already
@@ -98,6 +113,12 @@ class RoundScheduler {
   // strategy. INVALID_ARGUMENT for a wrong size, non-finite values or zero samples, leaving the
   // round's aggregate unchanged.
   absl::Status SubmitUpdate(const proto::ReportHeader& header, absl::Span<const float> delta);
+  // Same for an encoded update under the round's uplink chain, decoded straight into the
+  // strategy (no dense copy). INVALID_ARGUMENT for a malformed encoding or another chain.
+  absl::Status SubmitEncodedUpdate(const proto::ReportHeader& header, absl::string_view encoded,
+                                   const compression::ChainSpec& chain);
+  // The uplink chain of the open round (canonical text; "dense" before the first round).
+  std::string current_uplink() const;
 
   // Traffic accounting, attributed to `round`.
   void AddBytesDown(int64_t round, uint64_t bytes);
@@ -120,6 +141,10 @@ class RoundScheduler {
   absl::Status CheckReportLocked(const proto::ReportHeader& header) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void PublishLocked(int64_t version) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Checks the header, folds the update in with `accumulate` and marks the client reported.
+  absl::Status SubmitLocked(const proto::ReportHeader& header,
+                            const std::function<absl::Status()>& accumulate)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WorkerLoop();
 
   const Options options_;
@@ -130,7 +155,9 @@ class RoundScheduler {
 
   mutable absl::Mutex mu_;
   std::unique_ptr<aggregation::Strategy> strategy_ ABSL_GUARDED_BY(mu_);
+  const std::vector<compression::TensorLayout> layout_;
   std::vector<float> global_ ABSL_GUARDED_BY(mu_);
+  std::vector<float> reference_ ABSL_GUARDED_BY(mu_);  // R_v, see ModelSnapshot
   std::shared_ptr<const ModelSnapshot> snapshot_ ABSL_GUARDED_BY(mu_);
   bool open_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;

@@ -10,6 +10,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
+#include "common/model_layout.h"
+#include "compression/chain.h"
+#include "compression/update_codec.h"
 #include "common/sha256.h"
 #include "gtest/gtest.h"
 #include "models/model_spec.h"
@@ -214,6 +217,102 @@ TEST(BadInput, EveryBadUpdateIsRejectedAndTheModelIsUnchanged) {
   EXPECT_EQ(NumberField(metrics[0], "clients_reported"), 1);
   // Every rejection above (the cases, the unknown CheckIn, the duplicate) is counted.
   EXPECT_GE(NumberField(metrics[0], "rejected_total"), static_cast<double>(cases.size()) + 1);
+}
+
+TEST(BadInput, MalformedEncodingsAreRejectedAndTheModelIsUnchanged) {
+  const std::string dir = MakeTempDir("edgefl-badenc");
+  auto init = models::InitialWeights("small_cnn", 3);
+  ASSERT_TRUE(init.ok());
+  ASSERT_TRUE(WriteFileAtomically(dir + "/init.f32", Bytes(*init)).ok());
+  auto spec = models::SpecForModel("small_cnn");
+  ASSERT_TRUE(spec.ok());
+  int port = 0;
+  auto server = StartServer({"--model=small_cnn", "--rounds=1", "--min_clients=1",
+                             "--eval_samples=200", "--deadline=120",
+                             "--set=client.uplink=topk:0.1|int8", "--init_weights=" + dir + "/init.f32",
+                             "--out=" + dir + "/run"},
+                            dir, "server.log", &port);
+  ASSERT_GT(port, 0) << server->Log();
+  RogueClient rogue(port);
+  std::string id;
+  ASSERT_TRUE(rogue.Join(&id).ok());
+  proto::Task task;
+  bool got = false;
+  ASSERT_TRUE(WaitFor([&] { return rogue.CheckIn(id, &task, &got).ok() && got; },
+                      absl::Seconds(60)));
+  EXPECT_EQ(task.config().uplink(), "topk:0.1|int8");
+
+  const auto layout = LayoutOf(*spec);
+  const int64_t n = models::NumParameters(*spec);
+  const std::vector<float> zeros(n, 0.0f);
+  auto chain = compression::ParseChain("topk:0.1|int8");
+  auto encoded = compression::EncodeUpdate(*chain, ViewsOf(layout, zeros), nullptr, 1);
+  ASSERT_TRUE(encoded.ok()) << encoded.status();
+
+  proto::ReportHeader good;
+  good.set_client_id(id);
+  good.set_round(task.round());
+  good.set_attempt(task.attempt());
+  good.set_model_version(task.model_version());
+  good.set_num_samples(10);
+  *good.mutable_spec() = *spec;
+  good.set_codec("topk:0.1|int8");
+
+  auto report = [&](proto::ReportHeader h, const std::string& payload) {
+    h.set_total_bytes(payload.size());
+    h.set_sha256(Sha256::Of(payload));
+    return rogue.Report(h, payload);
+  };
+  // Another chain than the round's.
+  {
+    proto::ReportHeader h = good;
+    h.set_codec("int8");
+    auto other = compression::EncodeUpdate(*compression::ParseChain("int8"),
+                                           ViewsOf(layout, zeros), nullptr, 1);
+    EXPECT_EQ(report(h, *other).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  // A codec that does not parse.
+  {
+    proto::ReportHeader h = good;
+    h.set_codec("topk:7|int3");
+    EXPECT_EQ(report(h, *encoded).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  // Truncated, garbled and trailing-byte encodings (the digest matches what is sent).
+  EXPECT_EQ(report(good, encoded->substr(0, encoded->size() / 2)).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  {
+    std::string garbled = *encoded;
+    for (size_t i = 40; i < garbled.size(); i += 7) garbled[i] = static_cast<char>(0xff);
+    EXPECT_EQ(report(good, garbled).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  EXPECT_EQ(report(good, *encoded + "x").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // Right format, wrong tensor names.
+  {
+    auto wrong = layout;
+    wrong[0].name = "evil.weight";
+    auto bad = compression::EncodeUpdate(*chain, ViewsOf(wrong, zeros), nullptr, 1);
+    EXPECT_EQ(report(good, *bad).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  // Announcing more bytes than any valid encoding can have.
+  {
+    proto::ReportHeader h = good;
+    h.set_total_bytes(64 << 20);
+    h.set_sha256(Sha256::Of(*encoded));
+    EXPECT_EQ(rogue.Report(h, *encoded).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  // A dense update where the round takes encoded ones.
+  {
+    proto::ReportHeader h = good;
+    h.set_codec("dense");
+    EXPECT_EQ(report(h, Bytes(zeros)).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  grpc::Status ok = report(good, *encoded);
+  ASSERT_TRUE(ok.ok()) << ok.error_message();
+  ASSERT_EQ(server->Wait(absl::Seconds(120)), 0) << server->Log();
+  EXPECT_EQ(ReadFileOrEmpty(dir + "/run/model_final.f32"), Bytes(*init));
+  auto metrics = ReadJsonLines(dir + "/run/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 1u);
+  EXPECT_GE(NumberField(metrics[0], "rejected_total"), 8);
 }
 
 }  // namespace

@@ -120,5 +120,40 @@ TEST(Federation, KilledClientDoesNotHoldRoundPastDeadline) {
   EXPECT_EQ(c1->Wait(absl::Seconds(60)), 0) << c1->Log();
 }
 
+TEST(Federation, CompressedClientsStillLearn) {
+  const std::string dir = MakeTempDir("edgefl-compressed");
+  int port = 0;
+  auto server = StartServer({"--model=small_cnn", "--rounds=3", "--min_clients=3",
+                             "--eval_samples=2000", "--deadline=120",
+                             "--set=client.uplink=topk:0.1|int8|ef", "--set=client.downlink=int8",
+                             "--out=" + dir + "/run"},
+                            dir, "server.log", &port);
+  ASSERT_GT(port, 0) << server->Log();
+  std::vector<std::unique_ptr<Subprocess>> clients;
+  for (int i = 0; i < 3; ++i) {
+    std::vector<std::string> args = ClientArgs(i, 20);
+    args.push_back("--state_dir=" + dir + "/state");
+    clients.push_back(StartClient(port, args, dir, absl::StrCat("client", i, ".log")));
+  }
+  ASSERT_EQ(server->Wait(kRunTimeout), 0) << server->Log();
+  for (auto& c : clients) EXPECT_EQ(c->Wait(absl::Seconds(60)), 0) << c->Log();
+  auto metrics = ReadJsonLines(dir + "/run/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 3u);
+  constexpr double kDenseBytes = 54314.0 * 4;  // small_cnn in float32
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_EQ(NumberField(metrics[r], "clients_reported"), 3);
+    // top-10% + int8: well under a tenth of the dense update per client.
+    EXPECT_LT(NumberField(metrics[r], "bytes_up") / 3, kDenseBytes / 10) << r;
+  }
+  // Round 1 ships the full model; later rounds an int8 delta (about a quarter).
+  EXPECT_GT(NumberField(metrics[0], "bytes_down") / 3, kDenseBytes);
+  EXPECT_LT(NumberField(metrics[2], "bytes_down") / 3, kDenseBytes / 3);
+  EXPECT_GT(NumberField(metrics[2], "test_accuracy"), 0.5);
+  // Each client saved its error-feedback residual.
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_GT(FileSize(absl::StrCat(dir, "/state/client-", i, ".ef")), 0) << i;
+  }
+}
+
 }  // namespace
 }  // namespace edgefl::testing

@@ -1,0 +1,101 @@
+"""Runs workload W (../shared/workloads/fmnist-dir05) with one fl-server and N fl-client processes
+on loopback and summarises metrics.jsonl. Shared by the bench/ scripts."""
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_WORKLOAD = os.path.join(ROOT, "..", "shared", "workloads", "fmnist-dir05")
+DENSE_BYTES = 1663370 * 4  # fedavg_cnn in float32
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_rss(proc, timeout):
+    """Waits for proc; returns (exit code, peak RSS in MiB) from wait4's rusage."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid == proc.pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, usage.ru_maxrss / 1024.0
+        time.sleep(0.2)
+    proc.kill()
+    _, status, usage = os.wait4(proc.pid, 0)
+    return -9, usage.ru_maxrss / 1024.0
+
+
+def run(build, workload=DEFAULT_WORKLOAD, rounds=20, clients=10, server_args=(), client_args=(),
+        label="run"):
+    bindir = os.path.join(build, "bin")
+    part = os.path.join(workload, f"partition_dir05_{clients}clients_seed0.txt")
+    init = os.path.join(workload, "init_cnn_seed0.f32")
+    for f in (part, init, os.path.join(bindir, "fl-server"), os.path.join(bindir, "fl-client")):
+        if not os.path.exists(f):
+            sys.exit(f"bench: missing {f} (build with scripts/build; the workload lives in ../shared)")
+    tmp = tempfile.mkdtemp(prefix=f"edgefl-bench-{label}-")
+    port = free_port()
+    t0 = time.time()
+    server = subprocess.Popen(
+        [os.path.join(bindir, "fl-server"), f"--listen=127.0.0.1:{port}", f"--rounds={rounds}",
+         "--model=fedavg_cnn", f"--init_weights={init}", f"--min_clients={clients}",
+         "--set=client.lr=0.05", "--set=client.batch_size=32", "--set=client.epochs=1",
+         "--deadline=600", f"--out={tmp}/run"] + list(server_args),
+        stderr=open(f"{tmp}/server.log", "w"), stdout=subprocess.DEVNULL)
+    procs = []
+    for i in range(clients):
+        procs.append(subprocess.Popen(
+            [os.path.join(bindir, "fl-client"), f"--server=127.0.0.1:{port}", "--data=fmnist",
+             f"--partition_file={part}", f"--client_index={i}", "--threads=1", "--progress=never",
+             f"--state_dir={tmp}/state"] + list(client_args),
+            stderr=open(f"{tmp}/client{i}.log", "w"), stdout=subprocess.DEVNULL))
+    code, server_rss = wait_rss(server, rounds * 600 + 600)
+    client_rss = [round(wait_rss(c, 120)[1], 1) for c in procs]
+    wall = time.time() - t0
+    if code != 0:
+        sys.exit(f"bench: fl-server exited {code}; logs in {tmp}")
+    rows = [json.loads(l) for l in open(f"{tmp}/run/metrics.jsonl") if l.strip()]
+    times = [r["unix_time"] for r in rows]
+    round_wall = [round(rows[0]["round_seconds"], 2)] + [round(b - a, 2) for a, b in zip(times, times[1:])]
+    first_85 = next((r["round"] for r in rows if (r.get("test_accuracy") or 0) >= 0.85), None)
+    reported = sum(r["clients_reported"] for r in rows)
+    return {
+        "rounds": rounds,
+        "test_accuracy": [r.get("test_accuracy") for r in rows],
+        "round_wall_seconds": round_wall,
+        "mean_round_wall_seconds": round(sum(round_wall) / len(round_wall), 2),
+        "mean_round_wall_seconds_excl_first": round(sum(round_wall[1:]) / max(1, len(round_wall) - 1), 2),
+        "eval_seconds": [r["eval_seconds"] for r in rows],
+        "first_round_at_85": first_85,
+        "seconds_to_85": round(rows[first_85 - 1]["unix_time"] - t0, 1) if first_85 else None,
+        "total_seconds": round(wall, 1),
+        "peak_rss_mib": {"server": round(server_rss, 1), "clients": client_rss,
+                         "client_max": max(client_rss)},
+        "bytes_down_per_client_round": round(sum(r["bytes_down"] for r in rows) / reported),
+        "bytes_up_per_client_round": round(sum(r["bytes_up"] for r in rows) / reported),
+        "bytes_up_per_round": [r["bytes_up"] for r in rows],
+        "bytes_down_per_round": [r["bytes_down"] for r in rows],
+        "clients_reported_per_round": [r["clients_reported"] for r in rows],
+        "clients_failed_total": sum(r["clients_failed"] for r in rows),
+        "logs": tmp,
+    }
+
+
+def machine():
+    return {"cpus": os.cpu_count(), "arch": platform.machine(), "date": time.strftime("%Y-%m-%d")}
+
+
+def write(path, result):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
