@@ -21,21 +21,27 @@ def free_port():
 
 
 def wait_rss(proc, timeout):
-    """Waits for proc; returns (exit code, peak RSS in MiB) from wait4's rusage."""
+    """Waits for proc; returns (exit code, peak RSS in MiB) from wait4's rusage. Also leaves the
+    process's CPU time (user + system seconds) in proc.cpu_seconds."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid == proc.pid:
             proc.returncode = os.waitstatus_to_exitcode(status)
+            proc.cpu_seconds = usage.ru_utime + usage.ru_stime
             return proc.returncode, usage.ru_maxrss / 1024.0
         time.sleep(0.2)
     proc.kill()
     _, status, usage = os.wait4(proc.pid, 0)
+    proc.cpu_seconds = usage.ru_utime + usage.ru_stime
     return -9, usage.ru_maxrss / 1024.0
 
 
 def run(build, workload=DEFAULT_WORKLOAD, rounds=20, clients=10, server_args=(), client_args=(),
-        label="run"):
+        label="run", insecure=True, server_addr=None):
+    """Runs W and summarises it. Plaintext (--insecure on both sides) unless insecure=False, in
+    which case server_args / client_args carry the TLS flags. server_addr(port) -> "host:port"
+    lets clients reach the server through something else (e.g. a byte-counting proxy)."""
     bindir = os.path.join(build, "bin")
     part = os.path.join(workload, f"partition_dir05_{clients}clients_seed0.txt")
     init = os.path.join(workload, "init_cnn_seed0.f32")
@@ -49,14 +55,17 @@ def run(build, workload=DEFAULT_WORKLOAD, rounds=20, clients=10, server_args=(),
         [os.path.join(bindir, "fl-server"), f"--listen=127.0.0.1:{port}", f"--rounds={rounds}",
          "--model=fedavg_cnn", f"--init_weights={init}", f"--min_clients={clients}",
          "--set=client.lr=0.05", "--set=client.batch_size=32", "--set=client.epochs=1",
-         "--deadline=600", f"--out={tmp}/run"] + list(server_args),
+         "--deadline=600", f"--out={tmp}/run"] + (["--insecure"] if insecure else [])
+        + list(server_args),
         stderr=open(f"{tmp}/server.log", "w"), stdout=subprocess.DEVNULL)
+    target = server_addr(port) if server_addr else f"127.0.0.1:{port}"
     procs = []
     for i in range(clients):
         procs.append(subprocess.Popen(
-            [os.path.join(bindir, "fl-client"), f"--server=127.0.0.1:{port}", "--data=fmnist",
+            [os.path.join(bindir, "fl-client"), f"--server={target}", "--data=fmnist",
              f"--partition_file={part}", f"--client_index={i}", "--threads=1", "--progress=never",
-             f"--state_dir={tmp}/state"] + list(client_args),
+             f"--state_dir={tmp}/state"] + (["--insecure"] if insecure else [])
+            + list(client_args),
             stderr=open(f"{tmp}/client{i}.log", "w"), stdout=subprocess.DEVNULL))
     code, server_rss = wait_rss(server, rounds * 600 + 600)
     client_rss = [round(wait_rss(c, 120)[1], 1) for c in procs]
@@ -86,6 +95,8 @@ def run(build, workload=DEFAULT_WORKLOAD, rounds=20, clients=10, server_args=(),
         "bytes_down_per_round": [r["bytes_down"] for r in rows],
         "clients_reported_per_round": [r["clients_reported"] for r in rows],
         "clients_failed_total": sum(r["clients_failed"] for r in rows),
+        "cpu_seconds": {"server": round(server.cpu_seconds, 2),
+                        "clients_total": round(sum(c.cpu_seconds for c in procs), 2)},
         "logs": tmp,
     }
 

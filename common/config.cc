@@ -51,6 +51,7 @@ constexpr int32_t kDefaultEvalMaxSamples = 0;
 constexpr int32_t kDefaultEvalBatchSize = 500;
 constexpr int32_t kDefaultEvalThreads = 1;
 constexpr char kDefaultDataDir[] = "/usr/share/datasets/fashion-mnist";
+constexpr char kDefaultOnViolation[] = "reject";
 
 void FillClientDefaults(proto::ClientTraining* c) {
   if (!c->has_epochs()) c->set_epochs(kDefaultEpochs);
@@ -375,6 +376,9 @@ void FillDefaults(proto::ExperimentConfig* config) {
   if (!e->has_batch_size()) e->set_batch_size(kDefaultEvalBatchSize);
   if (!e->has_threads()) e->set_threads(kDefaultEvalThreads);
   if (!config->has_data_dir()) config->set_data_dir(kDefaultDataDir);
+  proto::UpdateBounds* b = config->mutable_update_bounds();
+  if (!b->has_on_violation()) b->set_on_violation(kDefaultOnViolation);
+  // update_bounds.max_l2_norm stays unset: no bound unless one is configured.
   // init_weights stays unset: its "default" is the absence of a file (seeded init).
   // Schedule entries are deliberately left sparse: their set fields are the overrides.
 }
@@ -448,9 +452,81 @@ absl::Status ValidateClient(const std::string& prefix, const proto::ClientTraini
   return absl::OkStatus();
 }
 
+// Whether `s` is well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF).
+bool IsValidUtf8(absl::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    int extra;
+    uint32_t cp;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if (c >= 0xc2 && c <= 0xdf) {
+      extra = 1;
+      cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      extra = 2;
+      cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      extra = 3;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + extra >= s.size()) return false;  // truncated sequence
+    for (int k = 1; k <= extra; ++k) {
+      const unsigned char cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    if ((extra == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (extra == 3 && (cp < 0x10000 || cp > 0x10ffff))) {
+      return false;
+    }
+    i += extra + 1;
+  }
+  return true;
+}
+
+// The dotted path of the first string field under `msg` that is not valid UTF-8, or "".
+// (protobuf's JSON parser lets such strings through, and they would not survive config.json.)
+std::string FindInvalidUtf8(const pb::Message& msg, const std::string& prefix) {
+  const pb::Reflection* r = msg.GetReflection();
+  std::vector<const pb::FieldDescriptor*> fields;
+  r->ListFields(msg, &fields);
+  for (const pb::FieldDescriptor* f : fields) {
+    const std::string name = prefix.empty() ? f->name() : absl::StrCat(prefix, ".", f->name());
+    if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_STRING) {
+      if (f->is_repeated()) {
+        for (int i = 0; i < r->FieldSize(msg, f); ++i) {
+          if (!IsValidUtf8(r->GetRepeatedString(msg, f, i))) return absl::StrCat(name, "[", i, "]");
+        }
+      } else if (!IsValidUtf8(r->GetString(msg, f))) {
+        return name;
+      }
+    } else if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+      if (f->is_repeated()) {
+        for (int i = 0; i < r->FieldSize(msg, f); ++i) {
+          std::string bad =
+              FindInvalidUtf8(r->GetRepeatedMessage(msg, f, i), absl::StrCat(name, "[", i, "]"));
+          if (!bad.empty()) return bad;
+        }
+      } else {
+        std::string bad = FindInvalidUtf8(r->GetMessage(msg, f), name);
+        if (!bad.empty()) return bad;
+      }
+    }
+  }
+  return "";
+}
+
 }  // namespace
 
 absl::Status ValidateConfig(const proto::ExperimentConfig& config) {
+  if (std::string bad = FindInvalidUtf8(config, ""); !bad.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(bad, " is not valid UTF-8"));
+  }
   RETURN_IF_ERROR(CheckInt("rounds", config.rounds(), 1));
   if (config.model().empty()) return absl::InvalidArgumentError("model must not be empty");
   const proto::Sampling& s = config.sampling();
@@ -470,6 +546,16 @@ absl::Status ValidateConfig(const proto::ExperimentConfig& config) {
   RETURN_IF_ERROR(CheckInt("evaluation.batch_size", e.batch_size(), 1));
   RETURN_IF_ERROR(CheckInt("evaluation.threads", e.threads(), 1));
   if (config.data_dir().empty()) return absl::InvalidArgumentError("data_dir must not be empty");
+  const proto::UpdateBounds& bounds = config.update_bounds();
+  if (bounds.has_max_l2_norm()) {
+    RETURN_IF_ERROR(CheckPositive("update_bounds.max_l2_norm", bounds.max_l2_norm()));
+  }
+  if (bounds.has_on_violation() && bounds.on_violation() != "reject" &&
+      bounds.on_violation() != "clip") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("update_bounds.on_violation must be \"reject\" or \"clip\", got \"",
+                     absl::CEscape(bounds.on_violation().substr(0, 64)), "\""));
+  }
   for (int i = 0; i < config.schedule_size(); ++i) {
     const proto::ScheduleEntry& entry = config.schedule(i);
     const std::string prefix = absl::StrCat("schedule[", i, "]");

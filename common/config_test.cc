@@ -309,6 +309,41 @@ TEST(Config, ValidateConfigNamesTheField) {
   EXPECT_EQ(ValidateWith("client.lr=-1").code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(Config, UpdateBoundsAreValidated) {
+  EXPECT_EQ(Message(ValidateWith("update_bounds.max_l2_norm=0")),
+            "update_bounds.max_l2_norm must be > 0, got 0");
+  EXPECT_THAT(Message(ValidateWith("update_bounds.max_l2_norm=nan")),
+              HasSubstr("update_bounds.max_l2_norm must be > 0"));
+  EXPECT_EQ(Message(ValidateWith("update_bounds.on_violation=drop")),
+            "update_bounds.on_violation must be \"reject\" or \"clip\", got \"drop\"");
+  EXPECT_TRUE(ValidateWith("update_bounds.max_l2_norm=10").ok());
+  EXPECT_TRUE(ValidateWith(R"(update_bounds={"max_l2_norm": 5, "on_violation": "clip"})").ok());
+  proto::ExperimentConfig config;
+  FillDefaults(&config);
+  EXPECT_FALSE(config.update_bounds().has_max_l2_norm());  // no bound unless configured
+  EXPECT_EQ(config.update_bounds().on_violation(), "reject");
+  auto parsed = ParseConfigJson(R"({"update_bounds": {"max_l2_norm": 2.5}})");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->update_bounds().max_l2_norm(), 2.5);
+}
+
+// Found by server/fuzz/fuzz_config: protobuf's JSON parser lets invalid UTF-8 into string fields,
+// and such a config does not survive config.json.
+TEST(Config, InvalidUtf8StringsAreRefused) {
+  auto parsed = ParseConfigJson("{\"data_dir\": \"/data/\xff\xfe\"}");
+  if (parsed.ok()) {
+    FillDefaults(&*parsed);
+    EXPECT_EQ(Message(ValidateConfig(*parsed)), "data_dir is not valid UTF-8");
+  }
+  EXPECT_EQ(Message(ValidateWith("client.uplink=int8\xc3")), "client.uplink is not valid UTF-8");
+  // The UTF-8 walk does not hide the other checks.
+  EXPECT_THAT(Message(ValidateWith(R"(schedule=[{"from_round":2,"client":{"downlink":"x"}}])")),
+              HasSubstr("schedule[0].client.downlink"));
+  EXPECT_TRUE(ValidateWith("data_dir=/data/fa\xc3\xa7"
+                           "ade \xe2\x82\xac \xf0\x9f\x98\x80")
+                  .ok());
+}
+
 TEST(Config, ResolveTaskConfigAppliesScheduleFieldByField) {
   proto::ExperimentConfig config;
   ASSERT_TRUE(ApplyOverride("seed=77", &config).ok());

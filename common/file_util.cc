@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace edgefl {
 namespace {
@@ -105,11 +106,11 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return out;
 }
 
-absl::Status WriteFileAtomically(const std::string& path, std::string_view data) {
+absl::Status WriteFileAtomically(const std::string& path, std::string_view data, int mode) {
   static std::atomic<uint64_t> counter{0};
   const std::string dir = DirName(path);
   const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid(), ".", counter.fetch_add(1));
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, static_cast<mode_t>(mode));
   if (fd < 0) return ErrnoError(errno, "cannot create temp file for", path);
   FdCloser closer(fd);
   absl::Status status = WriteAll(fd, data, tmp);
@@ -123,6 +124,38 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view data)
     return status;
   }
   return FsyncDir(dir);
+}
+
+absl::StatusOr<std::string> ReadPrivateFile(const std::string& path, absl::string_view what) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    absl::Status s = ErrnoError(errno, absl::StrCat("cannot open ", what), path);
+    return s;
+  }
+  FdCloser closer(fd);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return ErrnoError(errno, absl::StrCat("cannot stat ", what), path);
+  if (!S_ISREG(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat(what, " ", path, " is not a regular file"));
+  }
+  if ((st.st_mode & 0066) != 0) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "%s %s is accessible by group or others (mode %04o); refusing to use it: chmod 600 %s",
+        what, path, st.st_mode & 07777, path));
+  }
+  std::string out;
+  out.reserve(static_cast<size_t>(st.st_size));
+  char buf[1 << 14];
+  while (true) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoError(errno, absl::StrCat("cannot read ", what), path);
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
 }
 
 absl::Status AppendLine(const std::string& path, std::string_view line) {

@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace edgefl {
 
@@ -15,8 +16,16 @@ absl::StatusOr<std::string> ReadFile(const std::string& path);
 
 // Writes `data` to `path` atomically: a temp file in the same directory, fsync, rename over `path`,
 // fsync of the directory. After a crash `path` holds either the old or the new content, never a
-// mix. Errors carry the path and errno text.
-absl::Status WriteFileAtomically(const std::string& path, std::string_view data);
+// mix. The file gets permission bits `mode` (before the umask; 0600 for secrets: the temp file is
+// created with them, so the content is never readable by others, not even briefly). Errors carry
+// the path and errno text.
+absl::Status WriteFileAtomically(const std::string& path, std::string_view data, int mode = 0644);
+
+// Reads a file that holds a secret (a private key, the server secret, a token). Refuses it with
+// FAILED_PRECONDITION, naming `what`, the path and its mode, when it is not a regular file or its
+// permission bits let group or others read or write it (anything in 0066): "chmod 600" fixes
+// that. NOT_FOUND if missing. The mode is checked on the open descriptor (no race with a swap).
+absl::StatusOr<std::string> ReadPrivateFile(const std::string& path, absl::string_view what);
 
 // Appends one line (a '\n' is added) and fsyncs. Used for metrics.jsonl.
 absl::Status AppendLine(const std::string& path, std::string_view line);

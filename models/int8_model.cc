@@ -183,24 +183,44 @@ absl::Status ValidateInt8Model(const Int8Model& model) {
   return absl::OkStatus();
 }
 
-ArenaPlan PlanArena(const std::vector<TensorShape>& layer_outputs) {
+int64_t LayerScratchBytes(LayerKind kind, const TensorShape& in, int kernel) {
+  return kind == LayerKind::kConv ? int64_t{2} * kernel * kernel * in.c : 0;
+}
+
+ArenaPlan PlanArena(const std::vector<TensorShape>& layer_outputs,
+                    const std::vector<int64_t>& scratch_bytes) {
   ArenaPlan plan;
-  const size_t intermediate = layer_outputs.empty() ? 0 : layer_outputs.size() - 1;
-  for (size_t i = 0; i < intermediate; ++i) {
-    const int64_t here = layer_outputs[i].bytes();
-    const int64_t next = i + 1 < intermediate ? layer_outputs[i + 1].bytes() : 0;
-    plan.arena_bytes = std::max(plan.arena_bytes, here + next);
+  const int64_t layers = static_cast<int64_t>(layer_outputs.size());
+  const int64_t intermediate = layers > 0 ? layers - 1 : 0;
+  // Arena bytes of tensor t (the output of layer t), 0 for the caller's input / logits.
+  auto size = [&](int64_t t) { return t >= 0 && t < intermediate ? layer_outputs[t].bytes() : 0; };
+  auto even_up = [](int64_t b) { return (b + 1) / 2 * 2; };
+  for (int64_t i = 0; i < layers; ++i) {
+    // Layer i reads tensor i - 1 and writes tensor i; the even one of them sits low.
+    const int64_t low = i % 2 == 0 ? size(i) : size(i - 1);
+    const int64_t high = i % 2 == 0 ? size(i - 1) : size(i);
+    const int64_t scratch = i < static_cast<int64_t>(scratch_bytes.size()) ? scratch_bytes[i] : 0;
+    plan.arena_bytes = std::max(plan.arena_bytes,
+                                scratch > 0 ? even_up(low) + scratch + high : low + high);
   }
-  for (size_t i = 0; i < intermediate; ++i) {
-    plan.offsets.push_back(i % 2 == 0 ? 0 : plan.arena_bytes - layer_outputs[i].bytes());
+  for (int64_t t = 0; t < intermediate; ++t) {
+    plan.offsets.push_back(t % 2 == 0 ? 0 : plan.arena_bytes - layer_outputs[t].bytes());
+  }
+  for (int64_t i = 0; i < layers; ++i) {
+    const int64_t scratch = i < static_cast<int64_t>(scratch_bytes.size()) ? scratch_bytes[i] : 0;
+    plan.scratch_offsets.push_back(scratch > 0 ? even_up(i % 2 == 0 ? size(i) : size(i - 1)) : -1);
   }
   return plan;
 }
 
 ArenaPlan PlanArena(const Int8Model& model) {
   std::vector<TensorShape> outs;
-  for (const Int8Layer& l : model.layers) outs.push_back(l.out);
-  return PlanArena(outs);
+  std::vector<int64_t> scratch;
+  for (const Int8Layer& l : model.layers) {
+    outs.push_back(l.out);
+    scratch.push_back(LayerScratchBytes(l.kind, l.in, l.kernel));
+  }
+  return PlanArena(outs, scratch);
 }
 
 int64_t Int8WeightBytes(const Int8Model& model) {

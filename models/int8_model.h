@@ -113,13 +113,20 @@ absl::Status ValidateInt8Model(const Int8Model& model);
 
 // Where each intermediate activation lives in the static arena. The first layer reads the
 // caller's input and the last writes the caller's logits, so tensors 0 .. L-2 (the outputs of
-// layers 0 .. L-2) live in the arena: even ones at offset 0, odd ones at the top, and the arena
-// is the largest sum of two consecutive tensors (a layer's input and output never overlap).
+// layers 0 .. L-2) live in the arena: even ones at offset 0, odd ones at the top (so a layer's
+// input and output never overlap). A conv layer also needs an int16 patch buffer of
+// LayerScratchBytes, placed (2-byte aligned) between its input and output. The arena is the
+// largest such footprint over all layers.
 struct ArenaPlan {
   int64_t arena_bytes = 0;
-  std::vector<int64_t> offsets;  // [L - 1], offset of layer i's output
+  std::vector<int64_t> offsets;          // [L - 1], offset of layer i's output
+  std::vector<int64_t> scratch_offsets;  // [L], offset of layer i's scratch, -1 if none
 };
-ArenaPlan PlanArena(const std::vector<TensorShape>& layer_outputs);
+// 2 * k * k * in.c for kConv (the (x - zero point) patch of one output pixel as int16), else 0.
+int64_t LayerScratchBytes(LayerKind kind, const TensorShape& in, int kernel);
+// `scratch_bytes` has one entry per layer.
+ArenaPlan PlanArena(const std::vector<TensorShape>& layer_outputs,
+                    const std::vector<int64_t>& scratch_bytes);
 ArenaPlan PlanArena(const Int8Model& model);
 
 // Bytes of constant parameter data the exported library holds: int8 weights plus, per output

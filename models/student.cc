@@ -7,6 +7,7 @@
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 #include <torch/nn/functional/activation.h>
+#include <torch/nn/functional/fold.h>
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/functional/pooling.h>
 #include <torch/nn/module.h>
@@ -273,7 +274,6 @@ class TorchStudentModel final : public StudentModel {
       const double t2 = o.temperature * o.temperature;
       int64_t step = 0;
       int64_t done = 0;
-      double running = 0;
       for (int epoch = 0; epoch < o.epochs; ++epoch) {
         const std::vector<int64_t> order = SeededPermutation(n, rng);
         double epoch_loss = 0;
@@ -323,11 +323,10 @@ class TorchStudentModel final : public StudentModel {
           }
           loss.backward();
           optimizer.step();
-          const double l = loss.item<double>();
-          epoch_loss += l * static_cast<double>(b);
+          epoch_loss += loss.item<double>() * static_cast<double>(b);
           done += b;
-          running = 0.98 * running + 0.02 * l;
-          if (progress) progress(done, n * o.epochs, running);
+          // Mean loss of the epoch so far.
+          if (progress) progress(done, n * o.epochs, epoch_loss / static_cast<double>(begin + b));
         }
         result.last_epoch_loss = epoch_loss / static_cast<double>(n);
       }
@@ -487,6 +486,7 @@ absl::StatusOr<StudentArch> StudentArchByName(const std::string& name) {
 
 absl::StatusOr<StudentFootprint> FootprintOf(const StudentArch& arch, const TensorShape& input) {
   StudentFootprint fp;
+  std::vector<int64_t> scratch;
   TensorShape cur = input;
   for (size_t i = 0; i < arch.layers.size(); ++i) {
     const StudentLayer& l = arch.layers[i];
@@ -516,6 +516,7 @@ absl::StatusOr<StudentFootprint> FootprintOf(const StudentArch& arch, const Tens
       fp.weight_bytes += w + int64_t{9} * out->c;
     }
     fp.outputs.push_back(*out);
+    scratch.push_back(LayerScratchBytes(l.kind, cur, l.kernel));
     cur = *out;
   }
   if (arch.layers.empty() || arch.layers.back().kind != LayerKind::kDense ||
@@ -523,7 +524,7 @@ absl::StatusOr<StudentFootprint> FootprintOf(const StudentArch& arch, const Tens
     return absl::InvalidArgumentError(
         absl::StrCat(arch.name, ": must end in a dense layer with ", kStudentNumClasses, " outputs"));
   }
-  fp.arena_bytes = PlanArena(fp.outputs).arena_bytes;
+  fp.arena_bytes = PlanArena(fp.outputs, scratch).arena_bytes;
   return fp;
 }
 
@@ -624,6 +625,7 @@ absl::StatusOr<std::vector<int8_t>> Int8ReferenceLogits(const Int8Model& model,
     // Per-layer constants as tensors.
     struct Consts {
       torch::Tensor w, bias, mult, round, den;
+      torch::Dtype dtype = torch::kFloat64;
     };
     std::vector<Consts> consts;
     for (const Int8Layer& l : model.layers) {
@@ -640,8 +642,17 @@ absl::StatusOr<std::vector<int8_t>> Int8ReferenceLogits(const Int8Model& model,
           default:
             shape = {l.out.c, l.in.bytes()};
         }
+        // Largest possible |partial sum|: 255 * sum|w| of the heaviest output channel.
+        const int64_t fan_in = static_cast<int64_t>(l.weights.size()) / l.out.c;
+        int64_t bound = 0;
+        for (int64_t ch = 0; ch < l.out.c; ++ch) {
+          int64_t sum = 0;
+          for (int64_t j = 0; j < fan_in; ++j) sum += std::abs(int{l.weights[ch * fan_in + j]});
+          bound = std::max(bound, 255 * sum);
+        }
+        c.dtype = bound < (int64_t{1} << 24) ? torch::kFloat32 : torch::kFloat64;
         std::vector<double> w(l.weights.begin(), l.weights.end());
-        c.w = torch::tensor(w, torch::kFloat64).reshape(shape);
+        c.w = torch::tensor(w, torch::kFloat64).reshape(shape).to(c.dtype);
         std::vector<int64_t> bias(l.bias.begin(), l.bias.end()), mult, round, den;
         for (size_t ch = 0; ch < l.multiplier.size(); ++ch) {
           const int rs = 31 - l.shift[ch];
@@ -669,19 +680,30 @@ absl::StatusOr<std::vector<int8_t>> Int8ReferenceLogits(const Int8Model& model,
         const Int8Layer& l = model.layers[i];
         const Consts& c = consts[i];
         if (l.kind == LayerKind::kMaxPool) {
-          x = torch::max_pool2d(x.to(torch::kFloat64), 2).to(torch::kInt64);
+          x = torch::max_pool2d(x.to(torch::kFloat32), 2).to(torch::kInt64);  // exact: int8 values
           continue;
         }
+        // Integer sums of products computed in floating point through im2col (unfold) and
+        // matrix products: exact because every partial sum is an integer no larger than
+        // 255 * sum|w| (checked per layer to fit the type's mantissa), whatever the order of
+        // summation. (conv2d itself is avoided: NNPACK / Winograd paths are not exact.)
+        const torch::Tensor xs = (x - l.input_zero_point).to(c.dtype);
         torch::Tensor acc;
         if (l.kind == LayerKind::kDense) {
-          if (x.dim() > 2) x = x.flatten(1);  // (c, h, w) order, as the weights
-          acc = torch::matmul((x - l.input_zero_point).to(torch::kFloat64), c.w.t());
+          acc = torch::matmul(xs.flatten(1), c.w.t());  // (c, h, w) order, as the weights
         } else {
-          const int64_t groups = l.kind == LayerKind::kDepthwiseConv ? l.in.c : 1;
-          acc = torch::conv2d((x - l.input_zero_point).to(torch::kFloat64), c.w, {}, 1, l.pad, 1,
-                              groups);
+          const int64_t k = l.kernel;
+          const torch::Tensor cols = torch::nn::functional::unfold(
+              xs, torch::nn::functional::UnfoldFuncOptions({k, k}).padding(l.pad));
+          // cols: [b, in.c * k * k, out.h * out.w], rows in (c, ky, kx) order.
+          if (l.kind == LayerKind::kConv) {
+            acc = torch::matmul(c.w.reshape({l.out.c, -1}), cols);
+          } else {
+            acc = (cols.view({b, l.in.c, k * k, -1}) * c.w.reshape({1, l.in.c, k * k, 1})).sum(2);
+          }
+          acc = acc.view({b, l.out.c, l.out.h, l.out.w});
         }
-        // The double sums are exact integers; round() only guards the conversion.
+        // Exact integers already; round() only guards the conversion.
         torch::Tensor acc_i = acc.round().to(torch::kInt64) + c.bias;
         torch::Tensor v = torch::div(acc_i * c.mult + c.round, c.den, "floor");
         x = torch::clamp(v + l.output_zero_point, l.act_min, l.act_max);

@@ -1,15 +1,16 @@
 #include "server/client_registry.h"
 
-#include <random>
-
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/crypto.h"
+#include "common/sha256.h"
 
 namespace edgefl::server {
 
 ClientRegistry::ClientRegistry(const Options& options, const Clock* clock)
     : options_(options), clock_(clock) {
-  next_ = options.id_seed != 0 ? options.id_seed : std::random_device{}();
+  next_ = options.id_seed;
 }
 
 absl::StatusOr<std::string> ClientRegistry::Join(const proto::DeviceProfile& profile) {
@@ -21,14 +22,32 @@ absl::StatusOr<std::string> ClientRegistry::Join(const proto::DeviceProfile& pro
   }
   std::string id;
   do {
-    // splitmix64 step: unpredictable enough for ids (issue 5 brings real credentials).
-    uint64_t z = (next_ += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    id = absl::StrFormat("c-%016x", z ^ (z >> 31));
+    absl::StatusOr<std::string> random =
+        options_.id_seed == 0 ? RandomBytes(8) : absl::StatusOr<std::string>(std::string());
+    if (!random.ok()) return random.status();
+    if (options_.id_seed == 0) {
+      id = absl::StrCat("c-", ToHex(*random));
+    } else {
+      // Reproducible ids for tests: a splitmix64 sequence from the seed.
+      uint64_t z = (next_ += 0x9e3779b97f4a7c15ULL);
+      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+      z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+      id = absl::StrFormat("c-%016x", z ^ (z >> 31));
+    }
   } while (clients_.contains(id));
   clients_[id] = Entry{profile, clock_->Now() + options_.lease};
   return id;
+}
+
+absl::Status ClientRegistry::JoinAs(const std::string& id, const proto::DeviceProfile& profile) {
+  absl::MutexLock lock(&mu_);
+  DropExpiredLocked();
+  if (!clients_.contains(id) && static_cast<int64_t>(clients_.size()) >= options_.max_clients) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("registry full: ", clients_.size(), " clients joined"));
+  }
+  clients_[id] = Entry{profile, clock_->Now() + options_.lease};
+  return absl::OkStatus();
 }
 
 absl::Status ClientRegistry::Touch(const std::string& client_id) {
@@ -36,8 +55,8 @@ absl::Status ClientRegistry::Touch(const std::string& client_id) {
   auto it = clients_.find(client_id);
   if (it == clients_.end() || it->second.expires < clock_->Now()) {
     if (it != clients_.end()) clients_.erase(it);
-    return absl::NotFoundError(
-        absl::StrCat("unknown client id '", client_id.substr(0, 64), "'; Join again"));
+    return absl::NotFoundError(absl::StrCat(
+        "unknown client id '", absl::CHexEscape(client_id.substr(0, 64)), "'; Join again"));
   }
   it->second.expires = clock_->Now() + options_.lease;
   return absl::OkStatus();

@@ -22,12 +22,16 @@ class ClientRegistry {
   struct Options {
     absl::Duration lease = absl::Seconds(300);  // how long a client stays eligible unseen
     int64_t max_clients = 100000;               // RESOURCE_EXHAUSTED past this
-    uint64_t id_seed = 0;                       // 0 = random ids; tests fix it
+    uint64_t id_seed = 0;                       // 0 = ids from the CSPRNG; tests fix it
   };
   ClientRegistry(const Options& options, const Clock* clock);
 
-  // Registers a client and returns its new id. RESOURCE_EXHAUSTED when full.
+  // Registers a client and returns its new id ("c-" + 16 hex chars). RESOURCE_EXHAUSTED when full.
   absl::StatusOr<std::string> Join(const proto::DeviceProfile& profile);
+  // Registers (or re-registers, renewing the lease and replacing the profile) the client with the
+  // given id, which the caller has authenticated (a certificate name, a session token).
+  // RESOURCE_EXHAUSTED when full and `id` is not registered yet.
+  absl::Status JoinAs(const std::string& id, const proto::DeviceProfile& profile);
   // Renews the lease. NOT_FOUND (with a hint to Join again) for an unknown or expired id.
   absl::Status Touch(const std::string& client_id);
   bool IsKnown(const std::string& client_id) const;

@@ -3,14 +3,16 @@
 #include <algorithm>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "common/chunking.h"
 #include "common/grpc_status.h"
 #include "common/log.h"
 #include "common/model_layout.h"
+#include "common/status_macros.h"
+#include "common/status_reason.h"
 #include "compression/chain.h"
 #include "compression/update_codec.h"
-#include "common/status_macros.h"
 #include "models/model_spec.h"
 
 namespace edgefl::server {
@@ -19,18 +21,26 @@ std::string ReasonName(absl::StatusCode code) {
   return absl::AsciiStrToLower(absl::StatusCodeToString(code));
 }
 
+std::string RejectionReason(const absl::Status& status) {
+  std::optional<std::string> reason = ReasonOf(status);
+  return reason ? *reason : ReasonName(status.code());
+}
+
 CoordinatorService::CoordinatorService(const Options& options, const proto::ModelSpec& spec,
-                                       ClientRegistry* registry, RoundScheduler* scheduler)
+                                       ClientRegistry* registry, RoundScheduler* scheduler,
+                                       AccessControl* access)
     : options_(options),
-      spec_(spec),
-      update_bytes_(static_cast<uint64_t>(models::NumParameters(spec)) * sizeof(float)),
-      layout_(LayoutOf(spec)),
+      limits_{spec, LayoutOf(spec),
+              static_cast<uint64_t>(models::NumParameters(spec)) * sizeof(float)},
       registry_(registry),
-      scheduler_(scheduler) {}
+      scheduler_(scheduler),
+      own_access_(access == nullptr ? AccessControl::CreateOpen(registry, Clock::Real()) : nullptr),
+      access_(access == nullptr ? own_access_.get() : access) {}
 
 grpc::Status CoordinatorService::Reject(const absl::Status& status, const std::string& rpc) {
-  scheduler_->CountRejection(ReasonName(status.code()));
-  EDGEFL_LOG_WARN(rpc, " rejected: ", status.ToString());
+  scheduler_->CountRejection(RejectionReason(status));
+  // Messages never carry token text (server/tokens.h), so the status is safe to log.
+  EDGEFL_LOG_WARN(rpc, " rejected: ", StatusText(status));
   return ToGrpcStatus(status);
 }
 
@@ -39,30 +49,64 @@ int64_t CoordinatorService::finished_notices() const {
   return finished_notices_;
 }
 
+absl::StatusOr<PeerCredentials> CoordinatorService::CredentialsOf(
+    const grpc::ServerContext* context) const {
+  PeerCredentials creds;
+  creds.peer = context->peer();
+  const auto& metadata = context->client_metadata();
+  auto range = metadata.equal_range("authorization");
+  if (range.first != range.second) {
+    if (std::next(range.first) != range.second) {
+      return TokenStatus(TokenError::kMalformed, "more than one authorization entry");
+    }
+    const grpc::string_ref value = range.first->second;
+    absl::StatusOr<std::string> bearer = ParseBearer(absl::string_view(value.data(), value.size()));
+    if (!bearer.ok()) return bearer.status();
+    creds.bearer = std::move(*bearer);
+  }
+  std::shared_ptr<const grpc::AuthContext> auth = context->auth_context();
+  if (auth != nullptr && auth->IsPeerAuthenticated()) {
+    // The first Subject Alternative Name of the verified certificate, or its Common Name.
+    std::vector<grpc::string_ref> identity = auth->GetPeerIdentity();
+    if (!identity.empty()) creds.cert_identity.assign(identity[0].data(), identity[0].size());
+  }
+  return creds;
+}
+
 grpc::Status CoordinatorService::Join(grpc::ServerContext* context,
                                       const proto::JoinRequest* request,
                                       proto::JoinResponse* response) {
-  const auto& p = request->profile();
-  if (p.arch().size() > 64 || p.hostname().size() > 256 || p.accelerator().size() > 64 ||
-      p.cores() < 0) {
-    return Reject(absl::InvalidArgumentError("device profile has out-of-range fields"), "Join");
-  }
-  absl::StatusOr<std::string> id = registry_->Join(p);
-  if (!id.ok()) return Reject(id.status(), "Join");
-  response->set_client_id(*id);
+  absl::StatusOr<PeerCredentials> creds = CredentialsOf(context);
+  if (!creds.ok()) return Reject(creds.status(), "Join");
+  if (absl::Status s = ValidateJoinRequest(*request); !s.ok()) return Reject(s, "Join");
+  absl::StatusOr<AccessControl::JoinGrant> grant = access_->Join(*creds, request->profile());
+  if (!grant.ok()) return Reject(grant.status(), "Join");
+  response->set_client_id(grant->client_id);
   response->set_lease_seconds(absl::ToDoubleSeconds(registry_->lease()));
   response->set_checkin_poll_seconds(absl::ToDoubleSeconds(options_.checkin_poll));
-  EDGEFL_LOG_INFO("client ", *id, " joined from ", context->peer(), " (", p.arch(), ", ",
-                  p.cores(), " cores, ", p.num_samples(), " samples)");
+  response->set_session_token(grant->session_token);
+  response->set_session_expires_unix_seconds(absl::ToUnixSeconds(grant->session_expires));
+  const auto& p = request->profile();
+  EDGEFL_LOG_INFO("client ", grant->client_id, " joined from ", context->peer(), " via ",
+                  grant->how, " (", absl::CHexEscape(p.arch()), ", ", p.cores(), " cores, ",
+                  p.num_samples(), " samples)");
   return grpc::Status::OK;
 }
 
 grpc::Status CoordinatorService::CheckIn(grpc::ServerContext* context,
                                          const proto::CheckInRequest* request,
                                          grpc::ServerWriter<proto::CheckInResponse>* writer) {
-  if (absl::Status s = registry_->Touch(request->client_id()); !s.ok()) {
+  absl::StatusOr<PeerCredentials> creds = CredentialsOf(context);
+  if (!creds.ok()) return Reject(creds.status(), "CheckIn");
+  absl::StatusOr<std::string> caller = access_->Authenticate(*creds);
+  if (!caller.ok()) return Reject(caller.status(), "CheckIn");
+  // A client fetches only its own task: the poll below is keyed by the authenticated id.
+  if (absl::Status s = CheckClientBinding(*caller, request->client_id(), "CheckIn"); !s.ok()) {
     return Reject(s, "CheckIn");
   }
+  if (absl::Status s = ValidateCheckInRequest(*request); !s.ok()) return Reject(s, "CheckIn");
+  if (absl::Status s = access_->AdmitCheckIn(*caller); !s.ok()) return Reject(s, "CheckIn");
+  if (absl::Status s = registry_->Touch(*caller); !s.ok()) return Reject(s, "CheckIn");
   // Hold the poll a little shorter than the client's own deadline allows.
   absl::Duration wait = options_.checkin_poll;
   if (context->deadline() != std::chrono::system_clock::time_point::max()) {
@@ -72,8 +116,8 @@ grpc::Status CoordinatorService::CheckIn(grpc::ServerContext* context,
   }
   TaskGrant grant;
   const PollOutcome outcome = scheduler_->WaitForTask(
-      request->client_id(), std::max(wait, absl::ZeroDuration()),
-      [context] { return context->IsCancelled(); }, &grant);
+      *caller, std::max(wait, absl::ZeroDuration()), [context] { return context->IsCancelled(); },
+      &grant);
   proto::CheckInResponse msg;
   if (outcome == PollOutcome::kFinished) {
     msg.set_finished(true);
@@ -131,53 +175,32 @@ grpc::Status CoordinatorService::ReportImpl(grpc::ServerContext* context,
                                             grpc::ServerReader<proto::ReportRequest>* reader,
                                             proto::ReportResponse* response,
                                             int64_t* round_for_bytes, uint64_t* bytes_received) {
+  // Authenticate before reading anything the caller sends.
+  absl::StatusOr<PeerCredentials> creds = CredentialsOf(context);
+  if (!creds.ok()) return Reject(creds.status(), "Report");
+  absl::StatusOr<std::string> caller = access_->Authenticate(*creds);
+  if (!caller.ok()) return Reject(caller.status(), "Report");
   proto::ReportRequest msg;
   if (!reader->Read(&msg) || !msg.has_header()) {
     return Reject(absl::InvalidArgumentError("a Report stream must start with a header"),
                   "Report");
   }
   const proto::ReportHeader header = msg.header();
-  *round_for_bytes = header.round();
-  *bytes_received += msg.ByteSizeLong();
-  if (absl::Status s = registry_->Touch(header.client_id()); !s.ok()) return Reject(s, "Report");
-  if (absl::Status s = scheduler_->CheckReport(header); !s.ok()) return Reject(s, "Report");
-  if (absl::Status s = models::CheckSpecMatches(spec_, header.spec()); !s.ok()) {
+  // A client reports only for itself; the scheduler then checks it was selected for this round,
+  // has not reported yet, and reports against the open round's model.
+  if (absl::Status s = CheckClientBinding(*caller, header.client_id(), "Report"); !s.ok()) {
     return Reject(s, "Report");
   }
-  // "dense" is raw float32; anything else must be the round's uplink chain.
-  const bool dense = header.codec() == "dense";
-  compression::ChainSpec chain;
-  uint64_t max_bytes = update_bytes_;
-  if (dense) {
-    if (header.total_bytes() != update_bytes_) {
-      return Reject(absl::InvalidArgumentError(absl::StrCat(
-                        "a dense update of this model is ", update_bytes_, " bytes; header says ",
-                        header.total_bytes())),
-                    "Report");
-    }
-  } else {
-    absl::StatusOr<compression::ChainSpec> parsed = compression::ParseChain(header.codec());
-    if (!parsed.ok()) {
-      return Reject(absl::InvalidArgumentError(absl::StrCat("update codec: ", parsed.status().message())),
-                    "Report");
-    }
-    chain = *parsed;
-    const std::string want = scheduler_->current_uplink();
-    if (chain.ToString() != want) {
-      return Reject(absl::InvalidArgumentError(absl::StrCat("update encoded as ", chain.ToString(),
-                                                            "; this round takes ", want)),
-                    "Report");
-    }
-    max_bytes = compression::MaxEncodedSizeBytes(chain, layout_);
-    if (header.total_bytes() > max_bytes) {
-      return Reject(absl::InvalidArgumentError(absl::StrCat(
-                        "an update encoded as ", want, " is at most ", max_bytes,
-                        " bytes; header says ", header.total_bytes())),
-                    "Report");
-    }
-  }
-  if (header.num_samples() == 0) {
-    return Reject(absl::InvalidArgumentError("num_samples must be > 0"), "Report");
+  *round_for_bytes = header.round();
+  *bytes_received += msg.ByteSizeLong();
+  if (absl::Status s = registry_->Touch(*caller); !s.ok()) return Reject(s, "Report");
+  if (absl::Status s = scheduler_->CheckReport(header); !s.ok()) return Reject(s, "Report");
+  absl::StatusOr<ReportPlan> plan =
+      ValidateReportHeader(header, limits_, scheduler_->current_uplink());
+  if (!plan.ok()) return Reject(plan.status(), "Report");
+  if (absl::Status s = access_->ChargeUpdateBytes(*caller, header.round(), header.total_bytes());
+      !s.ok()) {
+    return Reject(s, "Report");
   }
 
   // Bound the number of payloads buffered at once, so server memory does not grow with clients.
@@ -199,7 +222,7 @@ grpc::Status CoordinatorService::ReportImpl(grpc::ServerContext* context,
     }
   } release{this};
 
-  ChunkAssembler assembler(max_bytes);
+  ChunkAssembler assembler(plan->max_bytes);
   if (absl::Status s = assembler.Start(header.total_bytes(), header.sha256()); !s.ok()) {
     return Reject(s, "Report");
   }
@@ -219,13 +242,13 @@ grpc::Status CoordinatorService::ReportImpl(grpc::ServerContext* context,
   scheduler_->AddBytesUp(header.round(), *bytes_received);
   *bytes_received = 0;
   absl::Status submitted;
-  if (dense) {
+  if (plan->dense) {
     // The payload's heap buffer is suitably aligned; the wire format is little-endian float32.
     submitted = scheduler_->SubmitUpdate(
         header, absl::MakeConstSpan(reinterpret_cast<const float*>(payload.data()),
                                     payload.size() / sizeof(float)));
   } else {
-    submitted = scheduler_->SubmitEncodedUpdate(header, payload, chain);
+    submitted = scheduler_->SubmitEncodedUpdate(header, payload, plan->chain);
   }
   if (!submitted.ok()) return Reject(submitted, "Report");
   response->set_accepted(true);

@@ -1,5 +1,6 @@
-// The gRPC Coordinator service: translates protos to registry and scheduler calls, validates every
-// request, counts rejections, and streams models and updates in chunks. Holds no round logic.
+// The gRPC Coordinator service: translates protos and call credentials to access-control,
+// registry and scheduler calls, validates every request (server/request_validation.h), counts
+// rejections, and streams models and updates in chunks. Holds no round or security policy.
 #ifndef EDGEFL_SERVER_COORDINATOR_SERVICE_H_
 #define EDGEFL_SERVER_COORDINATOR_SERVICE_H_
 
@@ -10,7 +11,9 @@
 #include "absl/time/time.h"
 #include "compression/update_codec.h"
 #include "protos/edgefl.grpc.pb.h"
+#include "server/access_control.h"
 #include "server/client_registry.h"
+#include "server/request_validation.h"
 #include "server/round_scheduler.h"
 
 namespace edgefl::server {
@@ -22,9 +25,10 @@ class CoordinatorService final : public proto::Coordinator::Service {
     size_t chunk_bytes = 1 << 20;                     // model chunk size on the downlink
     int max_concurrent_reports = 4;                   // update payloads buffered at once
   };
-  // `registry` and `scheduler` must outlive the service. Thread-safe.
-  CoordinatorService(const Options& options, const proto::ModelSpec& spec,
-                     ClientRegistry* registry, RoundScheduler* scheduler);
+  // `registry`, `scheduler` and `access` must outlive the service. A null `access` means open
+  // enrollment without limits (AccessControl::CreateOpen). Thread-safe.
+  CoordinatorService(const Options& options, const proto::ModelSpec& spec, ClientRegistry* registry,
+                     RoundScheduler* scheduler, AccessControl* access = nullptr);
 
   grpc::Status Join(grpc::ServerContext* context, const proto::JoinRequest* request,
                     proto::JoinResponse* response) override;
@@ -39,17 +43,20 @@ class CoordinatorService final : public proto::Coordinator::Service {
 
  private:
   grpc::Status Reject(const absl::Status& status, const std::string& rpc);
+  // The caller's certificate identity, bearer token and address. UNAUTHENTICATED for malformed
+  // authorization metadata.
+  absl::StatusOr<PeerCredentials> CredentialsOf(const grpc::ServerContext* context) const;
   grpc::Status ReportImpl(grpc::ServerContext* context,
                           grpc::ServerReader<proto::ReportRequest>* reader,
                           proto::ReportResponse* response, int64_t* round_for_bytes,
                           uint64_t* bytes_received);
 
   const Options options_;
-  const proto::ModelSpec spec_;
-  const uint64_t update_bytes_;
-  const std::vector<compression::TensorLayout> layout_;
+  const ReportLimits limits_;
   ClientRegistry* const registry_;
   RoundScheduler* const scheduler_;
+  std::unique_ptr<AccessControl> own_access_;  // when none was given
+  AccessControl* const access_;
 
   mutable absl::Mutex mu_;
   int reports_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
@@ -58,6 +65,9 @@ class CoordinatorService final : public proto::Coordinator::Service {
 
 // Lower-case reason names for counting rejections ("invalid_argument", "not_found", ...).
 std::string ReasonName(absl::StatusCode code);
+// The reason a rejection is counted under: the one attached with WithReason
+// (common/status_reason.h, e.g. "unauthenticated_expired", "update_norm"), else ReasonName.
+std::string RejectionReason(const absl::Status& status);
 
 }  // namespace edgefl::server
 

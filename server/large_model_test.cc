@@ -55,6 +55,7 @@ TEST(LargeModel, HundredMegabytesTravelBothWays) {
 
   client::CoordinatorClient::Options co;
   co.target = absl::StrCat("127.0.0.1:", port);
+  co.insecure = true;
   auto rpc = client::CoordinatorClient::Create(co);
   auto joined = rpc->Join(proto::JoinRequest());
   ASSERT_TRUE(joined.ok()) << joined.status();

@@ -15,7 +15,9 @@
 #include "common/model_layout.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
+#include "common/status_reason.h"
 #include "models/model_spec.h"
+#include "server/request_validation.h"
 
 namespace edgefl::server {
 
@@ -358,7 +360,28 @@ absl::Status RoundScheduler::SubmitLocked(const proto::ReportHeader& header,
   RETURN_IF_ERROR(CheckReportLocked(header));
   RETURN_IF_ERROR(accumulate());
   reported_.insert(header.client_id());
+  const double student = header.metrics().student_local_accuracy();
+  if (std::isfinite(student) && student > 0 && student <= 1) {
+    stats_.student_accuracy_sum += student;
+    ++stats_.student_reports;
+  }
   return absl::OkStatus();
+}
+
+absl::Status RoundScheduler::CheckNorm(double norm, double* scale) const {
+  *scale = 1.0;
+  const proto::UpdateBounds& bounds = options_.config.update_bounds();
+  if (!bounds.has_max_l2_norm() || !std::isfinite(norm) || norm <= bounds.max_l2_norm()) {
+    return absl::OkStatus();
+  }
+  if (bounds.on_violation() == "clip") {
+    *scale = bounds.max_l2_norm() / norm;
+    return absl::OkStatus();
+  }
+  return WithReason(
+      absl::InvalidArgumentError(absl::StrCat(
+          "update L2 norm ", norm, " exceeds update_bounds.max_l2_norm ", bounds.max_l2_norm())),
+      "update_norm");
 }
 
 absl::Status RoundScheduler::SubmitUpdate(const proto::ReportHeader& header,
@@ -367,8 +390,19 @@ absl::Status RoundScheduler::SubmitUpdate(const proto::ReportHeader& header,
     return absl::InvalidArgumentError(absl::StrCat("update holds ", delta.size(),
                                                    " values; the model has ", num_params_));
   }
+  // Measure (and if need be clip) outside the lock: it is a pass over the whole update.
+  double scale = 1.0;
+  std::vector<float> clipped;
+  if (options_.config.update_bounds().has_max_l2_norm()) {
+    RETURN_IF_ERROR(CheckNorm(DenseL2Norm(delta), &scale));
+    if (scale < 1.0) {
+      clipped.assign(delta.begin(), delta.end());
+      for (float& v : clipped) v = static_cast<float>(v * scale);
+      delta = clipped;
+    }
+  }
   absl::MutexLock lock(&mu_);
-  return SubmitLocked(header, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  absl::Status s = SubmitLocked(header, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (task_.config().uplink() != "dense") {
       return absl::InvalidArgumentError(absl::StrCat("a dense update, but round ", round_,
                                                      " takes updates encoded as ",
@@ -376,20 +410,41 @@ absl::Status RoundScheduler::SubmitUpdate(const proto::ReportHeader& header,
     }
     return strategy_->Accumulate(delta, header.num_samples());
   });
+  if (s.ok() && scale < 1.0) ++stats_.updates_clipped;
+  return s;
 }
 
 absl::Status RoundScheduler::SubmitEncodedUpdate(const proto::ReportHeader& header,
                                                  absl::string_view encoded,
                                                  const compression::ChainSpec& chain) {
+  double scale = 1.0;
+  std::vector<float> clipped;
+  if (options_.config.update_bounds().has_max_l2_norm()) {
+    ReportPlan plan;
+    plan.dense = false;
+    plan.chain = chain;
+    absl::StatusOr<double> norm = UpdateL2Norm(plan, encoded, layout_);
+    if (!norm.ok()) return norm.status();
+    RETURN_IF_ERROR(CheckNorm(*norm, &scale));
+    if (scale < 1.0) {
+      // Clipping an encoded update: decode it densely and scale it. (Scaling its weight instead
+      // would also shift the FedAvg denominator, i.e. change every other client's share.)
+      RETURN_IF_ERROR(compression::DecodeToDense(encoded, layout_, &clipped));
+      for (float& v : clipped) v = static_cast<float>(v * scale);
+    }
+  }
   absl::MutexLock lock(&mu_);
-  return SubmitLocked(header, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  absl::Status s = SubmitLocked(header, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (chain.ToString() != task_.config().uplink()) {
       return absl::InvalidArgumentError(absl::StrCat("update encoded as ", chain.ToString(),
                                                      ", but round ", round_, " takes ",
                                                      task_.config().uplink()));
     }
+    if (scale < 1.0) return strategy_->Accumulate(clipped, header.num_samples());
     return strategy_->AccumulateEncoded(encoded, layout_, chain, header.num_samples());
   });
+  if (s.ok() && scale < 1.0) ++stats_.updates_clipped;
+  return s;
 }
 
 std::string RoundScheduler::current_uplink() const {

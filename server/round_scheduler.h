@@ -52,12 +52,16 @@ struct RoundStats {
   int clients_selected = 0;     // in the successful attempt
   int clients_reported = 0;     // accepted updates
   int clients_failed = 0;       // selected but not accepted by the close
+  int updates_clipped = 0;      // accepted after scaling down to update_bounds.max_l2_norm
   uint64_t bytes_down = 0;      // model bytes streamed for this round (all attempts)
   uint64_t bytes_up = 0;        // update bytes received for this round (all attempts)
   double round_seconds = 0;     // from the first attempt's opening to the new model's publication
   double unix_time = 0;         // when the round closed
   std::map<std::string, int64_t> rejected;  // rejected requests by reason during the round
   int64_t rejected_total = 0;   // rejected requests since this process started
+  // Mean int8 local accuracy of the students that reporting clients exported (--distill_to).
+  double student_accuracy_sum = 0;
+  int student_reports = 0;
 };
 
 struct TaskGrant {
@@ -112,9 +116,15 @@ class RoundScheduler {
   // Re-checks the header (the round may have closed meanwhile) and folds the dense delta into the
   // strategy. INVALID_ARGUMENT for a wrong size, non-finite values or zero samples, leaving the
   // round's aggregate unchanged.
+  // With config.update_bounds.max_l2_norm set, an update whose L2 norm exceeds it is refused
+  // (INVALID_ARGUMENT, reason "update_norm") under on_violation "reject", or scaled down to the
+  // bound and counted in RoundStats::updates_clipped under "clip".
   absl::Status SubmitUpdate(const proto::ReportHeader& header, absl::Span<const float> delta);
   // Same for an encoded update under the round's uplink chain, decoded straight into the
   // strategy (no dense copy). INVALID_ARGUMENT for a malformed encoding or another chain.
+  // With a norm bound the update is decoded once more first to measure its norm; an update that
+  // must be clipped is decoded to a dense copy, scaled and accumulated as a dense update (the
+  // same weighted mean as the streaming path, at O(model) memory for that one update).
   absl::Status SubmitEncodedUpdate(const proto::ReportHeader& header, absl::string_view encoded,
                                    const compression::ChainSpec& chain);
   // The uplink chain of the open round (canonical text; "dense" before the first round).
@@ -145,6 +155,9 @@ class RoundScheduler {
   absl::Status SubmitLocked(const proto::ReportHeader& header,
                             const std::function<absl::Status()>& accumulate)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Under update_bounds: OK with *scale = 1 (within the bound, or no bound or a non-finite norm,
+  // which the strategy refuses), OK with *scale < 1 (clip), or INVALID_ARGUMENT (reject).
+  absl::Status CheckNorm(double norm, double* scale) const;
   void WorkerLoop();
 
   const Options options_;

@@ -4,6 +4,8 @@
 
 #include "absl/synchronization/mutex.h"
 #include "common/config.h"
+#include "common/model_layout.h"
+#include "compression/update_codec.h"
 #include "gtest/gtest.h"
 
 namespace edgefl::server {
@@ -34,6 +36,8 @@ class SchedulerFixture : public ::testing::Test {
     config.mutable_sampling()->set_fraction(fraction);
     config.mutable_sampling()->set_min_clients(min_clients);
     config.mutable_sampling()->set_wait_for_clients_seconds(5);
+    *config.mutable_update_bounds() = bounds_;
+    config.mutable_client()->set_uplink(uplink_);
     FillDefaults(&config);
     RoundScheduler::Options o;
     o.config = config;
@@ -74,6 +78,8 @@ class SchedulerFixture : public ::testing::Test {
     return h;
   }
 
+  proto::UpdateBounds bounds_;    // set before SetUpScheduler
+  std::string uplink_ = "dense";  // set before SetUpScheduler
   std::unique_ptr<ClientRegistry> registry_;
   std::unique_ptr<RoundScheduler> scheduler_;
   std::vector<std::string> ids_;
@@ -178,6 +184,82 @@ TEST_F(SchedulerFixture, SamplingSelectsFractionAndRefusesOthers) {
   for (const auto& id : chosen) ASSERT_TRUE(scheduler_->SubmitUpdate(Header(id, g, 1), d).ok());
   ASSERT_TRUE(JoinRun().ok());
   EXPECT_EQ(done_[0].clients_selected, 2);
+}
+
+TEST_F(SchedulerFixture, NormBoundRejectsLargeDenseUpdates) {
+  bounds_.set_max_l2_norm(3.0);  // on_violation defaults to "reject"
+  SetUpScheduler(/*clients=*/1, /*deadline_s=*/30, /*rounds=*/1);
+  StartRun();
+  TaskGrant g;
+  ASSERT_TRUE(GetTask(ids_[0], &g));
+  const std::vector<float> big = {2, 2, 2, 2};  // norm 4
+  absl::Status s = scheduler_->SubmitUpdate(Header(ids_[0], g, 1), big);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("max_l2_norm"), absl::string_view::npos) << s;
+  const std::vector<float> ok = {1, 1, 1, 1};  // norm 2: within the bound
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], g, 1), ok).ok());
+  ASSERT_TRUE(JoinRun().ok());
+  EXPECT_EQ(models_[0], (std::vector<float>{2, 3, 4, 5}));
+  EXPECT_EQ(done_[0].updates_clipped, 0);
+}
+
+TEST_F(SchedulerFixture, NormBoundClipsDenseUpdates) {
+  bounds_.set_max_l2_norm(2.0);
+  bounds_.set_on_violation("clip");
+  SetUpScheduler(/*clients=*/1, /*deadline_s=*/30, /*rounds=*/1);
+  StartRun();
+  TaskGrant g;
+  ASSERT_TRUE(GetTask(ids_[0], &g));
+  const std::vector<float> big = {4, 4, 4, 4};  // norm 8 -> scaled by 1/4
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], g, 1), big).ok());
+  ASSERT_TRUE(JoinRun().ok());
+  EXPECT_EQ(models_[0], (std::vector<float>{2, 3, 4, 5}));
+  EXPECT_EQ(done_[0].updates_clipped, 1);
+}
+
+TEST_F(SchedulerFixture, NormBoundAppliesToEncodedUpdates) {
+  bounds_.set_max_l2_norm(2.0);
+  bounds_.set_on_violation("clip");
+  uplink_ = "fp16";
+  SetUpScheduler(/*clients=*/2, /*deadline_s=*/30, /*rounds=*/1);
+  StartRun();
+  TaskGrant g0, g1;
+  ASSERT_TRUE(GetTask(ids_[0], &g0));
+  ASSERT_TRUE(GetTask(ids_[1], &g1));
+  const auto layout = LayoutOf(TinySpec());
+  const auto chain = *compression::ParseChain("fp16");
+  const std::vector<float> big = {4, 4, 4, 4};    // norm 8 -> clipped to {1, 1, 1, 1}
+  const std::vector<float> small = {1, 1, 1, 1};  // norm 2 -> as is
+  auto e0 = compression::EncodeUpdate(chain, ViewsOf(layout, big), nullptr, 1);
+  auto e1 = compression::EncodeUpdate(chain, ViewsOf(layout, small), nullptr, 1);
+  ASSERT_TRUE(e0.ok() && e1.ok());
+  ASSERT_TRUE(scheduler_->SubmitEncodedUpdate(Header(ids_[0], g0, 1), *e0, chain).ok());
+  ASSERT_TRUE(scheduler_->SubmitEncodedUpdate(Header(ids_[1], g1, 3), *e1, chain).ok());
+  ASSERT_TRUE(JoinRun().ok());
+  // Both deltas are {1,1,1,1} after clipping; the weights (1 and 3) keep their shares.
+  EXPECT_EQ(models_[0], (std::vector<float>{2, 3, 4, 5}));
+  EXPECT_EQ(done_[0].updates_clipped, 1);
+}
+
+TEST_F(SchedulerFixture, NormBoundRejectsEncodedUpdates) {
+  bounds_.set_max_l2_norm(2.0);
+  uplink_ = "int8";
+  SetUpScheduler(/*clients=*/1, /*deadline_s=*/30, /*rounds=*/1);
+  StartRun();
+  TaskGrant g;
+  ASSERT_TRUE(GetTask(ids_[0], &g));
+  const auto layout = LayoutOf(TinySpec());
+  const auto chain = *compression::ParseChain("int8");
+  const std::vector<float> big = {4, 4, 4, 4};
+  auto e = compression::EncodeUpdate(chain, ViewsOf(layout, big), nullptr, 1);
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(scheduler_->SubmitEncodedUpdate(Header(ids_[0], g, 1), *e, chain).code(),
+            absl::StatusCode::kInvalidArgument);
+  const std::vector<float> zero = {0, 0, 0, 0};
+  auto z = compression::EncodeUpdate(chain, ViewsOf(layout, zero), nullptr, 1);
+  ASSERT_TRUE(scheduler_->SubmitEncodedUpdate(Header(ids_[0], g, 1), *z, chain).ok());
+  ASSERT_TRUE(JoinRun().ok());
+  EXPECT_EQ(models_[0], (std::vector<float>{1, 2, 3, 4}));
 }
 
 }  // namespace

@@ -70,6 +70,7 @@ std::string RunStore::MetricsToJson(const RoundMetrics& m) {
   fields.push_back(absl::StrFormat("\"clients_selected\":%d", s.clients_selected));
   fields.push_back(absl::StrFormat("\"clients_reported\":%d", s.clients_reported));
   fields.push_back(absl::StrFormat("\"clients_failed\":%d", s.clients_failed));
+  fields.push_back(absl::StrFormat("\"updates_clipped\":%d", s.updates_clipped));
   fields.push_back(absl::StrFormat("\"attempts\":%d", s.attempts));
   fields.push_back(absl::StrFormat("\"bytes_down\":%d", s.bytes_down));
   fields.push_back(absl::StrFormat("\"bytes_up\":%d", s.bytes_up));
@@ -82,6 +83,10 @@ std::string RunStore::MetricsToJson(const RoundMetrics& m) {
   }
   fields.push_back(absl::StrCat("\"rejected\":{", absl::StrJoin(rejected, ","), "}"));
   fields.push_back(absl::StrFormat("\"rejected_total\":%d", s.rejected_total));
+  if (s.student_reports > 0) {
+    fields.push_back(absl::StrFormat("\"student_local_accuracy\":%.6f",
+                                     s.student_accuracy_sum / s.student_reports));
+  }
   return absl::StrCat("{", absl::StrJoin(fields, ","), "}");
 }
 

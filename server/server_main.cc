@@ -3,6 +3,7 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
@@ -17,16 +18,22 @@
 #include "absl/time/time.h"
 #include "aggregation/strategy.h"
 #include "common/config.h"
+#include "common/crypto.h"
 #include "common/file_util.h"
 #include "common/flags.h"
 #include "common/log.h"
+#include "common/sha256.h"
 #include "models/dataset.h"
 #include "models/model_runner.h"
 #include "models/model_spec.h"
+#include "server/access_control.h"
 #include "server/client_registry.h"
 #include "server/coordinator_service.h"
+#include "server/enrollment_ledger.h"
 #include "server/round_scheduler.h"
 #include "server/run_store.h"
+#include "server/token_cli.h"
+#include "server/tokens.h"
 
 namespace edgefl::server {
 namespace {
@@ -54,7 +61,71 @@ struct ServerFlags {
   double finish_grace_seconds = 10;
   std::string port_file;
   int max_message_mb = 16;
+  // Transport security.
+  std::string tls_cert;
+  std::string tls_key;
+  std::string client_ca;
+  bool insecure = false;
+  // Client identity and limits.
+  std::string secret_file;
+  std::string token_uses;
+  std::string revoked;
+  std::string session_ttl = "24h";
+  double join_per_minute = 30;
+  double checkin_per_minute = 60;
+  int64_t max_update_bytes_per_round = 0;
 };
+
+// The server's TLS material, read and checked before anything else starts.
+struct TransportSecurity {
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  std::string description;  // for the start-up log line
+};
+
+TransportSecurity LoadTransportSecurity(const ServerFlags& f) {
+  const bool any_tls = !f.tls_cert.empty() || !f.tls_key.empty() || !f.client_ca.empty();
+  if (f.insecure) {
+    if (any_tls) {
+      ExitUsageError(kProgram,
+                     "--insecure cannot be combined with --tls_cert, --tls_key or "
+                     "--client_ca");
+    }
+    return {grpc::InsecureServerCredentials(), "PLAINTEXT (--insecure)"};
+  }
+  if (f.tls_cert.empty() || f.tls_key.empty()) {
+    ExitUsageError(kProgram,
+                   "no TLS certificate: pass --tls_cert and --tls_key (development ones: "
+                   "deploy/certs/make-dev-certs.sh), or --insecure to serve plaintext on a "
+                   "trusted network");
+  }
+  absl::StatusOr<std::string> cert = ReadFile(f.tls_cert);
+  if (!cert.ok()) ExitUsageError(kProgram, absl::StrCat("--tls_cert: ", cert.status().message()));
+  absl::StatusOr<std::string> key = ReadPrivateFile(f.tls_key, "TLS private key");
+  if (!key.ok()) ExitUsageError(kProgram, absl::StrCat("--tls_key: ", key.status().message()));
+  if (cert->find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
+    ExitUsageError(kProgram, absl::StrCat("--tls_cert: ", f.tls_cert, " holds no PEM certificate"));
+  }
+  if (key->find("PRIVATE KEY-----") == std::string::npos) {
+    ExitUsageError(kProgram, absl::StrCat("--tls_key: ", f.tls_key, " holds no PEM private key"));
+  }
+  grpc::SslServerCredentialsOptions options(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  options.pem_key_cert_pairs.push_back({std::move(*key), std::move(*cert)});
+  std::string description = "TLS";
+  if (!f.client_ca.empty()) {
+    absl::StatusOr<std::string> ca = ReadFile(f.client_ca);
+    if (!ca.ok()) ExitUsageError(kProgram, absl::StrCat("--client_ca: ", ca.status().message()));
+    if (ca->find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
+      ExitUsageError(kProgram,
+                     absl::StrCat("--client_ca: ", f.client_ca, " holds no PEM certificate"));
+    }
+    options.pem_root_certs = std::move(*ca);
+    options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    description = "mutual TLS (client certificates required, ids from certificates)";
+  }
+  std::shared_ptr<grpc::ServerCredentials> creds = grpc::SslServerCredentials(options);
+  if (creds == nullptr) ExitUsageError(kProgram, "the TLS certificate or key cannot be used");
+  return {std::move(creds), description};
+}
 
 std::string NewestRunDir() {
   std::error_code ec;
@@ -85,15 +156,20 @@ std::vector<std::string> SugarOverrides(const ServerFlags& f) {
 }
 
 int Main(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == "token") return RunTokenCommand(argc - 1, argv + 1);
   ServerFlags f;
   FlagSet flags(kProgram,
                 "The edgefl coordinator: schedules federated rounds over gRPC, aggregates the\n"
                 "clients' updates (FedAvg), evaluates each new global model on the test set and\n"
                 "writes metrics.jsonl, an atomic checkpoint after every round and the final model\n"
                 "into the output folder.\n\n"
-                "  fl-server --rounds 50\n"
-                "  fl-server --config examples/fmnist_fedavg.json --set client.lr=0.02\n"
-                "  fl-server --resume --out runs/20261126-101500");
+                "  fl-server --tls_cert server.pem --tls_key server.key --rounds 50\n"
+                "  fl-server --tls_cert server.pem --tls_key server.key --client_ca ca.pem\n"
+                "  fl-server --insecure --config examples/fmnist_fedavg.json --set client.lr=0.02\n"
+                "  fl-server --insecure --resume --out runs/20261126-101500\n"
+                "  fl-server token create --secret_file secret --ttl 24h --count 100\n\n"
+                "TLS is required unless --insecure is given. Enrollment tokens are required\n"
+                "when a server secret is configured (--secret_file or $EDGEFL_SERVER_SECRET).");
   flags.String("config", &f.config, "experiment config (JSON of edgefl.proto.ExperimentConfig)");
   flags.Repeated("set", &f.sets,
                  "override one config field, e.g. --set client.lr=0.02; wins over the other flags");
@@ -121,11 +197,58 @@ int Main(int argc, char** argv) {
                "after the last round, how long to keep telling clients the run is over");
   flags.String("port_file", &f.port_file, "write the bound port to this file once serving");
   flags.Int("max_message_mb", &f.max_message_mb, "gRPC message size limit, both directions");
+  flags.String("tls_cert", &f.tls_cert, "server certificate chain (PEM)");
+  flags.String("tls_key", &f.tls_key,
+               "server private key (PEM; refused if group/other can read it)");
+  flags.String("client_ca", &f.client_ca,
+               "CA bundle (PEM) for mutual TLS: clients must present a certificate it signed, "
+               "and their client id is taken from it (first SAN, else CN)");
+  flags.Bool("insecure", &f.insecure,
+             "serve plaintext (no TLS): only on a trusted network, never in production");
+  flags.String("secret_file", &f.secret_file,
+               "server secret for enrollment and session tokens (default $EDGEFL_SERVER_SECRET); "
+               "with a secret, a first Join needs an enrollment token");
+  flags.String("token_uses", &f.token_uses,
+               "file of enrollment-token use counts, kept across restarts (default "
+               "<out>/token_uses; share it between runs to keep single-use tokens single-use)");
+  flags.String("revoked", &f.revoked,
+               "revocation list (token ids, fl-server token revoke), re-read when it changes "
+               "(default <out>/revoked_tokens)");
+  flags.String("session_ttl", &f.session_ttl,
+               "lifetime of a session token; clients renew it by joining again");
+  flags.Double("join_per_minute", &f.join_per_minute,
+               "Join calls allowed per peer address (per certificate under mutual TLS) and "
+               "minute, also the burst; 0 = no limit");
+  flags.Double("checkin_per_minute", &f.checkin_per_minute,
+               "CheckIn calls allowed per client and minute (burst: the same number, at most "
+               "30); 0 = no limit");
+  flags.Int64("max_update_bytes_per_round", &f.max_update_bytes_per_round,
+              "update bytes a client may announce per round over all its Report attempts "
+              "(0 = 4 x the dense model size + 1 MiB)");
   flags.ParseOrExit(argc, argv);
   if (!flags.positional().empty()) {
     ExitUsageError(kProgram, absl::StrCat("unexpected argument '", flags.positional()[0], "'"));
   }
   SetLogTag("server");
+  // Refuse to start without transport security before anything else is loaded.
+  const TransportSecurity transport = LoadTransportSecurity(f);
+  absl::StatusOr<absl::Duration> session_ttl = ParsePositiveDuration(f.session_ttl);
+  if (!session_ttl.ok()) {
+    ExitUsageError(kProgram, absl::StrCat("--session_ttl: ", session_ttl.status().message()));
+  }
+  if (f.max_update_bytes_per_round < 0) {
+    ExitUsageError(kProgram, "--max_update_bytes_per_round must be >= 0");
+  }
+  // The server secret: enrollment tokens are required when there is one.
+  std::string secret_source;
+  absl::StatusOr<std::string> secret = LoadServerSecret(f.secret_file, &secret_source);
+  if (!secret.ok() && !absl::IsNotFound(secret.status())) {
+    ExitUsageError(kProgram, std::string(secret.status().message()));
+  }
+  if (!secret.ok() && !f.secret_file.empty()) {
+    ExitUsageError(kProgram, std::string(secret.status().message()));
+  }
+  const bool enrollment_tokens = secret.ok();
 
   // ---- configuration -------------------------------------------------------------------------
   proto::ExperimentConfig config;
@@ -210,6 +333,50 @@ int Main(int argc, char** argv) {
   reg_opts.lease = absl::Seconds(f.lease_seconds);
   ClientRegistry registry(reg_opts, Clock::Real());
 
+  // ---- who may call, as whom, how much ---------------------------------------------------------
+  std::unique_ptr<EnrollmentLedger> ledger;
+  std::string session_key;
+  if (enrollment_tokens) {
+    EnrollmentLedger::Options ledger_opts;
+    ledger_opts.uses_path = f.token_uses.empty() ? store->Path("token_uses") : f.token_uses;
+    ledger_opts.revocation_path = f.revoked.empty() ? store->Path("revoked_tokens") : f.revoked;
+    absl::StatusOr<std::unique_ptr<EnrollmentLedger>> opened = EnrollmentLedger::Open(ledger_opts);
+    if (!opened.ok()) ExitUsageError(kProgram, std::string(opened.status().message()));
+    ledger = std::move(*opened);
+    session_key = *secret;
+    EDGEFL_LOG_INFO("enrollment tokens required (secret from ", secret_source, "; uses in ",
+                    ledger_opts.uses_path, ", revocations from ", ledger_opts.revocation_path, ")");
+  } else {
+    // Sessions still bind every CheckIn and Report to the client that joined; without a
+    // configured secret their key lives only as long as this process.
+    absl::StatusOr<std::string> key = RandomBytes(32);
+    if (!key.ok()) ExitUsageError(kProgram, std::string(key.status().message()));
+    session_key = ToHex(*key);
+    if (f.client_ca.empty()) {
+      EDGEFL_LOG_WARN(
+          "open enrollment: any client that reaches this server can join; use "
+          "--client_ca (mutual TLS) or --secret_file (enrollment tokens) to restrict");
+    }
+  }
+  absl::StatusOr<TokenAuthority> authority = TokenAuthority::Create(session_key);
+  if (!authority.ok()) ExitUsageError(kProgram, std::string(authority.status().message()));
+  AccessControl::Options access_opts;
+  access_opts.require_client_cert = !f.client_ca.empty();
+  access_opts.enrollment_tokens = enrollment_tokens;
+  access_opts.session_ttl = *session_ttl;
+  access_opts.join_rate = {f.join_per_minute, std::max(1.0, f.join_per_minute), 100000};
+  access_opts.checkin_rate = {f.checkin_per_minute, std::clamp(f.checkin_per_minute, 1.0, 30.0),
+                              100000};
+  {
+    const uint64_t dense = static_cast<uint64_t>(models::NumParameters(*spec)) * sizeof(float);
+    access_opts.max_update_bytes_per_round =
+        f.max_update_bytes_per_round > 0 ? static_cast<uint64_t>(f.max_update_bytes_per_round)
+                                         : 4 * dense + (1 << 20);
+  }
+  absl::StatusOr<std::unique_ptr<AccessControl>> access = AccessControl::Create(
+      access_opts, std::move(*authority), ledger.get(), &registry, Clock::Real());
+  if (!access.ok()) ExitUsageError(kProgram, std::string(access.status().message()));
+
   const absl::Time started = absl::Now();
   const int64_t total_rounds = config.rounds();
   const int eval_every = config.evaluation().every();
@@ -270,12 +437,12 @@ int Main(int argc, char** argv) {
 
   CoordinatorService::Options svc_opts;
   svc_opts.checkin_poll = absl::Seconds(f.poll_seconds);
-  CoordinatorService service(svc_opts, *spec, &registry, scheduler->get());
+  CoordinatorService service(svc_opts, *spec, &registry, scheduler->get(), access->get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(f.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(f.listen, transport.credentials, &port);
   builder.RegisterService(&service);
   builder.SetMaxReceiveMessageSize(f.max_message_mb << 20);
   builder.SetMaxSendMessageSize(f.max_message_mb << 20);
@@ -297,9 +464,16 @@ int Main(int argc, char** argv) {
       return 2;
     }
   }
-  EDGEFL_LOG_INFO("serving on ", f.listen.substr(0, f.listen.rfind(':')), ":", port, "; model ",
-                  config.model(), " (", models::NumParameters(*spec), " parameters), ",
-                  config.rounds(), " rounds, output ", store->dir());
+  if (f.insecure) {
+    EDGEFL_LOG_WARN(
+        "--insecure: serving PLAINTEXT; updates, models and credentials travel "
+        "unencrypted and unauthenticated. Use --tls_cert/--tls_key outside a trusted "
+        "network.");
+  }
+  EDGEFL_LOG_INFO("serving ", transport.description, " on ",
+                  f.listen.substr(0, f.listen.rfind(':')), ":", port, "; model ", config.model(),
+                  " (", models::NumParameters(*spec), " parameters), ", config.rounds(),
+                  " rounds, output ", store->dir());
 
   std::thread signal_thread([&] {
     int sig = 0;

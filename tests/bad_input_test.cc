@@ -11,13 +11,14 @@
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/model_layout.h"
+#include "common/sha256.h"
 #include "compression/chain.h"
 #include "compression/update_codec.h"
-#include "common/sha256.h"
 #include "gtest/gtest.h"
 #include "models/model_spec.h"
 #include "protos/edgefl.grpc.pb.h"
 #include "tests/e2e_util.h"
+#include "tests/rogue_client.h"
 
 namespace edgefl::testing {
 namespace {
@@ -25,69 +26,6 @@ namespace {
 std::string Bytes(const std::vector<float>& v) {
   return std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
 }
-
-class RogueClient {
- public:
-  explicit RogueClient(int port) {
-    grpc::ChannelArguments args;
-    args.SetMaxSendMessageSize(64 << 20);
-    args.SetMaxReceiveMessageSize(64 << 20);
-    stub_ = proto::Coordinator::NewStub(grpc::CreateCustomChannel(
-        absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials(), args));
-  }
-
-  grpc::Status Join(std::string* id) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    proto::JoinRequest req;
-    req.mutable_profile()->set_arch("x86_64");
-    proto::JoinResponse resp;
-    grpc::Status s = stub_->Join(&ctx, req, &resp);
-    *id = resp.client_id();
-    return s;
-  }
-
-  // One CheckIn; returns the status and fills `task` when one came.
-  grpc::Status CheckIn(const std::string& id, proto::Task* task, bool* got_task) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    proto::CheckInRequest req;
-    req.set_client_id(id);
-    auto reader = stub_->CheckIn(&ctx, req);
-    proto::CheckInResponse msg;
-    *got_task = false;
-    while (reader->Read(&msg)) {
-      if (msg.has_task()) {
-        *task = msg.task();
-        *got_task = true;
-      }
-    }
-    return reader->Finish();
-  }
-
-  // Sends a header then `payload` in chunks of `chunk` bytes (offsets as given by `offset_skew`).
-  grpc::Status Report(const proto::ReportHeader& header, const std::string& payload,
-                      size_t chunk = 1 << 20) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
-    proto::ReportResponse resp;
-    auto writer = stub_->Report(&ctx, &resp);
-    proto::ReportRequest msg;
-    *msg.mutable_header() = header;
-    writer->Write(msg);
-    for (size_t off = 0; off < payload.size(); off += chunk) {
-      proto::ReportRequest c;
-      c.mutable_chunk()->set_offset(off);
-      c.mutable_chunk()->set_data(payload.substr(off, chunk));
-      if (!writer->Write(c)) break;
-    }
-    writer->WritesDone();
-    return writer->Finish();
-  }
-
- private:
-  std::unique_ptr<proto::Coordinator::Stub> stub_;
-};
 
 TEST(BadInput, EveryBadUpdateIsRejectedAndTheModelIsUnchanged) {
   const std::string dir = MakeTempDir("edgefl-bad");
@@ -105,10 +43,10 @@ TEST(BadInput, EveryBadUpdateIsRejectedAndTheModelIsUnchanged) {
   ASSERT_GT(port, 0) << server->Log();
   RogueClient rogue(port);
 
-  // An unknown client cannot check in.
+  // A caller without a session cannot check in.
   proto::Task task;
   bool got = false;
-  EXPECT_EQ(rogue.CheckIn("c-nobody", &task, &got).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(rogue.CheckIn("c-nobody", &task, &got).error_code(), grpc::StatusCode::UNAUTHENTICATED);
 
   std::string id;
   ASSERT_TRUE(rogue.Join(&id).ok());
@@ -139,7 +77,8 @@ TEST(BadInput, EveryBadUpdateIsRejectedAndTheModelIsUnchanged) {
   };
   std::vector<Case> cases;
   {
-    Case c{"unknown client", good, Bytes(zeros), grpc::StatusCode::NOT_FOUND};
+    // The session binds the caller to its own id.
+    Case c{"another client's id", good, Bytes(zeros), grpc::StatusCode::PERMISSION_DENIED};
     c.header.set_client_id("c-impostor");
     cases.push_back(c);
   }

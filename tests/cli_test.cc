@@ -16,9 +16,14 @@ struct Result {
   std::string output;
 };
 
+// Runs a binary; plaintext (--insecure) unless `args` choose the transport or a subcommand.
 Result RunTool(const std::string& binary, const std::vector<std::string>& args) {
   const std::string dir = MakeTempDir("edgefl-cli");
   std::vector<std::string> argv = {BinDir() + "/" + binary};
+  if ((args.empty() || args[0] != "token") &&
+      !HasFlag(args, {"--tls_", "--ca_cert", "--client_ca", "--insecure", "--noinsecure"})) {
+    argv.push_back("--insecure");
+  }
   argv.insert(argv.end(), args.begin(), args.end());
   Subprocess p(argv, dir + "/out.log");
   int code = p.Wait(absl::Seconds(60));
@@ -113,6 +118,73 @@ TEST(Cli, ResumeWithoutCheckpointIsError) {
   Result r = RunTool("fl-server", {"--resume", "--out=" + dir});
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.output.find("resume"), std::string::npos) << r.output;
+}
+
+TEST(Cli, LooseKeyAndTokenFilesAreRefused) {
+  const std::string dir = MakeTempDir("edgefl-cli");
+  std::string log;
+  ASSERT_TRUE(MakeDevCerts(dir + "/certs", 1, &log)) << log;
+  ASSERT_TRUE(
+      WriteFileAtomically(dir + "/loose.key", ReadFileOrEmpty(dir + "/certs/server.key"), 0644)
+          .ok());
+  Result r = RunTool("fl-server", {"--tls_cert=" + dir + "/certs/server.pem",
+                                   "--tls_key=" + dir + "/loose.key", "--out=" + dir + "/run"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("chmod 600"), std::string::npos) << r.output;
+  EXPECT_EQ(NonEmptyLines(r.output), 1) << r.output;
+  EXPECT_EQ(r.output.find("PRIVATE KEY"), std::string::npos);  // never the key itself
+  ASSERT_TRUE(WriteFileAtomically(dir + "/device.token", "eft1.x.y.z.w\n", 0644).ok());
+  r = RunTool("fl-client", {"--token_file=" + dir + "/device.token"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("chmod 600"), std::string::npos) << r.output;
+  ASSERT_TRUE(WriteFileAtomically(dir + "/secret", std::string(64, 'a'), 0604).ok());
+  r = RunTool("fl-server", {"token", "create", "--secret_file=" + dir + "/secret"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("chmod 600"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find(std::string(64, 'a')), std::string::npos);
+}
+
+TEST(Cli, TransportFlagsMustBeConsistent) {
+  Result r = RunTool("fl-server", {"--insecure", "--tls_cert=/x.pem"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("--insecure cannot be combined"), std::string::npos) << r.output;
+  r = RunTool("fl-server", {"--tls_cert=/nonexistent/server.pem", "--tls_key=/nonexistent/k"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("/nonexistent/server.pem"), std::string::npos) << r.output;
+  r = RunTool("fl-client", {"--insecure", "--ca_cert=/x.pem"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("--insecure cannot be combined"), std::string::npos) << r.output;
+  r = RunTool("fl-client", {"--ca_cert=/nonexistent/ca.pem"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("/nonexistent/ca.pem"), std::string::npos) << r.output;
+}
+
+TEST(Cli, TokenSubcommandErrors) {
+  const std::string dir = MakeTempDir("edgefl-cli");
+  Result r = RunTool("fl-server", {"token", "create"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("EDGEFL_SERVER_SECRET"), std::string::npos) << r.output;
+  r = RunTool("fl-server", {"token", "mint"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("unknown subcommand"), std::string::npos) << r.output;
+  r = RunTool("fl-server", {"token", "revoke", "--revoked=" + dir + "/revoked", "nothex"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("not a token id"), std::string::npos) << r.output;
+  ASSERT_EQ(RunTool("fl-server", {"token", "new-secret", "--secret_file=" + dir + "/s"}).code, 0);
+  r = RunTool("fl-server", {"token", "new-secret", "--secret_file=" + dir + "/s"});
+  EXPECT_EQ(r.code, 2);  // never silently replaces a secret
+  EXPECT_NE(r.output.find("--force"), std::string::npos) << r.output;
+  r = RunTool("fl-server", {"token", "create", "--secret_file=" + dir + "/s", "--ttl=forever"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("--ttl"), std::string::npos) << r.output;
+  r = RunTool("fl-server", {"token", "create", "--secret_file=" + dir + "/s", "--count=3",
+                            "--uses=2", "--ttl=2h"});
+  EXPECT_EQ(r.code, 0) << r.output;
+  int tokens = 0;
+  for (absl::string_view line : absl::StrSplit(r.output, '\n', absl::SkipEmpty())) {
+    if (line.substr(0, 5) == "eft1.") ++tokens;
+  }
+  EXPECT_EQ(tokens, 3) << r.output;
 }
 
 }  // namespace

@@ -20,6 +20,16 @@
 namespace edgefl::testing {
 
 std::string BinDir() { return EDGEFL_BIN_DIR; }
+std::string SourceDir() { return EDGEFL_SOURCE_DIR; }
+
+bool HasFlag(const std::vector<std::string>& args, const std::vector<std::string>& prefixes) {
+  for (const std::string& a : args) {
+    for (const std::string& p : prefixes) {
+      if (a.rfind(p, 0) == 0) return true;
+    }
+  }
+  return false;
+}
 
 std::string MakeTempDir(const std::string& prefix) {
   const char* base = getenv("TMPDIR");
@@ -30,10 +40,12 @@ std::string MakeTempDir(const std::string& prefix) {
   return dir != nullptr ? std::string(dir) : std::string();
 }
 
-Subprocess::Subprocess(std::vector<std::string> argv, std::string log_path)
+Subprocess::Subprocess(std::vector<std::string> argv, std::string log_path,
+                       std::vector<std::string> env)
     : log_path_(std::move(log_path)) {
   pid_ = fork();
   if (pid_ == 0) {
+    for (std::string& e : env) putenv(e.data());  // the child's own copy of the strings
     int fd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (fd >= 0) {
       dup2(fd, STDOUT_FILENO);
@@ -120,6 +132,9 @@ std::unique_ptr<Subprocess> StartServer(const std::vector<std::string>& args,
   std::vector<std::string> argv = {BinDir() + "/fl-server",
                                    absl::StrCat("--listen=127.0.0.1:", *port),
                                    "--port_file=" + port_file};
+  if (!HasFlag(args, {"--tls_", "--client_ca", "--insecure", "--noinsecure"})) {
+    argv.push_back("--insecure");
+  }
   argv.insert(argv.end(), args.begin(), args.end());
   auto proc = std::make_unique<Subprocess>(argv, absl::StrCat(dir, "/", log_name));
   *port = 0;
@@ -138,8 +153,32 @@ std::unique_ptr<Subprocess> StartClient(int port, const std::vector<std::string>
                                         const std::string& dir, const std::string& log_name) {
   std::vector<std::string> argv = {BinDir() + "/fl-client",
                                    absl::StrCat("--server=127.0.0.1:", port), "--progress=never"};
+  if (!HasFlag(args, {"--ca_cert", "--tls_", "--insecure", "--noinsecure"})) {
+    argv.push_back("--insecure");
+  }
   argv.insert(argv.end(), args.begin(), args.end());
   return std::make_unique<Subprocess>(argv, absl::StrCat(dir, "/", log_name));
+}
+
+int RunProgram(const std::vector<std::string>& argv, std::string* output, absl::Duration timeout,
+               const std::vector<std::string>& env) {
+  const std::string dir = MakeTempDir("edgefl-run");
+  Subprocess p(argv, dir + "/out.log", env);
+  const int code = p.Wait(timeout);
+  *output = p.Log();
+  return code;
+}
+
+bool MakeDevCerts(const std::string& dir, int clients, std::string* log) {
+  return RunProgram({"/bin/bash", SourceDir() + "/deploy/certs/make-dev-certs.sh", dir,
+                     absl::StrCat(clients)},
+                    log) == 0;
+}
+
+bool AddDevClientCert(const std::string& dir, const std::string& name, int days, std::string* log) {
+  return RunProgram({"/bin/bash", SourceDir() + "/deploy/certs/make-dev-certs.sh", "--add-client",
+                     name, dir},
+                    log, absl::Seconds(60), {absl::StrCat("DAYS=", days)}) == 0;
 }
 
 }  // namespace edgefl::testing

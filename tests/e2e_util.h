@@ -23,7 +23,9 @@ std::string MakeTempDir(const std::string& prefix);
 // if still running.
 class Subprocess {
  public:
-  Subprocess(std::vector<std::string> argv, std::string log_path);
+  // `env` entries ("NAME=value") are added to the child's environment.
+  Subprocess(std::vector<std::string> argv, std::string log_path,
+             std::vector<std::string> env = {});
   ~Subprocess();
   Subprocess(const Subprocess&) = delete;
   Subprocess& operator=(const Subprocess&) = delete;
@@ -54,13 +56,35 @@ double NumberField(const google::protobuf::Struct& s, const std::string& key, do
 
 // Starts fl-server with `args` plus --listen 127.0.0.1:<*port> (0 = any free port) and a port file
 // in `dir`, logging to dir/<log_name>; waits (bounded) for the port file and stores the bound port
-// in *port (0 if the server did not come up).
+// in *port (0 if the server did not come up). Plaintext (--insecure is added) unless `args`
+// choose the transport themselves (a --tls_* or --client_ca flag, or --insecure / --noinsecure).
 std::unique_ptr<Subprocess> StartServer(const std::vector<std::string>& args,
                                         const std::string& dir, const std::string& log_name,
                                         int* port);
-// Starts fl-client against 127.0.0.1:port with `args`, logging to dir/<log_name>.
+// Starts fl-client against 127.0.0.1:port with `args`, logging to dir/<log_name>. Plaintext
+// (--insecure is added) unless `args` choose the transport (--ca_cert, --tls_*, --insecure or
+// --noinsecure).
 std::unique_ptr<Subprocess> StartClient(int port, const std::vector<std::string>& args,
                                         const std::string& dir, const std::string& log_name);
+
+// Whether `args` hold a flag that starts with one of `prefixes` (e.g. "--tls_").
+bool HasFlag(const std::vector<std::string>& args, const std::vector<std::string>& prefixes);
+
+// A development PKI made by deploy/certs/make-dev-certs.sh in `dir`: ca.pem/.key,
+// server.pem/.key (SAN 127.0.0.1, localhost), client-<i>.pem/.key. Returns false (with the
+// script's output in *log) if the script failed.
+bool MakeDevCerts(const std::string& dir, int clients, std::string* log);
+// Adds one client certificate named `name` signed by dir's CA, valid for `days` (negative: already
+// expired).
+bool AddDevClientCert(const std::string& dir, const std::string& name, int days, std::string* log);
+// Runs a program to completion (bounded by `timeout`) with stdout+stderr captured in *output;
+// returns its exit code (-1 on timeout). `env` entries ("NAME=value") are added to the
+// environment.
+int RunProgram(const std::vector<std::string>& argv, std::string* output,
+               absl::Duration timeout = absl::Seconds(60),
+               const std::vector<std::string>& env = {});
+// The source tree root (set by CMake).
+std::string SourceDir();
 
 }  // namespace edgefl::testing
 

@@ -1,0 +1,256 @@
+// fl-distill: distils a saved global model into a microcontroller student on one device's data
+// and exports it as a C99 library (models/distill.h does the work).
+#include <cstdio>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "common/file_util.h"
+#include "common/flags.h"
+#include "common/log.h"
+#include "common/sha256.h"
+#include "common/status_macros.h"
+#include "common/threads.h"
+#include "models/dataset.h"
+#include "models/distill.h"
+#include "models/model_spec.h"
+#include "models/partition.h"
+#include "models/student.h"
+#include "protos/edgefl.pb.h"
+
+namespace edgefl::client {
+namespace {
+
+constexpr char kProgram[] = "fl-distill";
+constexpr int64_t kFashionMnistTrainRows = 60000;
+
+struct DistillFlags {
+  std::string checkpoint;
+  std::string model;
+  std::string out;
+  std::string data = "fmnist";
+  std::string data_dir = models::kDefaultFashionMnistDir;
+  std::string partition_file;
+  std::string partition = "iid";
+  int num_partitions = 1;
+  int client_index = 0;
+  int64_t seed = 0;
+  int threads = 1;
+  bool test = true;
+  int64_t max_test_rows = 0;
+};
+
+struct Teacher {
+  proto::ModelSpec spec;
+  std::vector<float> weights;
+  std::string source;
+  int64_t round = -1;
+};
+
+// checkpoint.pb (edgefl.proto.Checkpoint) or, with --model, a raw little-endian float32 file.
+absl::StatusOr<Teacher> LoadTeacher(const std::string& path, const std::string& model) {
+  ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
+  proto::Checkpoint ckpt;
+  std::string why_not;
+  if (!ckpt.ParseFromString(bytes) || ckpt.spec().tensors_size() == 0 || ckpt.weights().empty()) {
+    why_not = "not an edgefl checkpoint.pb";
+  } else if (ckpt.sha256() != Sha256::Of(ckpt.weights())) {
+    why_not = "a checkpoint whose weights fail their sha256";
+  }
+  Teacher t;
+  if (why_not.empty()) {
+    if (!model.empty() && model != ckpt.spec().model()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, " is a checkpoint of ",
+                                                     ckpt.spec().model(), ", not of ", model));
+    }
+    ASSIGN_OR_RETURN(proto::ModelSpec registered, models::SpecForModel(ckpt.spec().model()));
+    if (absl::Status s = models::CheckSpecMatches(registered, ckpt.spec()); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, " does not hold a ", registered.model(),
+                                                     ": ", s.message()));
+    }
+    const int64_t n = models::NumParameters(registered);
+    if (static_cast<int64_t>(ckpt.weights().size()) != 4 * n) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": ", ckpt.weights().size(),
+                                                     " weight bytes for ", n, " parameters"));
+    }
+    t.weights.resize(n);
+    for (int64_t i = 0; i < n; ++i) {
+      const auto* p = reinterpret_cast<const uint8_t*>(ckpt.weights().data()) + 4 * i;
+      const uint32_t u = uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 |
+                         uint32_t{p[3]} << 24;
+      std::memcpy(&t.weights[i], &u, 4);
+    }
+    t.spec = registered;
+    t.round = ckpt.round();
+    t.source = absl::StrCat(path, " (round ", ckpt.round(), ")");
+    return t;
+  }
+  if (model.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, " is ", why_not, "; for a raw float32 weights file (model_final.f32) give --model"));
+  }
+  ASSIGN_OR_RETURN(t.spec, models::SpecForModel(model));
+  absl::StatusOr<std::vector<float>> w = models::LoadRawWeights(path, t.spec);
+  if (!w.ok()) {
+    return absl::Status(w.status().code(),
+                        absl::StrCat(w.status().message(), " (a checkpoint of another model?)"));
+  }
+  t.weights = std::move(*w);
+  t.source = path;
+  return t;
+}
+
+absl::StatusOr<models::ImageDataset> LoadShard(const DistillFlags& f) {
+  if (f.data != "fmnist") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown --data '", f.data, "' (supported: fmnist)"));
+  }
+  models::Partition partition;
+  if (!f.partition_file.empty()) {
+    ASSIGN_OR_RETURN(partition, models::ReadPartitionFile(f.partition_file, kFashionMnistTrainRows));
+  } else {
+    ASSIGN_OR_RETURN(std::vector<uint8_t> labels,
+                     models::ReadIdxLabels(f.data_dir + "/train-labels-idx1-ubyte.gz"));
+    ASSIGN_OR_RETURN(partition,
+                     models::PartitionFromSpec(f.partition, labels, f.num_partitions, f.seed));
+  }
+  if (f.client_index < 0 || f.client_index >= static_cast<int>(partition.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("--client_index ", f.client_index,
+                                                   " is outside the partition's ",
+                                                   partition.size(), " clients"));
+  }
+  std::vector<int64_t> rows = std::move(partition[f.client_index]);
+  if (rows.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("no local data: client ", f.client_index, "'s shard is empty"));
+  }
+  return models::LoadFashionMnist(f.data_dir, models::Split::kTrain, rows);
+}
+
+std::string OneLine(absl::string_view s) {
+  return absl::StrReplaceAll(s, {{"\n", " "}, {"\r", " "}});
+}
+
+// Bad input (exit 2) for everything but internal failures (exit 1).
+[[noreturn]] void Fail(const absl::Status& s) {
+  if (absl::IsInternal(s) || absl::IsUnknown(s)) {
+    std::fprintf(stderr, "%s: %s\n", kProgram, OneLine(s.message()).c_str());
+    std::exit(1);
+  }
+  ExitUsageError(kProgram, OneLine(s.message()));
+}
+
+std::string Pct(const std::optional<double>& a) {
+  return a ? absl::StrFormat("%.2f%%", *a * 100) : std::string("n/a");
+}
+
+int Main(int argc, char** argv) {
+  DistillFlags f;
+  models::DistillOptions o;
+  o.threads = 1;
+  bool labels = true;
+  FlagSet flags(kProgram,
+                "Distils a saved global model into a microcontroller student (knowledge\n"
+                "distillation on one device's data only), quantizes it to int8 and exports a C99\n"
+                "library with manifest.json to --out. Exit code 2 on bad input.\n\n"
+                "  fl-distill --checkpoint runs/R/checkpoint.pb --data fmnist \\\n"
+                "      --partition_file P --client_index 0 --out student/\n"
+                "  fl-distill --checkpoint runs/R/model_final.f32 --model fedavg_cnn \\\n"
+                "      --partition dirichlet:0.5 --num_partitions 10 --client_index 3 --out s/");
+  flags.String("checkpoint", &f.checkpoint,
+               "the teacher: a server checkpoint.pb, or a raw float32 file with --model");
+  flags.String("model", &f.model, "the teacher's model name (required for a raw float32 file)");
+  flags.String("out", &f.out, "output folder for the C library (replaced atomically)");
+  flags.String("data", &f.data, "local data set: fmnist (Fashion-MNIST training images)");
+  flags.String("data_dir", &f.data_dir, "folder with the Fashion-MNIST .gz files");
+  flags.String("partition_file", &f.partition_file,
+               "workload partition file (lines '<client> <n> <idx...>'); wins over --partition");
+  flags.String("partition", &f.partition,
+               "how to split the training set: iid, dirichlet:<alpha>, labels:<n>");
+  flags.Int("num_partitions", &f.num_partitions, "number of shards for --partition");
+  flags.Int("client_index", &f.client_index, "which shard this device holds (0-based)");
+  flags.Int64("seed", &f.seed, "seed of the partition and of the distillation");
+  flags.Int("threads", &f.threads, "torch and OpenBLAS compute threads");
+  flags.String("student", &o.student,
+               absl::StrCat("student architecture: ", absl::StrJoin(models::StudentNames(), ", "),
+                            ", or auto (the largest that fits the budgets)"));
+  flags.Int64("max_weight_bytes", &o.max_weight_bytes, "budget: constant parameter bytes");
+  flags.Int64("max_arena_bytes", &o.max_arena_bytes, "budget: activation arena bytes");
+  flags.Int("epochs", &o.epochs, "distillation epochs over the local data");
+  flags.Int("batch_size", &o.batch_size, "minibatch size");
+  flags.Double("lr", &o.lr, "Adam learning rate (cosine decay)");
+  flags.Double("temperature", &o.temperature, "distillation temperature T");
+  flags.Double("alpha", &o.alpha,
+               "weight of the teacher's soft targets (1 - alpha on the labels); 0 = no teacher");
+  flags.Bool("labels", &labels, "use the local labels (--nolabels: soft targets alone)");
+  flags.Bool("augment", &o.augment, "random 2-pixel shifts and flips during distillation");
+  flags.Int64("max_samples", &o.max_samples, "use at most this many local images (0 = all)");
+  flags.Int64("calibration_samples", &o.calibration_samples,
+              "local images used to calibrate the int8 activation ranges");
+  flags.Bool("test", &f.test, "report test-set accuracies in the manifest (Fashion-MNIST t10k)");
+  flags.Int64("max_test_rows", &f.max_test_rows, "use the first N test images (0 = all)");
+  flags.String("toolchain_prefix", &o.toolchain_prefix,
+               "Arm cross toolchain measuring flash/RAM (empty = skip)");
+  flags.String("mcu_cflags", &o.mcu_cflags, "flags for that measurement");
+  flags.String("host_compiler", &o.host_compiler,
+               "C compiler for the export's self-check against the integer reference and the "
+               "host latency (empty = skip)");
+  flags.Int64("host_check_samples", &o.host_check_samples,
+              "images in that self-check (test images if --test, else local; 0 = all)");
+  flags.ParseOrExit(argc, argv);
+  if (!flags.positional().empty()) {
+    ExitUsageError(kProgram, absl::StrCat("unexpected argument '", flags.positional()[0], "'"));
+  }
+  if (f.checkpoint.empty()) ExitUsageError(kProgram, "--checkpoint is required");
+  if (f.out.empty()) ExitUsageError(kProgram, "--out is required");
+  if (f.threads < 1) ExitUsageError(kProgram, "--threads must be >= 1");
+  if (f.num_partitions < 1) ExitUsageError(kProgram, "--num_partitions must be >= 1");
+  if (f.max_test_rows < 0) ExitUsageError(kProgram, "--max_test_rows must be >= 0");
+  o.use_labels = labels;
+  o.seed = static_cast<uint64_t>(f.seed);
+  o.threads = f.threads;
+  SetLogTag("distill");
+  SetBlasThreads(f.threads);
+
+  absl::StatusOr<Teacher> teacher = LoadTeacher(f.checkpoint, f.model);
+  if (!teacher.ok()) Fail(teacher.status());
+  o.teacher_source = teacher->source;
+  o.teacher_round = teacher->round;
+  absl::StatusOr<models::ImageDataset> local = LoadShard(f);
+  if (!local.ok()) Fail(local.status());
+  std::optional<models::ImageDataset> test;
+  if (f.test) {
+    absl::StatusOr<models::ImageDataset> t = models::LoadFashionMnist(
+        f.data_dir, models::Split::kTest, std::nullopt, f.max_test_rows);
+    if (!t.ok()) Fail(t.status());
+    test = std::move(*t);
+  }
+  o.log = [](const std::string& m) { EDGEFL_LOG_INFO(m); };
+  absl::StatusOr<models::DistillReport> r = models::DistillAndExport(
+      o, teacher->spec, teacher->weights, *local, test ? &*test : nullptr, f.out);
+  if (!r.ok()) Fail(r.status());
+  std::string mcu =
+      r->mcu ? absl::StrFormat(", flash %d B, RAM %d B", r->mcu->flash_bytes, r->mcu->ram_bytes)
+             : std::string();
+  if (r->host_check) {
+    absl::StrAppendFormat(&mcu, ", bit-exact on %d host-run images (%.1f us each)",
+                          r->host_check->images, r->host_check->cpu_us_per_inference);
+  }
+  std::printf(
+      "fl-distill: exported %s to %s: %lld weight bytes, %lld arena bytes%s; test accuracy: "
+      "teacher %s, student float %s, int8 %s\n",
+      r->student.c_str(), r->out_dir.c_str(), static_cast<long long>(r->weight_bytes),
+      static_cast<long long>(r->arena_bytes), mcu.c_str(), Pct(r->teacher_test_accuracy).c_str(),
+      Pct(r->student_float_test_accuracy).c_str(), Pct(r->student_int8_test_accuracy).c_str());
+  return 0;
+}
+
+}  // namespace
+}  // namespace edgefl::client
+
+int main(int argc, char** argv) { return edgefl::client::Main(argc, argv); }
