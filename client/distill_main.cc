@@ -65,24 +65,24 @@ absl::StatusOr<Teacher> LoadTeacher(const std::string& path, const std::string& 
   Teacher t;
   if (why_not.empty()) {
     if (!model.empty() && model != ckpt.spec().model()) {
-      return absl::InvalidArgumentError(absl::StrCat(path, " is a checkpoint of ",
-                                                     ckpt.spec().model(), ", not of ", model));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, " is a checkpoint of ", ckpt.spec().model(), ", not of ", model));
     }
     ASSIGN_OR_RETURN(proto::ModelSpec registered, models::SpecForModel(ckpt.spec().model()));
     if (absl::Status s = models::CheckSpecMatches(registered, ckpt.spec()); !s.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(path, " does not hold a ", registered.model(),
-                                                     ": ", s.message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, " does not hold a ", registered.model(), ": ", s.message()));
     }
     const int64_t n = models::NumParameters(registered);
     if (static_cast<int64_t>(ckpt.weights().size()) != 4 * n) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": ", ckpt.weights().size(),
-                                                     " weight bytes for ", n, " parameters"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": ", ckpt.weights().size(), " weight bytes for ", n, " parameters"));
     }
     t.weights.resize(n);
     for (int64_t i = 0; i < n; ++i) {
       const auto* p = reinterpret_cast<const uint8_t*>(ckpt.weights().data()) + 4 * i;
-      const uint32_t u = uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 |
-                         uint32_t{p[3]} << 24;
+      const uint32_t u =
+          uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
       std::memcpy(&t.weights[i], &u, 4);
     }
     t.spec = registered;
@@ -112,7 +112,8 @@ absl::StatusOr<models::ImageDataset> LoadShard(const DistillFlags& f) {
   }
   models::Partition partition;
   if (!f.partition_file.empty()) {
-    ASSIGN_OR_RETURN(partition, models::ReadPartitionFile(f.partition_file, kFashionMnistTrainRows));
+    ASSIGN_OR_RETURN(partition,
+                     models::ReadPartitionFile(f.partition_file, kFashionMnistTrainRows));
   } else {
     ASSIGN_OR_RETURN(std::vector<uint8_t> labels,
                      models::ReadIdxLabels(f.data_dir + "/train-labels-idx1-ubyte.gz"));
@@ -121,8 +122,8 @@ absl::StatusOr<models::ImageDataset> LoadShard(const DistillFlags& f) {
   }
   if (f.client_index < 0 || f.client_index >= static_cast<int>(partition.size())) {
     return absl::InvalidArgumentError(absl::StrCat("--client_index ", f.client_index,
-                                                   " is outside the partition's ",
-                                                   partition.size(), " clients"));
+                                                   " is outside the partition's ", partition.size(),
+                                                   " clients"));
   }
   std::vector<int64_t> rows = std::move(partition[f.client_index]);
   if (rows.empty()) {
@@ -225,8 +226,8 @@ int Main(int argc, char** argv) {
   if (!local.ok()) Fail(local.status());
   std::optional<models::ImageDataset> test;
   if (f.test) {
-    absl::StatusOr<models::ImageDataset> t = models::LoadFashionMnist(
-        f.data_dir, models::Split::kTest, std::nullopt, f.max_test_rows);
+    absl::StatusOr<models::ImageDataset> t =
+        models::LoadFashionMnist(f.data_dir, models::Split::kTest, std::nullopt, f.max_test_rows);
     if (!t.ok()) Fail(t.status());
     test = std::move(*t);
   }

@@ -61,11 +61,11 @@ absl::StatusOr<McuFootprint> MeasureMcuFootprint(const std::string& library_dir,
 
 // The exported library compiled for the host and run on images, against the expected logits.
 struct HostCheck {
-  std::string compiler;        // its version line
+  std::string compiler;  // its version line
   std::string cflags;
   int64_t images = 0;
-  int64_t logit_mismatches = 0;  // images whose logits differ in any bit
-  int64_t class_mismatches = 0;  // images whose predicted class differs
+  int64_t logit_mismatches = 0;      // images whose logits differ in any bit
+  int64_t class_mismatches = 0;      // images whose predicted class differs
   double cpu_us_per_inference = 0;   // process CPU time per edgefl_student_predict call
   double wall_us_per_inference = 0;  // wall time per call (inflated on a loaded machine)
 };
@@ -78,8 +78,7 @@ inline constexpr char kDefaultHostCflags[] = "-std=c99 -O2";
 // Int8ReferenceLogits). NOT_FOUND if the compiler is missing; INTERNAL if it fails to build or
 // run (bounded by 120 s to compile, 600 s to run). Mismatches are reported, not an error.
 absl::StatusOr<HostCheck> CheckLibraryOnHost(const std::string& library_dir,
-                                             const std::string& compiler,
-                                             const std::string& cflags,
+                                             const std::string& compiler, const std::string& cflags,
                                              const ImageDataset& images,
                                              absl::Span<const int8_t> expected_logits);
 

@@ -77,7 +77,8 @@ class Json {
       case Kind::kArr: {
         // Arrays of scalars on one line, others one element per line.
         bool flat = true;
-        for (const auto& f : fields_) flat &= f.second.kind_ != Kind::kObj && f.second.kind_ != Kind::kArr;
+        for (const auto& f : fields_)
+          flat &= f.second.kind_ != Kind::kObj && f.second.kind_ != Kind::kArr;
         std::vector<std::string> items;
         for (const auto& f : fields_) items.push_back(f.second.Dump(indent + 2));
         if (items.empty()) return "[]";
@@ -90,7 +91,8 @@ class Json {
         std::string out = "{\n";
         for (size_t i = 0; i < fields_.size(); ++i) {
           absl::StrAppend(&out, pad, Quote(fields_[i].first), ": ",
-                          fields_[i].second.Dump(indent + 2), i + 1 < fields_.size() ? ",\n" : "\n");
+                          fields_[i].second.Dump(indent + 2),
+                          i + 1 < fields_.size() ? ",\n" : "\n");
         }
         return absl::StrCat(out, end_pad, "}");
       }
@@ -154,9 +156,9 @@ std::string Percent(const std::optional<double>& a) {
 }  // namespace
 
 const std::vector<std::string>& FashionMnistClassNames() {
-  static const auto* names = new std::vector<std::string>{
-      "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-      "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+  static const auto* names =
+      new std::vector<std::string>{"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                   "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
   return *names;
 }
 
@@ -173,13 +175,12 @@ absl::StatusOr<DistillReport> DistillAndExport(const DistillOptions& options,
   // ---- everything that can be checked before any work ----
   if (options.epochs < 1 || options.batch_size < 1 || !(options.lr > 0) ||
       !(options.temperature > 0) || !(options.alpha >= 0 && options.alpha <= 1) ||
-      options.max_samples < 0 || options.calibration_samples < 1 ||
-      options.max_weight_bytes < 1 || options.max_arena_bytes < 1) {
+      options.max_samples < 0 || options.calibration_samples < 1 || options.max_weight_bytes < 1 ||
+      options.max_arena_bytes < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "bad distillation options: epochs=", options.epochs, " batch_size=", options.batch_size,
         " lr=", options.lr, " temperature=", options.temperature, " alpha=", options.alpha,
-        " max_samples=", options.max_samples,
-        " calibration_samples=", options.calibration_samples,
+        " max_samples=", options.max_samples, " calibration_samples=", options.calibration_samples,
         " max_weight_bytes=", options.max_weight_bytes,
         " max_arena_bytes=", options.max_arena_bytes));
   }
@@ -199,8 +200,8 @@ absl::StatusOr<DistillReport> DistillAndExport(const DistillOptions& options,
     return absl::InvalidArgumentError(
         absl::StrCat(options.class_names.size(), " class names; need ", kStudentNumClasses));
   }
-  if (test_data != nullptr && (NumImages(*test_data) == 0 ||
-                               test_data->size() != NumImages(*test_data))) {
+  if (test_data != nullptr &&
+      (NumImages(*test_data) == 0 || test_data->size() != NumImages(*test_data))) {
     return absl::InvalidArgumentError("test data must be a non-empty labelled set");
   }
   ASSIGN_OR_RETURN(proto::ModelSpec registered, SpecForModel(teacher_spec.model()));
@@ -209,9 +210,9 @@ absl::StatusOr<DistillReport> DistillAndExport(const DistillOptions& options,
         absl::StrCat("teacher is not a ", teacher_spec.model(), ": ", s.message()));
   }
   if (static_cast<int64_t>(teacher_weights.size()) != NumParameters(registered)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "teacher ", teacher_spec.model(), " needs ", NumParameters(registered),
-        " float32 weights, got ", teacher_weights.size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("teacher ", teacher_spec.model(), " needs ", NumParameters(registered),
+                     " float32 weights, got ", teacher_weights.size()));
   }
   // The student: by name or the largest that fits.
   StudentArch arch;
@@ -234,15 +235,13 @@ absl::StatusOr<DistillReport> DistillAndExport(const DistillOptions& options,
                       " weight bytes and ", f.arena_bytes, " arena bytes");
     }
     if (!found) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "no student fits the budget of ", options.max_weight_bytes, " weight bytes and ",
-          options.max_arena_bytes, " arena bytes: ", why));
+      return absl::FailedPreconditionError(
+          absl::StrCat("no student fits the budget of ", options.max_weight_bytes,
+                       " weight bytes and ", options.max_arena_bytes, " arena bytes: ", why));
     }
   }
   // Probe the output folder now rather than after minutes of training.
-  {
-    ASSIGN_OR_RETURN(std::unique_ptr<StagedDirectory> probe, StagedDirectory::Create(out_dir));
-  }
+  { ASSIGN_OR_RETURN(std::unique_ptr<StagedDirectory> probe, StagedDirectory::Create(out_dir)); }
 
   DistillReport report;
   report.student = arch.name;
@@ -305,7 +304,8 @@ absl::StatusOr<DistillReport> DistillAndExport(const DistillOptions& options,
       next_report += n;
     }
   };
-  ASSIGN_OR_RETURN(DistillTrainResult trained, student->Train(*train, teacher_logits, topts, progress));
+  ASSIGN_OR_RETURN(DistillTrainResult trained,
+                   student->Train(*train, teacher_logits, topts, progress));
   report.train_seconds = trained.seconds;
   teacher_logits.clear();
   teacher_logits.shrink_to_fit();
@@ -335,10 +335,10 @@ absl::StatusOr<DistillReport> DistillAndExport(const DistillOptions& options,
   report.input_zero_point = model.input_zero_point;
   if (report.weight_bytes > options.max_weight_bytes ||
       report.arena_bytes > options.max_arena_bytes) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        arch.name, " quantized to ", report.weight_bytes, " weight bytes and ", report.arena_bytes,
-        " arena bytes, over the budget of ", options.max_weight_bytes, " and ",
-        options.max_arena_bytes));
+    return absl::FailedPreconditionError(
+        absl::StrCat(arch.name, " quantized to ", report.weight_bytes, " weight bytes and ",
+                     report.arena_bytes, " arena bytes, over the budget of ",
+                     options.max_weight_bytes, " and ", options.max_arena_bytes));
   }
   if (labelled) {
     ASSIGN_OR_RETURN(std::vector<int8_t> q, Int8ReferenceLogits(model, *train));
@@ -376,9 +376,8 @@ absl::StatusOr<DistillReport> DistillAndExport(const DistillOptions& options,
   if (!options.host_compiler.empty()) {
     const ImageDataset& source = test_data != nullptr ? *test_data : *train;
     const int64_t total = NumImages(source);
-    const int64_t k = options.host_check_samples > 0
-                          ? std::min(options.host_check_samples, total)
-                          : total;
+    const int64_t k =
+        options.host_check_samples > 0 ? std::min(options.host_check_samples, total) : total;
     std::vector<int64_t> rows(k);
     for (int64_t i = 0; i < k; ++i) rows[i] = i;
     const ImageDataset images = Subset(source, rows);
@@ -388,14 +387,14 @@ absl::StatusOr<DistillReport> DistillAndExport(const DistillOptions& options,
     } else {
       ASSIGN_OR_RETURN(expected, Int8ReferenceLogits(model, images));
     }
-    absl::StatusOr<HostCheck> check = CheckLibraryOnHost(
-        staged->path(), options.host_compiler, options.host_cflags, images, expected);
+    absl::StatusOr<HostCheck> check = CheckLibraryOnHost(staged->path(), options.host_compiler,
+                                                         options.host_cflags, images, expected);
     if (check.ok()) {
       if (check->logit_mismatches > 0) {
-        return absl::InternalError(absl::StrCat(
-            "the exported library disagrees with the integer reference on ",
-            check->logit_mismatches, " of ", check->images, " images (", check->class_mismatches,
-            " classes differ); export abandoned"));
+        return absl::InternalError(
+            absl::StrCat("the exported library disagrees with the integer reference on ",
+                         check->logit_mismatches, " of ", check->images, " images (",
+                         check->class_mismatches, " classes differ); export abandoned"));
       }
       report.host_check = std::move(*check);
     } else if (absl::IsNotFound(check.status())) {
@@ -473,8 +472,10 @@ absl::StatusOr<DistillReport> DistillAndExport(const DistillOptions& options,
                         .Set("source", Json::Str(test_data != nullptr ? "test" : "local"))
                         .Set("logit_mismatches", Json::Num(h.logit_mismatches))
                         .Set("class_mismatches", Json::Num(h.class_mismatches))
-                        .Set("cpu_us_per_inference", Json::Num(std::round(h.cpu_us_per_inference * 10) / 10))
-                        .Set("wall_us_per_inference", Json::Num(std::round(h.wall_us_per_inference * 10) / 10))
+                        .Set("cpu_us_per_inference",
+                             Json::Num(std::round(h.cpu_us_per_inference * 10) / 10))
+                        .Set("wall_us_per_inference",
+                             Json::Num(std::round(h.wall_us_per_inference * 10) / 10))
                         .Set("compiler", Json::Str(h.compiler))
                         .Set("cflags", Json::Str(h.cflags))));
   } else {
@@ -523,16 +524,16 @@ absl::StatusOr<DistillReport> DistillAndExport(const DistillOptions& options,
   RETURN_IF_ERROR(staged->WriteFile("manifest.json", json));
   RETURN_IF_ERROR(staged->Commit());
   report.total_seconds = SecondsSince(start);
-  log(absl::StrCat("exported ", arch.name, " to ", out_dir, ": ", report.weight_bytes,
-                   " weight bytes, ", report.arena_bytes, " arena bytes",
-                   report.mcu ? absl::StrCat(", flash ", report.mcu->flash_bytes, " B, RAM ",
-                                             report.mcu->ram_bytes, " B (", options.mcu_cflags, ")")
-                              : std::string(", no Arm toolchain for flash/RAM"),
-                   report.host_check
-                       ? absl::StrFormat("; host check: %d images bit-exact, %.1f us/inference",
-                                         report.host_check->images,
-                                         report.host_check->cpu_us_per_inference)
-                       : std::string()));
+  log(absl::StrCat(
+      "exported ", arch.name, " to ", out_dir, ": ", report.weight_bytes, " weight bytes, ",
+      report.arena_bytes, " arena bytes",
+      report.mcu ? absl::StrCat(", flash ", report.mcu->flash_bytes, " B, RAM ",
+                                report.mcu->ram_bytes, " B (", options.mcu_cflags, ")")
+                 : std::string(", no Arm toolchain for flash/RAM"),
+      report.host_check
+          ? absl::StrFormat("; host check: %d images bit-exact, %.1f us/inference",
+                            report.host_check->images, report.host_check->cpu_us_per_inference)
+          : std::string()));
   return report;
 }
 

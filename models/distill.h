@@ -33,16 +33,16 @@ struct DistillOptions {
   // Knowledge distillation (see DistillTrainOptions in student.h for the loss).
   int epochs = 8;
   int batch_size = 64;
-  double lr = 0.004;           // Adam, cosine decay
+  double lr = 0.004;  // Adam, cosine decay
   double temperature = 4.0;
-  double alpha = 0.7;          // weight of the teacher's soft targets; 0 = labels only (no teacher)
-  bool use_labels = true;      // false: soft targets alone (alpha is taken as 1), e.g. a device
-                               // without labels; local accuracies are then not reported
-  bool augment = true;         // random 2-pixel shifts and flips
-  int64_t max_samples = 0;     // > 0: use a seeded random subset of the local data of this size
+  double alpha = 0.7;       // weight of the teacher's soft targets; 0 = labels only (no teacher)
+  bool use_labels = true;   // false: soft targets alone (alpha is taken as 1), e.g. a device
+                            // without labels; local accuracies are then not reported
+  bool augment = true;      // random 2-pixel shifts and flips
+  int64_t max_samples = 0;  // > 0: use a seeded random subset of the local data of this size
   int64_t calibration_samples = 2000;  // local images used to calibrate activation ranges
-  uint64_t seed = 0;           // student initialisation, shuffling, subsets
-  int threads = 0;             // torch intra-op threads; 0 leaves the process setting alone
+  uint64_t seed = 0;                   // student initialisation, shuffling, subsets
+  int threads = 0;                     // torch intra-op threads; 0 leaves the process setting alone
 
   std::vector<std::string> class_names = FashionMnistClassNames();
   // Where the manifest says the teacher came from (free text, e.g. "checkpoint.pb round 20").
@@ -70,9 +70,9 @@ struct DistillOptions {
 struct DistillReport {
   std::string student;
   std::string out_dir;
-  int64_t local_samples = 0;     // images trained on
-  int64_t parameters = 0;        // float parameters after batch-norm folding
-  int64_t weight_bytes = 0;      // constant parameter bytes in the library
+  int64_t local_samples = 0;  // images trained on
+  int64_t parameters = 0;     // float parameters after batch-norm folding
+  int64_t weight_bytes = 0;   // constant parameter bytes in the library
   int64_t int8_weight_bytes = 0;
   int64_t arena_bytes = 0;
   double input_scale = 0;
@@ -98,7 +98,7 @@ struct DistillReport {
   double teacher_seconds = 0;  // teacher soft targets
   double train_seconds = 0;
   double total_seconds = 0;
-  std::string manifest_json;   // what was written to manifest.json
+  std::string manifest_json;  // what was written to manifest.json
   // The quantized model the library was rendered from (e.g. for Int8ReferenceLogits in tests).
   std::shared_ptr<const Int8Model> model;
 };

@@ -2,6 +2,8 @@
 // with gcc and cross-compiled for a Cortex-M4 run under QEMU (mps2-an386), must reproduce the
 // LibTorch integer reference bit for bit; fl-distill's bad input gives one line and exit code 2.
 // Small data subsets keep each test to seconds (the full-size numbers are bench/student_fmnist's).
+#include "models/distill.h"
+
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -27,7 +29,6 @@
 #include "gtest/gtest.h"
 #include "models/c_export.h"
 #include "models/dataset.h"
-#include "models/distill.h"
 #include "models/model_runner.h"
 #include "models/model_spec.h"
 #include "models/student.h"
@@ -167,8 +168,8 @@ TEST_P(ExportTest, HostLibraryMatchesIntegerReferenceOnEveryTestImage) {
   ASSERT_EQ(test.size(), 2000);
   const std::string root = TempDir("distill-host");
   const std::string out = root + "/export";
-  absl::StatusOr<DistillReport> report = DistillAndExport(
-      QuickOptions(GetParam()), teacher.spec, teacher.weights, local, &test, out);
+  absl::StatusOr<DistillReport> report =
+      DistillAndExport(QuickOptions(GetParam()), teacher.spec, teacher.weights, local, &test, out);
   ASSERT_TRUE(report.ok()) << report.status();
   ASSERT_NE(report->model, nullptr);
   EXPECT_EQ(report->student, GetParam());
@@ -183,14 +184,13 @@ TEST_P(ExportTest, HostLibraryMatchesIntegerReferenceOnEveryTestImage) {
   ASSERT_TRUE(ref.ok()) << ref.status();
 
   ASSERT_TRUE(WriteFileAtomically(root + "/harness.c", kHostHarness).ok());
-  ASSERT_TRUE(WriteFileAtomically(
-                  root + "/images.bin",
-                  std::string(test.pixels.begin(), test.pixels.end()))
-                  .ok());
-  CommandResult cc = RunTool({"gcc", "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Wconversion",
-                          "-Wshadow", "-Werror", "-O2", "-I", out, out + "/edgefl_student.c",
-                          out + "/edgefl_student_kernels.c", root + "/harness.c", "-o",
-                          root + "/harness"});
+  ASSERT_TRUE(
+      WriteFileAtomically(root + "/images.bin", std::string(test.pixels.begin(), test.pixels.end()))
+          .ok());
+  CommandResult cc =
+      RunTool({"gcc", "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Wconversion", "-Wshadow",
+               "-Werror", "-O2", "-I", out, out + "/edgefl_student.c",
+               out + "/edgefl_student_kernels.c", root + "/harness.c", "-o", root + "/harness"});
   ASSERT_EQ(cc.exit_code, 0) << cc.output;
   CommandResult run = RunTool({root + "/harness", root + "/images.bin", root + "/logits.bin"});
   ASSERT_EQ(run.exit_code, 0) << run.output;
@@ -234,7 +234,7 @@ TEST_P(ExportTest, HostLibraryMatchesIntegerReferenceOnEveryTestImage) {
   EXPECT_GT(report->mcu->flash_bytes, report->weight_bytes);
   EXPECT_GE(report->mcu->ram_bytes, report->arena_bytes);
   const std::set<std::string> allowed = {"__aeabi_lasr", "__aeabi_llsl", "__aeabi_llsr",
-                                         "__aeabi_lmul", "memset", "memcpy"};
+                                         "__aeabi_lmul", "memset",       "memcpy"};
   for (const std::string& sym : report->mcu->undefined_symbols) {
     EXPECT_EQ(allowed.count(sym), 1u) << "the library needs " << sym;
   }
@@ -288,19 +288,36 @@ TEST(Mcu, CortexM4UnderQemuMatchesHost) {
   ASSERT_TRUE(WriteFileAtomically(root + "/main.c", main_c).ok());
   const std::string mcu = EDGEFL_MCU_DIR;
   const std::string elf = root + "/student.elf";
-  CommandResult cc = RunTool({"arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb", "-O2", "-std=c99",
-                          "-Wall", "-Wextra", "-Werror", "--specs=nano.specs",
-                          "--specs=rdimon.specs", "-nostartfiles", "-T", mcu + "/mps2_an386.ld",
-                          "-Wl,--gc-sections", "-I", out, mcu + "/startup.c",
-                          out + "/edgefl_student.c", out + "/edgefl_student_kernels.c",
-                          root + "/main.c", "-o", elf});
+  CommandResult cc = RunTool({"arm-none-eabi-gcc",
+                              "-mcpu=cortex-m4",
+                              "-mthumb",
+                              "-O2",
+                              "-std=c99",
+                              "-Wall",
+                              "-Wextra",
+                              "-Werror",
+                              "--specs=nano.specs",
+                              "--specs=rdimon.specs",
+                              "-nostartfiles",
+                              "-T",
+                              mcu + "/mps2_an386.ld",
+                              "-Wl,--gc-sections",
+                              "-I",
+                              out,
+                              mcu + "/startup.c",
+                              out + "/edgefl_student.c",
+                              out + "/edgefl_student_kernels.c",
+                              root + "/main.c",
+                              "-o",
+                              elf});
   ASSERT_EQ(cc.exit_code, 0) << cc.output;
   CommandResult size = RunTool({"arm-none-eabi-size", "-B", elf});
   ASSERT_EQ(size.exit_code, 0) << size.output;
   // Flash and RAM of the whole firmware (library + newlib's printf + the embedded images).
   std::vector<std::string> lines = absl::StrSplit(size.output, '\n', absl::SkipEmpty());
   ASSERT_GE(lines.size(), 2u);
-  std::vector<std::string> cols = absl::StrSplit(lines[1], absl::ByAnyChar(" \t"), absl::SkipEmpty());
+  std::vector<std::string> cols =
+      absl::StrSplit(lines[1], absl::ByAnyChar(" \t"), absl::SkipEmpty());
   int64_t text = 0, data = 0, bss = 0;
   ASSERT_TRUE(cols.size() >= 3 && absl::SimpleAtoi(cols[0], &text) &&
               absl::SimpleAtoi(cols[1], &data) && absl::SimpleAtoi(cols[2], &bss));
@@ -308,10 +325,10 @@ TEST(Mcu, CortexM4UnderQemuMatchesHost) {
   EXPECT_LE(data + bss, 256 * 1024 - 8 * 1024);
   EXPECT_GE(bss, report->arena_bytes);
 
-  CommandResult q = RunTool({"qemu-system-arm", "-M", "mps2-an386", "-cpu", "cortex-m4", "-nographic",
-                         "-monitor", "none", "-semihosting-config", "enable=on,target=native",
-                         "-kernel", elf},
-                        60);
+  CommandResult q =
+      RunTool({"qemu-system-arm", "-M", "mps2-an386", "-cpu", "cortex-m4", "-nographic", "-monitor",
+               "none", "-semihosting-config", "enable=on,target=native", "-kernel", elf},
+              60);
   ASSERT_THAT(q.output, HasSubstr("EDGEFL_DONE")) << q.output;
   int seen = 0;
   for (absl::string_view line : absl::StrSplit(q.output, '\n', absl::SkipEmpty())) {
@@ -354,17 +371,21 @@ class FlDistill : public ::testing::Test {
     // Client 0 holds 300 rows, client 1 none.
     std::vector<int> rows;
     for (int i = 0; i < 300; ++i) rows.push_back(i * 7);
-    ASSERT_TRUE(WriteFileAtomically(root_ + "/partition.txt",
-                                    absl::StrCat("# test\n0 300 ", absl::StrJoin(rows, " "),
-                                                 "\n1 0\n"))
-                    .ok());
+    ASSERT_TRUE(
+        WriteFileAtomically(root_ + "/partition.txt",
+                            absl::StrCat("# test\n0 300 ", absl::StrJoin(rows, " "), "\n1 0\n"))
+            .ok());
   }
   void TearDown() override { RunTool({"rm", "-rf", root_}); }
 
   CommandResult Distill(std::vector<std::string> args) {
-    std::vector<std::string> argv = {EDGEFL_FL_DISTILL, "--data=fmnist", "--epochs=1",
-                                     "--max_test_rows=200", "--calibration_samples=100",
-                                     "--toolchain_prefix=", "--host_check_samples=50"};
+    std::vector<std::string> argv = {EDGEFL_FL_DISTILL,
+                                     "--data=fmnist",
+                                     "--epochs=1",
+                                     "--max_test_rows=200",
+                                     "--calibration_samples=100",
+                                     "--toolchain_prefix=",
+                                     "--host_check_samples=50"};
     argv.insert(argv.end(), args.begin(), args.end());
     return RunTool(argv);
   }
@@ -386,9 +407,9 @@ class FlDistill : public ::testing::Test {
 
 TEST_F(FlDistill, ExportsFromACheckpointAndReplacesThePreviousExport) {
   const std::string out = root_ + "/student";
-  CommandResult r = Distill({"--checkpoint=" + root_ + "/checkpoint.pb",
-                             "--partition_file=" + root_ + "/partition.txt", "--client_index=0",
-                             "--out=" + out});
+  CommandResult r =
+      Distill({"--checkpoint=" + root_ + "/checkpoint.pb",
+               "--partition_file=" + root_ + "/partition.txt", "--client_index=0", "--out=" + out});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("exported student_tiny to " + out));
   google::protobuf::Struct m = ReadManifest(out);
@@ -408,8 +429,9 @@ TEST_F(FlDistill, ExportsFromACheckpointAndReplacesThePreviousExport) {
   EXPECT_EQ(RunTool({"find", root_, "-name", ".*tmp-*"}).output, "");
   // A failing run leaves that export untouched.
   const std::string before = ReadFile(out + "/manifest.json").value();
-  r = Distill({"--checkpoint=" + root_ + "/checkpoint.pb", "--partition_file=" + root_ +
-               "/partition.txt", "--client_index=0", "--max_weight_bytes=1000", "--out=" + out});
+  r = Distill({"--checkpoint=" + root_ + "/checkpoint.pb",
+               "--partition_file=" + root_ + "/partition.txt", "--client_index=0",
+               "--max_weight_bytes=1000", "--out=" + out});
   ExpectBadInput(r, "budget");
   EXPECT_EQ(ReadFile(out + "/manifest.json").value(), before);
 }

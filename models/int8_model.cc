@@ -73,8 +73,8 @@ absl::StatusOr<TensorShape> LayerOutputShape(LayerKind kind, const TensorShape& 
                             kind == LayerKind::kConv ? out_channels : in.c};
       if (out.h < 1 || out.w < 1 || out.c < 1) {
         return absl::InvalidArgumentError(absl::StrCat(LayerKindName(kind), " ", kernel, "x",
-                                                       kernel, " does not fit a ", in.h, "x",
-                                                       in.w, " input"));
+                                                       kernel, " does not fit a ", in.h, "x", in.w,
+                                                       " input"));
       }
       return out;
     }
@@ -93,8 +93,8 @@ absl::StatusOr<TensorShape> LayerOutputShape(LayerKind kind, const TensorShape& 
 
 absl::Status QuantizeMultiplier(double real, int32_t* multiplier, int32_t* shift) {
   if (!std::isfinite(real) || real < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("requantization factor ", real,
-                                                   " is not a finite non-negative number"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("requantization factor ", real, " is not a finite non-negative number"));
   }
   if (real < std::ldexp(1.0, -32)) {
     *multiplier = 0;
@@ -133,15 +133,17 @@ absl::Status ValidateInt8Model(const Int8Model& model) {
     const std::string where = absl::StrCat("layer ", i, " (", LayerKindName(l.kind), ")");
     if (!(l.in == cur)) {
       return absl::InvalidArgumentError(absl::StrCat(where, ": input ", l.in.h, "x", l.in.w, "x",
-                                                     l.in.c, " does not follow ", cur.h, "x",
-                                                     cur.w, "x", cur.c));
+                                                     l.in.c, " does not follow ", cur.h, "x", cur.w,
+                                                     "x", cur.c));
     }
     auto out = LayerOutputShape(l.kind, l.in, l.out.c, l.kernel, l.pad);
-    if (!out.ok()) return absl::InvalidArgumentError(absl::StrCat(where, ": ", out.status().message()));
-    if (!(*out == l.out)) return absl::InvalidArgumentError(absl::StrCat(where, ": wrong output shape"));
+    if (!out.ok())
+      return absl::InvalidArgumentError(absl::StrCat(where, ": ", out.status().message()));
+    if (!(*out == l.out))
+      return absl::InvalidArgumentError(absl::StrCat(where, ": wrong output shape"));
     if (static_cast<int64_t>(l.weights.size()) != ExpectedWeights(l)) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": ", l.weights.size(),
-                                                     " weights, expected ", ExpectedWeights(l)));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": ", l.weights.size(), " weights, expected ", ExpectedWeights(l)));
     }
     if (!InInt8(l.input_zero_point) || !InInt8(l.output_zero_point) || !InInt8(l.act_min) ||
         !InInt8(l.act_max) || l.act_min > l.act_max) {
@@ -157,8 +159,8 @@ absl::Status ValidateInt8Model(const Int8Model& model) {
       for (size_t c = 0; c < n; ++c) {
         const int32_t m = l.multiplier[c];
         if (m != 0 && m < (int32_t{1} << 30)) {
-          return absl::InvalidArgumentError(absl::StrCat(where, ": channel ", c, " multiplier ",
-                                                         m, " not in [2^30, 2^31)"));
+          return absl::InvalidArgumentError(
+              absl::StrCat(where, ": channel ", c, " multiplier ", m, " not in [2^30, 2^31)"));
         }
         if (l.shift[c] < -31 || l.shift[c] > 30) {
           return absl::InvalidArgumentError(
@@ -200,8 +202,8 @@ ArenaPlan PlanArena(const std::vector<TensorShape>& layer_outputs,
     const int64_t low = i % 2 == 0 ? size(i) : size(i - 1);
     const int64_t high = i % 2 == 0 ? size(i - 1) : size(i);
     const int64_t scratch = i < static_cast<int64_t>(scratch_bytes.size()) ? scratch_bytes[i] : 0;
-    plan.arena_bytes = std::max(plan.arena_bytes,
-                                scratch > 0 ? even_up(low) + scratch + high : low + high);
+    plan.arena_bytes =
+        std::max(plan.arena_bytes, scratch > 0 ? even_up(low) + scratch + high : low + high);
   }
   for (int64_t t = 0; t < intermediate; ++t) {
     plan.offsets.push_back(t % 2 == 0 ? 0 : plan.arena_bytes - layer_outputs[t].bytes());

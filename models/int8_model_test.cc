@@ -219,7 +219,8 @@ TEST(StagedDirectory, CommitsWholeAndReplacesAPreviousExport) {
   {
     absl::StatusOr<std::unique_ptr<StagedDirectory>> s = StagedDirectory::Create(out);
     ASSERT_TRUE(s.ok()) << s.status();
-    ASSERT_TRUE((*s)->WriteFile("manifest.json", "{\"format\": \"edgefl-student-c/1\", \"v\": 1}").ok());
+    ASSERT_TRUE(
+        (*s)->WriteFile("manifest.json", "{\"format\": \"edgefl-student-c/1\", \"v\": 1}").ok());
     EXPECT_FALSE(IsDir(out));  // nothing visible before the commit
     ASSERT_TRUE((*s)->Commit().ok());
   }
@@ -227,7 +228,8 @@ TEST(StagedDirectory, CommitsWholeAndReplacesAPreviousExport) {
   {
     absl::StatusOr<std::unique_ptr<StagedDirectory>> s = StagedDirectory::Create(out);
     ASSERT_TRUE(s.ok()) << s.status();
-    ASSERT_TRUE((*s)->WriteFile("manifest.json", "{\"format\": \"edgefl-student-c/1\", \"v\": 2}").ok());
+    ASSERT_TRUE(
+        (*s)->WriteFile("manifest.json", "{\"format\": \"edgefl-student-c/1\", \"v\": 2}").ok());
     ASSERT_TRUE((*s)->WriteFile("a.c", "int a;").ok());
     ASSERT_TRUE((*s)->Commit().ok());
   }

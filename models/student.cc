@@ -247,13 +247,13 @@ class TorchStudentModel final : public StudentModel {
     const bool use_teacher = o.alpha > 0;
     const bool use_labels = o.alpha < 1;
     if (use_teacher && static_cast<int64_t>(teacher_logits.size()) != n * kStudentNumClasses) {
-      return absl::InvalidArgumentError(absl::StrCat("Train: ", teacher_logits.size(),
-                                                     " teacher logits for ", n, " images"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("Train: ", teacher_logits.size(), " teacher logits for ", n, " images"));
     }
     if (use_labels && data.size() != n) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "Train: alpha ", o.alpha, " < 1 needs labels, but the data has ", data.size(),
-          " labels for ", n, " images"));
+      return absl::InvalidArgumentError(absl::StrCat("Train: alpha ", o.alpha,
+                                                     " < 1 needs labels, but the data has ",
+                                                     data.size(), " labels for ", n, " images"));
     }
     for (uint8_t y : data.labels) {
       if (use_labels && y >= kStudentNumClasses) {
@@ -265,8 +265,8 @@ class TorchStudentModel final : public StudentModel {
     result.samples = n;
     try {
       net_->train();
-      torch::optim::Adam optimizer(
-          net_->parameters(), torch::optim::AdamOptions(o.lr).weight_decay(o.weight_decay));
+      torch::optim::Adam optimizer(net_->parameters(),
+                                   torch::optim::AdamOptions(o.lr).weight_decay(o.weight_decay));
       const int64_t steps_per_epoch = (n + o.batch_size - 1) / o.batch_size;
       const int64_t total_steps = steps_per_epoch * o.epochs;
       std::mt19937_64 rng(o.seed);
@@ -426,7 +426,8 @@ class TorchStudentModel final : public StudentModel {
           l.weights.resize(oc * fan_in);
           for (int64_t c = 0; c < oc; ++c) {
             double wmax = 0;
-            for (int64_t j = 0; j < fan_in; ++j) wmax = std::max(wmax, std::abs(wd[c * fan_in + j]));
+            for (int64_t j = 0; j < fan_in; ++j)
+              wmax = std::max(wmax, std::abs(wd[c * fan_in + j]));
             const double ws = wmax > 0 ? wmax / 127.0 : 1.0;
             int64_t abs_sum = 0;
             for (int64_t j = 0; j < fan_in; ++j) {
@@ -480,8 +481,8 @@ absl::StatusOr<StudentArch> StudentArchByName(const std::string& name) {
   for (const StudentArch& a : Registry()) {
     if (a.name == name) return a;
   }
-  return absl::NotFoundError(absl::StrCat("unknown student \"", name,
-                                          "\"; known students: ", absl::StrJoin(StudentNames(), ", ")));
+  return absl::NotFoundError(absl::StrCat(
+      "unknown student \"", name, "\"; known students: ", absl::StrJoin(StudentNames(), ", ")));
 }
 
 absl::StatusOr<StudentFootprint> FootprintOf(const StudentArch& arch, const TensorShape& input) {
@@ -521,8 +522,8 @@ absl::StatusOr<StudentFootprint> FootprintOf(const StudentArch& arch, const Tens
   }
   if (arch.layers.empty() || arch.layers.back().kind != LayerKind::kDense ||
       cur.c != kStudentNumClasses) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(arch.name, ": must end in a dense layer with ", kStudentNumClasses, " outputs"));
+    return absl::InvalidArgumentError(absl::StrCat(arch.name, ": must end in a dense layer with ",
+                                                   kStudentNumClasses, " outputs"));
   }
   fp.arena_bytes = PlanArena(fp.outputs, scratch).arena_bytes;
   return fp;
@@ -672,9 +673,8 @@ absl::StatusOr<std::vector<int8_t>> Int8ReferenceLogits(const Int8Model& model,
     }
     for (int64_t begin = 0; begin < n; begin += kForwardBatch) {
       const int64_t b = std::min(kForwardBatch, n - begin);
-      torch::Tensor px =
-          torch::from_blob(const_cast<uint8_t*>(data.pixels.data()) + begin * 784, {b, 1, 28, 28},
-                           torch::kUInt8);
+      torch::Tensor px = torch::from_blob(const_cast<uint8_t*>(data.pixels.data()) + begin * 784,
+                                          {b, 1, 28, 28}, torch::kUInt8);
       torch::Tensor x = px.to(torch::kInt64) - 128;  // q = pixel - 128
       for (size_t i = 0; i < model.layers.size(); ++i) {
         const Int8Layer& l = model.layers[i];

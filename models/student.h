@@ -51,10 +51,10 @@ absl::StatusOr<StudentArch> StudentArchByName(const std::string& name);
 // What a student costs once quantized and exported (see int8_model.h for the accounting); known
 // from the architecture alone, so a budget can be checked before any training.
 struct StudentFootprint {
-  int64_t parameters = 0;         // float parameters after batch-norm folding
-  int64_t int8_weight_bytes = 0;  // int8 weights
-  int64_t weight_bytes = 0;       // all constant parameter bytes (WeightBytes of the Int8Model)
-  int64_t arena_bytes = 0;        // PlanArena of its activations
+  int64_t parameters = 0;            // float parameters after batch-norm folding
+  int64_t int8_weight_bytes = 0;     // int8 weights
+  int64_t weight_bytes = 0;          // all constant parameter bytes (WeightBytes of the Int8Model)
+  int64_t arena_bytes = 0;           // PlanArena of its activations
   std::vector<TensorShape> outputs;  // per layer
 };
 absl::StatusOr<StudentFootprint> FootprintOf(const StudentArch& arch,
@@ -87,8 +87,8 @@ struct DistillTrainOptions {
   // (no labels needed).
   double temperature = 4.0;
   double alpha = 0.7;
-  bool augment = true;      // random shifts of up to 2 pixels and horizontal flips
-  uint64_t seed = 0;        // shuffling and augmentation (std::mt19937_64)
+  bool augment = true;  // random shifts of up to 2 pixels and horizontal flips
+  uint64_t seed = 0;    // shuffling and augmentation (std::mt19937_64)
 };
 
 struct DistillTrainResult {

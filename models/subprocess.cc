@@ -95,7 +95,8 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
     if (got < 0 && errno == EINTR) continue;
     if (got <= 0) break;
     if (result.output.size() < kMaxOutput) {
-      result.output.append(buf, std::min(static_cast<size_t>(got), kMaxOutput - result.output.size()));
+      result.output.append(buf,
+                           std::min(static_cast<size_t>(got), kMaxOutput - result.output.size()));
     }
   }
   close(fds[0]);

@@ -10,9 +10,9 @@
 namespace edgefl::models {
 
 struct CommandResult {
-  int exit_code = -1;     // the program's exit code, 128 + signal if it died of a signal
-  bool timed_out = false; // killed (SIGKILL) after the timeout; exit_code is then 128 + 9
-  std::string output;     // stdout and stderr interleaved, at most 4 MiB (the rest is dropped)
+  int exit_code = -1;      // the program's exit code, 128 + signal if it died of a signal
+  bool timed_out = false;  // killed (SIGKILL) after the timeout; exit_code is then 128 + 9
+  std::string output;      // stdout and stderr interleaved, at most 4 MiB (the rest is dropped)
 };
 
 // Runs argv[0] (looked up in PATH when it has no '/') with stdin from /dev/null, collecting its
