@@ -18,7 +18,7 @@ using ::testing::HasSubstr;
 
 std::string InitCnnPath() {
   const char* env = std::getenv("EDGEFL_WORKLOAD_DIR");
-  return std::string(env != nullptr ? env : "/work/shared/workloads/fmnist-dir05") +
+  return std::string(env != nullptr ? env : EDGEFL_DEFAULT_WORKLOAD_DIR) +
          "/init_cnn_seed0.f32";
 }
 

@@ -19,7 +19,7 @@ using ::testing::HasSubstr;
 
 std::string WorkloadDir() {
   const char* env = std::getenv("EDGEFL_WORKLOAD_DIR");
-  return env != nullptr ? env : "/work/shared/workloads/fmnist-dir05";
+  return env != nullptr ? env : EDGEFL_DEFAULT_WORKLOAD_DIR;
 }
 
 const std::vector<uint8_t>& TrainLabels() {
