@@ -12,12 +12,14 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "google/protobuf/stubs/logging.h"
 #include "protos/edgefl.pb.h"
 
 namespace edgefl::fuzz {
@@ -92,6 +94,36 @@ inline proto::ModelSpec FuzzSpec() {
 // tokens minted with it, valid at this time).
 inline constexpr char kFuzzSecret[] = "edgefl-fuzz-secret-0123456789abcdef-0123456789";
 inline absl::Time FuzzNow() { return absl::FromUnixSeconds(1800000000); }
+
+// protobuf logs every string field with invalid UTF-8 it parses or prints; on fuzz input that is
+// expected and only slows the fuzzer down.
+inline void SilenceProtobufLogs() {
+  google::protobuf::SetLogHandler(
+      [](google::protobuf::LogLevel, const char*, int, const std::string&) {});
+}
+
+// The secret part of a presented token (its MAC: the 64 lowercase hex chars after the last '.')
+// never appears in a refusal message. Token ids and client ids are not secret and may appear. The MAC is only
+// checked when the caller did not also put the same text in a field that messages legitimately
+// name (a hostname, a claimed client id, a certificate identity): echoing the caller's own
+// field is not a leak, and without this exemption the fuzzer finds exactly that coincidence.
+inline void CheckTokenNotEchoed(absl::string_view message, absl::string_view token,
+                                std::initializer_list<absl::string_view> caller_fields) {
+  const size_t dot = token.rfind('.');
+  if (dot == absl::string_view::npos) return;
+  const absl::string_view mac = token.substr(dot + 1);
+  if (mac.size() != 64 || mac.find_first_not_of("0123456789abcdef") != absl::string_view::npos) {
+    return;
+  }
+  if (message.find(mac) == absl::string_view::npos) return;
+  if (token.substr(0, dot).find(mac) != absl::string_view::npos) return;  // the token's own id
+  for (absl::string_view field : caller_fields) {
+    if (field.find(mac) != absl::string_view::npos) return;
+  }
+  std::fprintf(stderr, "token MAC echoed in refusal message: %.*s\n",
+               static_cast<int>(message.size()), message.data());
+  std::abort();
+}
 
 // A clock stopped at FuzzNow(), so that verdicts do not depend on when the fuzzer runs.
 class FixedClock : public Clock {

@@ -46,6 +46,11 @@ void CheckRefusal(const absl::Status& s) {
 
 }  // namespace
 
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  fuzz::SilenceProtobufLogs();
+  return 0;
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const ReportLimits* limits = [] {
     auto* l = new ReportLimits;
