@@ -121,6 +121,7 @@ const std::vector<std::string>& Chains() {
                                                            "topk:0.01|int8",
                                                            "topk:0.01|q4|ef",
                                                            "topk:0.005|q4|ef",
+                                                           "topk:0.02|q4|ef",
                                                            "topk:0.1|int8|ef",
                                                            "randk:0.1",
                                                            "randk:0.1|int8",
