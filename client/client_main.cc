@@ -60,6 +60,7 @@ struct ClientFlags {
   std::string distill_student = "student_tiny";
   int distill_epochs = 3;
   int distill_samples = 3000;
+  bool distill_final_only = false;
   // Transport security and credentials.
   bool insecure = false;
   std::string ca_cert;
@@ -178,6 +179,14 @@ absl::StatusOr<models::ImageDataset> LoadShard(const ClientFlags& f) {
   return models::LoadFashionMnist(f.data_dir, models::Split::kTrain, rows);
 }
 
+models::DistillOptions DistillOptionsFrom(const ClientFlags& f) {
+  models::DistillOptions o;
+  o.student = f.distill_student;
+  o.epochs = f.distill_epochs;
+  o.max_samples = f.distill_samples;
+  return o;
+}
+
 class Client {
  public:
   Client(const ClientFlags& flags, std::unique_ptr<CoordinatorClient> rpc,
@@ -189,7 +198,8 @@ class Client {
                       ? std::string()
                       : absl::StrCat(flags.state_dir, "/client-", flags.client_index, ".ef")),
         backoff_(Backoff::Options(), static_cast<uint64_t>(flags.seed) * 7919 + flags.client_index),
-        tty_(flags.progress == "always" || (flags.progress == "auto" && isatty(STDERR_FILENO))) {}
+        tty_(flags.progress == "always" || (flags.progress == "auto" && isatty(STDERR_FILENO))),
+        want_final_model_(!flags.distill_to.empty() && flags.distill_final_only) {}
 
   // Where the session is kept across restarts of the client (only when an enrollment token pays
   // for it: then a restart must not spend another use). "" = not kept.
@@ -219,7 +229,7 @@ class Client {
       if (!client_id_.empty() && absl::Now() >= renew_at_) client_id_.clear();
       if (client_id_.empty() && !JoinWithRetry()) return 1;
       absl::StatusOr<CoordinatorClient::CheckInResult> r =
-          rpc_->CheckIn(client_id_, have_version_, poll_timeout_);
+          rpc_->CheckIn(client_id_, have_version_, poll_timeout_, want_final_model_);
       if (!r.ok()) {
         if (!HandleError(r.status(), "CheckIn")) return 1;
         continue;
@@ -235,6 +245,12 @@ class Client {
         case CoordinatorClient::CheckInResult::Kind::kTask:
           RunTask(std::move(*r));
           break;
+        case CoordinatorClient::CheckInResult::Kind::kFinalModel: {
+          const bool exported = DistillFinal(std::move(*r));
+          std::printf("fl-client: the federation is finished; took part in %d rounds.\n",
+                      rounds_done_);
+          return exported ? 0 : 1;
+        }
       }
     }
   }
@@ -319,11 +335,8 @@ class Client {
 
   // Distils the global model the task trained from into a student on the local data and exports
   // it to --distill_to (atomically replaced). Failures are logged; the federation goes on.
-  void Distill(const proto::Task& task, absl::Span<const float> global) {
-    models::DistillOptions o;
-    o.student = f_.distill_student;
-    o.epochs = f_.distill_epochs;
-    o.max_samples = f_.distill_samples;
+  bool Distill(const proto::Task& task, absl::Span<const float> global) {
+    models::DistillOptions o = DistillOptionsFrom(f_);
     o.seed = static_cast<uint64_t>(f_.seed) + task.round();
     o.threads = f_.threads;
     o.teacher_source = absl::StrCat("fl-client global model version ", task.model_version());
@@ -333,14 +346,33 @@ class Client {
         models::DistillAndExport(o, task.spec(), global, data_, nullptr, f_.distill_to);
     if (!r.ok()) {
       EDGEFL_LOG_WARN("round ", task.round(), ": distillation failed: ", r.status().ToString());
-      return;
+      return false;
     }
     last_student_accuracy_ = r->student_int8_local_accuracy;
     EDGEFL_LOG_INFO(absl::StrFormat(
-        "round %d: exported %s to %s: %d B weights, %d B arena, int8 local accuracy %s",
-        task.round(), r->student, f_.distill_to, r->weight_bytes, r->arena_bytes,
+        "%s: exported %s to %s: %d B weights, %d B arena, int8 local accuracy %s",
+        task.final_model() ? std::string("final model")
+                           : absl::StrCat("round ", task.round()),
+        r->student, f_.distill_to, r->weight_bytes, r->arena_bytes,
         r->student_int8_local_accuracy ? absl::StrFormat("%.4f", *r->student_int8_local_accuracy)
                                        : "-"));
+    return true;
+  }
+
+  // --distill_final_only: distils the federation's final model (rebuilt like a task's download).
+  // Returns whether the export succeeded.
+  bool DistillFinal(CoordinatorClient::CheckInResult result) {
+    const proto::Task& task = result.task;
+    if (absl::Status s =
+            UpdatePipeline::ApplyDownload(task, result.payload, have_version_, &model_);
+        !s.ok()) {
+      EDGEFL_LOG_ERROR("cannot use the final model: ", s.ToString());
+      return false;
+    }
+    have_version_ = task.model_version();
+    result.payload = std::string();
+    EDGEFL_LOG_INFO("distilling the final global model (version ", task.model_version(), ")");
+    return Distill(task, model_);
   }
 
   void RunTask(CoordinatorClient::CheckInResult task_result) {
@@ -452,7 +484,7 @@ class Client {
         if (absl::Status s = pipeline_.Commit(); !s.ok()) {
           EDGEFL_LOG_WARN("could not save the error-feedback residual: ", s.ToString());
         }
-        if (!f_.distill_to.empty()) Distill(task, global);
+        if (!f_.distill_to.empty() && !f_.distill_final_only) Distill(task, global);
         EDGEFL_LOG_INFO(absl::StrFormat(
             "round %d: reported %d samples, train loss %.4f acc %.4f, %.1f s training, "
             "%.3f MB down (%s), %.3f MB up (%s)",
@@ -493,6 +525,7 @@ class Client {
   std::optional<absl::Time> unreachable_since_;
   int rounds_done_ = 0;
   std::optional<double> last_student_accuracy_;  // of the last --distill_to export
+  const bool want_final_model_;                  // --distill_final_only
 };
 
 int Main(int argc, char** argv) {
@@ -535,6 +568,9 @@ int Main(int argc, char** argv) {
   flags.Int("distill_epochs", &f.distill_epochs, "distillation epochs per export");
   flags.Int("distill_samples", &f.distill_samples,
             "local images used per distillation (0 = all; distillation delays the next CheckIn)");
+  flags.Bool("distill_final_only", &f.distill_final_only,
+             "with --distill_to: distil once, from the federation's final global model (fetched "
+             "when the coordinator says the run is finished), instead of after every round");
   flags.String("state_dir", &f.state_dir,
                "folder for the device's state (the error-feedback residual survives restarts "
                "there); empty = keep it in memory only");
@@ -561,6 +597,19 @@ int Main(int argc, char** argv) {
   if (f.num_partitions < 1) ExitUsageError(kProgram, "--num_partitions must be >= 1");
   if (f.progress != "auto" && f.progress != "always" && f.progress != "never") {
     ExitUsageError(kProgram, "--progress must be auto, always or never");
+  }
+  if (f.distill_final_only && f.distill_to.empty()) {
+    ExitUsageError(kProgram, "--distill_final_only needs --distill_to");
+  }
+  if (f.distill_epochs < 1) ExitUsageError(kProgram, "--distill_epochs must be >= 1");
+  if (f.distill_samples < 0) ExitUsageError(kProgram, "--distill_samples must be >= 0");
+  if (!f.distill_to.empty()) {
+    // Fail now, not after the first round: an unknown student, one over budget, or a folder that
+    // cannot be written.
+    if (absl::Status s = models::CheckDistillTarget(DistillOptionsFrom(f), f.distill_to);
+        !s.ok()) {
+      ExitUsageError(kProgram, absl::StrCat("--distill_to: ", s.message()));
+    }
   }
   SetLogTag(absl::StrCat("client-", f.client_index));
   SetBlasThreads(f.threads);

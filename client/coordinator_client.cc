@@ -245,13 +245,15 @@ absl::StatusOr<proto::JoinResponse> CoordinatorClient::Join(const proto::JoinReq
 }
 
 absl::StatusOr<CoordinatorClient::CheckInResult> CoordinatorClient::CheckIn(
-    const std::string& client_id, int64_t have_version, absl::Duration timeout) {
+    const std::string& client_id, int64_t have_version, absl::Duration timeout,
+    bool want_final_model) {
   grpc::ClientContext ctx;
   SetDeadline(&ctx, absl::Now() + timeout);
   Authorize(&ctx, "");
   proto::CheckInRequest request;
   request.set_client_id(client_id);
   request.set_have_model_version(have_version);
+  request.set_want_final_model(want_final_model);
   std::unique_ptr<grpc::ClientReader<proto::CheckInResponse>> reader =
       stub_->CheckIn(&ctx, request);
   CheckInResult result;
@@ -260,8 +262,9 @@ absl::StatusOr<CoordinatorClient::CheckInResult> CoordinatorClient::CheckIn(
   absl::Status stream_error;
   if (have_first) {
     if (msg.has_task()) {
-      result.kind = CheckInResult::Kind::kTask;
       result.task = msg.task();
+      result.kind = result.task.final_model() ? CheckInResult::Kind::kFinalModel
+                                              : CheckInResult::Kind::kTask;
       ChunkAssembler assembler(options_.max_model_bytes);
       stream_error = assembler.Start(result.task.total_bytes(), result.task.sha256());
       while (stream_error.ok() && reader->Read(&msg)) {

@@ -42,7 +42,9 @@ class CoordinatorClient {
   };
 
   struct CheckInResult {
-    enum class Kind { kIdle, kFinished, kTask };
+    // kFinalModel: the federation is finished and `payload` is its final model (only when asked
+    // for with want_final_model).
+    enum class Kind { kIdle, kFinished, kTask, kFinalModel };
     Kind kind = Kind::kIdle;
     proto::Task task;
     std::string payload;      // the model, verified against task.sha256()
@@ -65,7 +67,7 @@ class CoordinatorClient {
   // dropped and Join is tried once more with the enrollment token (or no credential if none).
   absl::StatusOr<proto::JoinResponse> Join(const proto::JoinRequest& request);
   absl::StatusOr<CheckInResult> CheckIn(const std::string& client_id, int64_t have_version,
-                                        absl::Duration timeout);
+                                        absl::Duration timeout, bool want_final_model = false);
   // Fills header.total_bytes and header.sha256 from `payload` and streams it in chunks. The call's
   // deadline is `deadline` (at least rpc_timeout from now).
   absl::StatusOr<proto::ReportResponse> Report(proto::ReportHeader header,

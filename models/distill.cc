@@ -153,7 +153,33 @@ std::string Percent(const std::optional<double>& a) {
   return a ? absl::StrFormat("%.2f%%", *a * 100) : std::string("n/a");
 }
 
+// The student: by name, or ("auto") the largest registered one that fits both budgets.
+// FAILED_PRECONDITION when it does not fit (the message names the numbers), NOT_FOUND when unknown.
+absl::StatusOr<StudentArch> ChooseStudent(const DistillOptions& options) {
+  std::vector<std::string> candidates =
+      options.student == "auto" ? StudentNames() : std::vector<std::string>{options.student};
+  std::string why;
+  for (const std::string& name : candidates) {
+    ASSIGN_OR_RETURN(StudentArch a, StudentArchByName(name));
+    ASSIGN_OR_RETURN(StudentFootprint f, FootprintOf(a));
+    if (f.weight_bytes <= options.max_weight_bytes && f.arena_bytes <= options.max_arena_bytes) {
+      return a;
+    }
+    absl::StrAppend(&why, why.empty() ? "" : "; ", name, " needs ", f.weight_bytes,
+                    " weight bytes and ", f.arena_bytes, " arena bytes");
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat("no student fits the budget of ", options.max_weight_bytes,
+                   " weight bytes and ", options.max_arena_bytes, " arena bytes: ", why));
+}
+
 }  // namespace
+
+absl::Status CheckDistillTarget(const DistillOptions& options, const std::string& out_dir) {
+  RETURN_IF_ERROR(ChooseStudent(options).status());
+  ASSIGN_OR_RETURN(std::unique_ptr<StagedDirectory> probe, StagedDirectory::Create(out_dir));
+  return absl::OkStatus();
+}
 
 const std::vector<std::string>& FashionMnistClassNames() {
   static const auto* names =
@@ -214,32 +240,8 @@ absl::StatusOr<DistillReport> DistillAndExport(const DistillOptions& options,
         absl::StrCat("teacher ", teacher_spec.model(), " needs ", NumParameters(registered),
                      " float32 weights, got ", teacher_weights.size()));
   }
-  // The student: by name or the largest that fits.
-  StudentArch arch;
-  StudentFootprint fp;
-  {
-    std::vector<std::string> candidates =
-        options.student == "auto" ? StudentNames() : std::vector<std::string>{options.student};
-    std::string why;
-    bool found = false;
-    for (const std::string& name : candidates) {
-      ASSIGN_OR_RETURN(StudentArch a, StudentArchByName(name));
-      ASSIGN_OR_RETURN(StudentFootprint f, FootprintOf(a));
-      if (f.weight_bytes <= options.max_weight_bytes && f.arena_bytes <= options.max_arena_bytes) {
-        arch = std::move(a);
-        fp = std::move(f);
-        found = true;
-        break;
-      }
-      absl::StrAppend(&why, why.empty() ? "" : "; ", name, " needs ", f.weight_bytes,
-                      " weight bytes and ", f.arena_bytes, " arena bytes");
-    }
-    if (!found) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("no student fits the budget of ", options.max_weight_bytes,
-                       " weight bytes and ", options.max_arena_bytes, " arena bytes: ", why));
-    }
-  }
+  ASSIGN_OR_RETURN(StudentArch arch, ChooseStudent(options));
+  ASSIGN_OR_RETURN(StudentFootprint fp, FootprintOf(arch));
   // Probe the output folder now rather than after minutes of training.
   { ASSIGN_OR_RETURN(std::unique_ptr<StagedDirectory> probe, StagedDirectory::Create(out_dir)); }
 

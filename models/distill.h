@@ -103,6 +103,11 @@ struct DistillReport {
   std::shared_ptr<const Int8Model> model;
 };
 
+// The checks DistillAndExport makes before any work, for callers that distil later (fl-client
+// checks --distill_to at start-up): the student exists and fits the budgets (NOT_FOUND /
+// FAILED_PRECONDITION), and `out_dir` can be written (see the errors below). Leaves nothing behind.
+absl::Status CheckDistillTarget(const DistillOptions& options, const std::string& out_dir);
+
 // Distils `teacher_weights` (flat float32 in `teacher_spec` order, as on the wire and in
 // checkpoints) into the student `options.student` on `local_data` only, quantizes it to int8,
 // and exports it to `out_dir` as a C99 library plus manifest.json (see c_export.h for the files;

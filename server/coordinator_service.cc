@@ -120,10 +120,15 @@ grpc::Status CoordinatorService::CheckIn(grpc::ServerContext* context,
       &grant);
   proto::CheckInResponse msg;
   if (outcome == PollOutcome::kFinished) {
+    {
+      absl::MutexLock lock(&mu_);
+      ++finished_notices_;
+    }
+    if (request->want_final_model() && grant.model != nullptr) {
+      return SendTask(*request, grant, writer);
+    }
     msg.set_finished(true);
     writer->Write(msg);
-    absl::MutexLock lock(&mu_);
-    ++finished_notices_;
     return grpc::Status::OK;
   }
   if (outcome == PollOutcome::kIdle) {
@@ -131,19 +136,28 @@ grpc::Status CoordinatorService::CheckIn(grpc::ServerContext* context,
     writer->Write(msg);
     return grpc::Status::OK;
   }
+  return SendTask(*request, grant, writer);
+}
+
+grpc::Status CoordinatorService::SendTask(const proto::CheckInRequest& request,
+                                          const TaskGrant& grant,
+                                          grpc::ServerWriter<proto::CheckInResponse>* writer) {
   // A client that holds the delta's base version gets the (small) encoded delta, any other the
   // full reference model.
   const ModelSnapshot& model = *grant.model;
   const bool use_delta = !model.delta_payload.empty() &&
-                         request->have_model_version() == model.delta_base_version;
+                         request.have_model_version() == model.delta_base_version;
   const std::string& payload = use_delta ? model.delta_payload : model.payload;
+  proto::CheckInResponse msg;
   proto::Task* task = msg.mutable_task();
   *task = grant.task;
   task->set_downlink_codec(use_delta ? model.downlink_codec : "dense");
   task->set_base_version(use_delta ? model.delta_base_version : -1);
   task->set_total_bytes(payload.size());
   task->set_sha256(use_delta ? model.delta_sha256 : model.sha256);
-  // Traffic is counted as serialized messages, i.e. what goes on the wire above HTTP/2.
+  // Traffic is counted as serialized messages, i.e. what goes on the wire above HTTP/2. The final
+  // model, sent after the last round closed, is not counted in any round.
+  const bool count = !grant.task.final_model();
   uint64_t sent = msg.ByteSizeLong();
   if (!writer->Write(msg)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
   for (size_t off = 0; off < payload.size(); off += options_.chunk_bytes) {
@@ -152,12 +166,12 @@ grpc::Status CoordinatorService::CheckIn(grpc::ServerContext* context,
     chunk.mutable_chunk()->set_offset(off);
     chunk.mutable_chunk()->set_data(payload.data() + off, n);
     if (!writer->Write(chunk)) {
-      scheduler_->AddBytesDown(grant.task.round(), sent);
+      if (count) scheduler_->AddBytesDown(grant.task.round(), sent);
       return grpc::Status(grpc::StatusCode::CANCELLED, "client went away mid-download");
     }
     sent += chunk.ByteSizeLong();
   }
-  scheduler_->AddBytesDown(grant.task.round(), sent);
+  if (count) scheduler_->AddBytesDown(grant.task.round(), sent);
   return grpc::Status::OK;
 }
 

@@ -50,6 +50,10 @@ class CoordinatorService final : public proto::Coordinator::Service {
                           grpc::ServerReader<proto::ReportRequest>* reader,
                           proto::ReportResponse* response, int64_t* round_for_bytes,
                           uint64_t* bytes_received);
+  // Streams a task and its model (the encoded delta when the client holds its base version, else
+  // the full model) and counts the bytes against the task's round.
+  grpc::Status SendTask(const proto::CheckInRequest& request, const TaskGrant& grant,
+                        grpc::ServerWriter<proto::CheckInResponse>* writer);
 
   const Options options_;
   const ReportLimits limits_;

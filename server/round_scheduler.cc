@@ -311,7 +311,18 @@ PollOutcome RoundScheduler::WaitForTask(const std::string& client_id, absl::Dura
     }
     if (clock_->Now() >= until || (cancelled && cancelled())) return PollOutcome::kIdle;
   }
-  if (finished_ || shutdown_) return PollOutcome::kFinished;
+  if (finished_ || shutdown_) {
+    if (finished_ && snapshot_ != nullptr) {
+      grant->task = task_;  // the last round's config (empty after a resume with nothing to do)
+      grant->task.set_final_model(true);
+      grant->task.set_round(snapshot_->version);
+      grant->task.set_model_version(snapshot_->version);
+      *grant->task.mutable_spec() = options_.spec;
+      grant->task.set_deadline_unix_seconds(0);
+      grant->model = snapshot_;
+    }
+    return PollOutcome::kFinished;
+  }
   grant->task = task_;
   grant->model = snapshot_;
   return PollOutcome::kTask;

@@ -113,6 +113,24 @@ TEST(Cli, BadPartitionIsError) {
   EXPECT_NE(r.output.find("/nonexistent/part.txt"), std::string::npos) << r.output;
 }
 
+TEST(Cli, DistillFlagsAreCheckedAtStartup) {
+  // Wrong --distill_* settings fail before the client joins (the server address is never used).
+  Result r = RunTool("fl-client", {"--distill_final_only", "--server=127.0.0.1:1"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("--distill_to"), std::string::npos) << r.output;
+  EXPECT_EQ(NonEmptyLines(r.output), 1) << r.output;
+  r = RunTool("fl-client", {"--distill_to=/proc/edgefl-student", "--server=127.0.0.1:1"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("/proc"), std::string::npos) << r.output;
+  EXPECT_EQ(NonEmptyLines(r.output), 1) << r.output;
+  const std::string dir = MakeTempDir("edgefl-cli");
+  r = RunTool("fl-client", {"--distill_to=" + dir + "/s", "--distill_student=student_huge",
+                            "--server=127.0.0.1:1"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("student_huge"), std::string::npos) << r.output;
+  EXPECT_EQ(NonEmptyLines(r.output), 1) << r.output;
+}
+
 TEST(Cli, ResumeWithoutCheckpointIsError) {
   const std::string dir = MakeTempDir("edgefl-cli");
   Result r = RunTool("fl-server", {"--resume", "--out=" + dir});

@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "tests/e2e_util.h"
 
@@ -153,6 +155,71 @@ TEST(Federation, CompressedClientsStillLearn) {
   for (int i = 0; i < 3; ++i) {
     EXPECT_GT(FileSize(absl::StrCat(dir, "/state/client-", i, ".ef")), 0) << i;
   }
+}
+
+google::protobuf::Struct ReadJson(const std::string& path) {
+  google::protobuf::Struct s;
+  EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(ReadFileOrEmpty(path), &s).ok()) << path;
+  return s;
+}
+
+double NestedNumber(const google::protobuf::Struct& s, const std::string& object,
+                    const std::string& key) {
+  auto it = s.fields().find(object);
+  if (it == s.fields().end() || !it->second.has_struct_value()) return -1;
+  return NumberField(it->second.struct_value(), key);
+}
+
+// fl-client --distill_to: one client exports a student after every round it takes part in (and
+// reports its local accuracy in the next round's metrics), the other only once, from the final
+// global model the server sends it when the run is finished (over the int8 downlink's delta).
+TEST(Federation, ClientsDistilStudentsEachRoundOrFromTheFinalModel) {
+  const std::string dir = MakeTempDir("edgefl-distill");
+  int port = 0;
+  auto server = StartServer({"--model=small_cnn", "--rounds=2", "--min_clients=2",
+                             "--eval_samples=1000", "--deadline=300",
+                             "--set=client.downlink=int8", "--out=" + dir + "/run"},
+                            dir, "server.log", &port);
+  ASSERT_GT(port, 0) << server->Log();
+  const std::vector<std::string> distill = {"--distill_epochs=1", "--distill_samples=400"};
+  std::vector<std::string> each = ClientArgs(0, 20), last = ClientArgs(1, 20);
+  each.push_back("--distill_to=" + dir + "/each");
+  last.push_back("--distill_to=" + dir + "/final");
+  last.push_back("--distill_final_only");
+  each.insert(each.end(), distill.begin(), distill.end());
+  last.insert(last.end(), distill.begin(), distill.end());
+  auto c0 = StartClient(port, each, dir, "client0.log");
+  auto c1 = StartClient(port, last, dir, "client1.log");
+  ASSERT_EQ(server->Wait(kRunTimeout), 0) << server->Log();
+  ASSERT_EQ(c0->Wait(absl::Seconds(120)), 0) << c0->Log();
+  ASSERT_EQ(c1->Wait(absl::Seconds(120)), 0) << c1->Log();
+
+  // Each-round client: its last export is of the model it trained from in round 2 (version 1);
+  // round 2's metrics carry the local accuracy of its round-1 student.
+  const google::protobuf::Struct m0 = ReadJson(dir + "/each/manifest.json");
+  EXPECT_EQ(NestedNumber(m0, "teacher", "round"), 1) << ReadFileOrEmpty(dir + "/each/manifest.json");
+  // (Accuracies are only checked to be reported: a 1-epoch student on 400 images is near chance;
+  // models/distill_test and bench/student_fmnist check what distillation reaches.)
+  const double acc0 = NestedNumber(m0, "accuracy", "student_int8_local");
+  EXPECT_GE(acc0, 0.0);
+  EXPECT_LE(acc0, 1.0);
+  auto metrics = ReadJsonLines(dir + "/run/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 2u);
+  EXPECT_EQ(NumberField(metrics[0], "student_local_accuracy"), -1);  // no export before round 1
+  EXPECT_GE(NumberField(metrics[1], "student_local_accuracy"), 0.0);
+  EXPECT_LE(NumberField(metrics[1], "student_local_accuracy"), 1.0);
+
+  // Final-only client: exactly one export, of the final model (version 2).
+  const google::protobuf::Struct m1 = ReadJson(dir + "/final/manifest.json");
+  EXPECT_EQ(NestedNumber(m1, "teacher", "round"), 2) << ReadFileOrEmpty(dir + "/final/manifest.json");
+  EXPECT_GE(NestedNumber(m1, "accuracy", "student_int8_local"), 0.0);
+  EXPECT_EQ(FileSize(dir + "/final/edgefl_student.h") > 0, true);
+  EXPECT_EQ(c1->Log().find("distilling the final global model (version 2)") != std::string::npos,
+            true) << c1->Log();
+  EXPECT_NE(c1->Log().find("final model: exported student_tiny"), std::string::npos) << c1->Log();
+  EXPECT_EQ(c1->Log().find("round 1: exported"), std::string::npos) << c1->Log();
+  EXPECT_EQ(c1->Log().find("round 2: exported"), std::string::npos) << c1->Log();
+  EXPECT_NE(c0->Log().find("round 2: exported student_tiny"), std::string::npos) << c0->Log();
 }
 
 }  // namespace
