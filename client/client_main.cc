@@ -30,16 +30,15 @@
 #include "common/memory.h"
 #include "common/threads.h"
 #include "models/dataset.h"
+#include "models/device_data.h"
 #include "models/distill.h"
 #include "models/model_runner.h"
 #include "models/model_spec.h"
-#include "models/partition.h"
 
 namespace edgefl::client {
 namespace {
 
 constexpr char kProgram[] = "fl-client";
-constexpr int64_t kFashionMnistTrainRows = 60000;
 
 struct ClientFlags {
   std::string server = "localhost:50051";
@@ -149,34 +148,15 @@ proto::DeviceProfile MakeProfile(int64_t num_samples) {
 }
 
 absl::StatusOr<models::ImageDataset> LoadShard(const ClientFlags& f) {
-  if (f.data != "fmnist") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown --data '", f.data, "' (supported: fmnist)"));
-  }
-  models::Partition partition;
-  if (!f.partition_file.empty()) {
-    absl::StatusOr<models::Partition> p =
-        models::ReadPartitionFile(f.partition_file, kFashionMnistTrainRows);
-    if (!p.ok()) return p.status();
-    partition = std::move(*p);
-  } else {
-    absl::StatusOr<std::vector<uint8_t>> labels =
-        models::ReadIdxLabels(f.data_dir + "/train-labels-idx1-ubyte.gz");
-    if (!labels.ok()) return labels.status();
-    absl::StatusOr<models::Partition> p =
-        models::PartitionFromSpec(f.partition, *labels, f.num_partitions, f.seed);
-    if (!p.ok()) return p.status();
-    partition = std::move(*p);
-  }
-  if (f.client_index < 0 || f.client_index >= static_cast<int>(partition.size())) {
-    return absl::InvalidArgumentError(absl::StrCat("--client_index ", f.client_index,
-                                                   " is outside the partition's ",
-                                                   partition.size(), " clients"));
-  }
-  std::vector<int64_t> rows = std::move(partition[f.client_index]);
-  partition.clear();
-  partition.shrink_to_fit();
-  return models::LoadFashionMnist(f.data_dir, models::Split::kTrain, rows);
+  models::ShardSource source;
+  source.data = f.data;
+  source.data_dir = f.data_dir;
+  source.partition_file = f.partition_file;
+  source.partition = f.partition;
+  source.num_partitions = f.num_partitions;
+  source.seed = static_cast<uint64_t>(f.seed);
+  source.client_index = f.client_index;
+  return models::LoadDeviceShard(source);
 }
 
 models::DistillOptions DistillOptionsFrom(const ClientFlags& f) {

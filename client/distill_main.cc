@@ -17,9 +17,9 @@
 #include "common/status_macros.h"
 #include "common/threads.h"
 #include "models/dataset.h"
+#include "models/device_data.h"
 #include "models/distill.h"
 #include "models/model_spec.h"
-#include "models/partition.h"
 #include "models/student.h"
 #include "protos/edgefl.pb.h"
 
@@ -27,7 +27,6 @@ namespace edgefl::client {
 namespace {
 
 constexpr char kProgram[] = "fl-distill";
-constexpr int64_t kFashionMnistTrainRows = 60000;
 
 struct DistillFlags {
   std::string checkpoint;
@@ -106,31 +105,15 @@ absl::StatusOr<Teacher> LoadTeacher(const std::string& path, const std::string& 
 }
 
 absl::StatusOr<models::ImageDataset> LoadShard(const DistillFlags& f) {
-  if (f.data != "fmnist") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown --data '", f.data, "' (supported: fmnist)"));
-  }
-  models::Partition partition;
-  if (!f.partition_file.empty()) {
-    ASSIGN_OR_RETURN(partition,
-                     models::ReadPartitionFile(f.partition_file, kFashionMnistTrainRows));
-  } else {
-    ASSIGN_OR_RETURN(std::vector<uint8_t> labels,
-                     models::ReadIdxLabels(f.data_dir + "/train-labels-idx1-ubyte.gz"));
-    ASSIGN_OR_RETURN(partition,
-                     models::PartitionFromSpec(f.partition, labels, f.num_partitions, f.seed));
-  }
-  if (f.client_index < 0 || f.client_index >= static_cast<int>(partition.size())) {
-    return absl::InvalidArgumentError(absl::StrCat("--client_index ", f.client_index,
-                                                   " is outside the partition's ", partition.size(),
-                                                   " clients"));
-  }
-  std::vector<int64_t> rows = std::move(partition[f.client_index]);
-  if (rows.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("no local data: client ", f.client_index, "'s shard is empty"));
-  }
-  return models::LoadFashionMnist(f.data_dir, models::Split::kTrain, rows);
+  models::ShardSource source;
+  source.data = f.data;
+  source.data_dir = f.data_dir;
+  source.partition_file = f.partition_file;
+  source.partition = f.partition;
+  source.num_partitions = f.num_partitions;
+  source.seed = static_cast<uint64_t>(f.seed);
+  source.client_index = f.client_index;
+  return models::LoadDeviceShard(source);
 }
 
 std::string OneLine(absl::string_view s) {
