@@ -596,6 +596,9 @@ int Main(int argc, char** argv) {
   if (!enrollment_token.empty() && !f.state_dir.empty()) {
     client.EnableSessionFile(absl::StrCat(f.state_dir, "/client-", f.client_index, ".session"));
   }
+  // Start-up (LibTorch's operator registration above all) touched tens of MiB of library pages
+  // that the rounds never use; drop them before the first download.
+  ReleaseIdleLibraryPages();
   return client.Run();
 }
 
