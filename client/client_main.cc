@@ -389,7 +389,11 @@ class Client {
     EDGEFL_LOG_INFO("round ", task.round(), ": training on ", data_.size(), " samples (",
                     opts.epochs, " epoch(s), batch ", opts.batch_size, ", lr ", opts.lr, ")");
     absl::Time last_draw = absl::InfinitePast();
+    int64_t batches = 0;
     auto progress = [&](int64_t done, int64_t total, double loss) {
+      // The first batches run one-time code (oneDNN primitive creation, the autograd engine's
+      // start) whose pages would otherwise stay resident through the whole round.
+      if (++batches <= 2) ReleaseIdleLibraryPages();
       if (!tty_) return;
       const absl::Time now = absl::Now();
       if (done < total && now - last_draw < absl::Milliseconds(200)) return;
