@@ -4,6 +4,8 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -176,6 +178,40 @@ absl::StatusOr<models::ImageDataset> LoadShard(const ClientFlags& f) {
   partition.clear();
   partition.shrink_to_fit();
   return models::LoadFashionMnist(f.data_dir, models::Split::kTrain, rows);
+}
+
+// The global model a round trains from is needed again only after training (for the delta, as
+// the next downlink's base, for --distill_to). While training it can wait in a file of the state
+// folder instead of in memory: the page cache holds it, not the process (6.65 MB of fedavg_cnn
+// off the round's memory peak).
+absl::Status SpillFloats(const std::string& path, std::vector<float>* values) {
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (f == nullptr) return absl::InternalError(absl::StrCat(path, ": ", std::strerror(errno)));
+  const bool ok = std::fwrite(values->data(), sizeof(float), values->size(), f) == values->size();
+  if (std::fclose(f) != 0 || !ok) {
+    return absl::InternalError(absl::StrCat(path, ": write failed: ", std::strerror(errno)));
+  }
+  values->clear();
+  values->shrink_to_fit();
+  return absl::OkStatus();
+}
+
+// Reads the floats SpillFloats wrote, `n` of them, and hands each block to `use(offset, block)`.
+template <typename Fn>
+absl::Status ReadSpilledFloats(const std::string& path, size_t n, Fn use) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return absl::InternalError(absl::StrCat(path, ": ", std::strerror(errno)));
+  std::vector<float> block(std::min<size_t>(n, 64 << 10));
+  size_t done = 0;
+  while (done < n) {
+    const size_t want = std::min(block.size(), n - done);
+    if (std::fread(block.data(), sizeof(float), want, f) != want) break;
+    use(done, absl::Span<const float>(block.data(), want));
+    done += want;
+  }
+  std::fclose(f);
+  if (done != n) return absl::DataLossError(absl::StrCat(path, ": shorter than the model"));
+  return absl::OkStatus();
 }
 
 class Client {
@@ -359,7 +395,6 @@ class Client {
     task_result.payload.clear();
     task_result.payload.shrink_to_fit();
     have_version_ = task.model_version();
-    const absl::Span<const float> global(model_);
     if (runner_ == nullptr || runner_->spec().model() != task.spec().model()) {
       runner_.reset();
       absl::StatusOr<std::unique_ptr<models::ModelRunner>> r =
@@ -374,7 +409,7 @@ class Client {
       EDGEFL_LOG_ERROR("round ", task.round(), ": the task's model does not match: ", s.ToString());
       return;
     }
-    if (absl::Status s = runner_->SetWeights(global); !s.ok()) {
+    if (absl::Status s = runner_->SetWeights(model_); !s.ok()) {
       EDGEFL_LOG_ERROR("round ", task.round(), ": cannot load the global model: ", s.ToString());
       return;
     }
@@ -410,6 +445,29 @@ class Client {
     EDGEFL_LOG_INFO("memory: resident ", rss_before >> 20, " MiB, ", CurrentRssBytes() >> 20,
                     " MiB after releasing idle library pages; peak so far ",
                     PeakRssBytes() >> 20, " MiB");
+    // Park the global model on disk while training; it comes back however RunTask leaves.
+    const size_t model_size = model_.size();
+    const std::string spill_path =
+        f_.state_dir.empty() ? std::string()
+                             : absl::StrCat(f_.state_dir, "/client-", f_.client_index, ".global");
+    bool spilled = false;
+    if (!spill_path.empty()) {
+      if (absl::Status s = SpillFloats(spill_path, &model_); s.ok()) {
+        spilled = true;
+      } else {
+        EDGEFL_LOG_WARN("keeping the global model in memory: ", s.message());
+      }
+    }
+    struct RestoreModel {
+      Client* c;
+      const std::string& path;
+      size_t n;
+      bool* spilled;
+      ~RestoreModel() {
+        if (*spilled) c->UnspillModel(path, n);
+        *spilled = false;
+      }
+    } restore_model{this, spill_path, model_size, &spilled};
     absl::StatusOr<models::TrainResult> trained = runner_->Train(data_, opts, progress);
     if (!trained.ok()) {
       EDGEFL_LOG_ERROR("round ", task.round(), ": training failed: ", trained.status().ToString());
@@ -417,19 +475,33 @@ class Client {
     }
     std::vector<float> delta;
     runner_->GetWeights(&delta);
-    if (delta.size() != global.size()) {
+    if (delta.size() != model_size) {
       EDGEFL_LOG_ERROR("round ", task.round(), ": model size changed during training");
       return;
     }
-    for (size_t i = 0; i < delta.size(); ++i) delta[i] -= global[i];
-    absl::StatusOr<EncodedUpdate> update = pipeline_.Encode(task, delta, opts.seed);
+    if (spilled) {
+      absl::Status s = ReadSpilledFloats(spill_path, model_size,
+                                         [&](size_t offset, absl::Span<const float> global) {
+                                           float* d = delta.data() + offset;
+                                           for (size_t i = 0; i < global.size(); ++i) {
+                                             d[i] -= global[i];
+                                           }
+                                         });
+      if (!s.ok()) {
+        EDGEFL_LOG_ERROR("round ", task.round(), ": cannot read the global model back: ",
+                         s.ToString());
+        return;
+      }
+    } else {
+      for (size_t i = 0; i < delta.size(); ++i) delta[i] -= model_[i];
+    }
+    // Consumes the delta: a dense update is the delta vector itself.
+    absl::StatusOr<EncodedUpdate> update = pipeline_.Encode(task, std::move(delta), opts.seed);
     if (!update.ok()) {
       EDGEFL_LOG_ERROR("round ", task.round(), ": cannot encode the update: ",
                        update.status().ToString());
       return;
     }
-    delta.clear();
-    delta.shrink_to_fit();
 
     proto::ReportHeader header;
     header.set_client_id(client_id_);
@@ -446,7 +518,7 @@ class Client {
     if (last_student_accuracy_) {
       header.mutable_metrics()->set_student_local_accuracy(*last_student_accuracy_);
     }
-    const std::string_view payload(update->bytes);
+    const std::string_view payload = update->payload();
     // Retry a transient upload failure while the round is still open.
     while (true) {
       uint64_t bytes_up = 0;
@@ -456,7 +528,12 @@ class Client {
         if (absl::Status s = pipeline_.Commit(); !s.ok()) {
           EDGEFL_LOG_WARN("could not save the error-feedback residual: ", s.ToString());
         }
-        if (!f_.distill_to.empty()) Distill(task, global);
+        if (!f_.distill_to.empty()) {
+          *update = EncodedUpdate();  // free the update before the model comes back
+          if (spilled) UnspillModel(spill_path, model_size);
+          spilled = false;
+          if (!model_.empty()) Distill(task, model_);
+        }
         EDGEFL_LOG_INFO(absl::StrFormat(
             "round %d: reported %d samples, train loss %.4f acc %.4f, %.1f s training, "
             "%.3f MB down (%s), %.3f MB up (%s)",
@@ -478,6 +555,22 @@ class Client {
         return;
       }
     }
+  }
+
+  // Reads the global model back from where RunTask parked it; on failure the next CheckIn asks
+  // for the full model.
+  void UnspillModel(const std::string& path, size_t n) {
+    model_.resize(n);
+    absl::Status s = ReadSpilledFloats(path, n, [&](size_t offset, absl::Span<const float> block) {
+      std::memcpy(model_.data() + offset, block.data(), block.size() * sizeof(float));
+    });
+    if (!s.ok()) {
+      EDGEFL_LOG_WARN("lost the global model: ", s.message(), "; the next round downloads it whole");
+      have_version_ = -1;
+      model_.clear();
+      model_.shrink_to_fit();
+    }
+    std::remove(path.c_str());
   }
 
   const ClientFlags f_;
