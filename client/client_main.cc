@@ -665,6 +665,9 @@ int Main(int argc, char** argv) {
   // glibc's adaptive threshold keeping freed tensors in the heap: the resident set then follows
   // the live data (-13 MiB at the training peak of fedavg_cnn).
   mallopt(M_MMAP_THRESHOLD, 256 << 10);
+  // LibTorch's start-up (operator registration above all) touched tens of MiB of library pages
+  // that nothing uses again; drop them before loading the shard.
+  ReleaseIdleLibraryPages();
 
   absl::StatusOr<models::ImageDataset> data = LoadShard(f);
   if (!data.ok()) ExitUsageError(kProgram, std::string(data.status().message()));
@@ -693,8 +696,7 @@ int Main(int argc, char** argv) {
   if (!enrollment_token.empty() && !f.state_dir.empty()) {
     client.EnableSessionFile(absl::StrCat(f.state_dir, "/client-", f.client_index, ".session"));
   }
-  // Start-up (LibTorch's operator registration above all) touched tens of MiB of library pages
-  // that the rounds never use; drop them before the first download.
+  // And the pages loading the shard and setting up the channel touched, before the first download.
   ReleaseIdleLibraryPages();
   return client.Run();
 }
