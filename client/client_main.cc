@@ -183,36 +183,59 @@ absl::StatusOr<models::ImageDataset> LoadShard(const ClientFlags& f) {
 // The global model a round trains from is needed again only after training (for the delta, as
 // the next downlink's base, for --distill_to). While training it can wait in a file of the state
 // folder instead of in memory: the page cache holds it, not the process (6.65 MB of fedavg_cnn
-// off the round's memory peak).
-absl::Status SpillFloats(const std::string& path, std::vector<float>* values) {
-  std::FILE* f = std::fopen(path.c_str(), "wb");
-  if (f == nullptr) return absl::InternalError(absl::StrCat(path, ": ", std::strerror(errno)));
-  const bool ok = std::fwrite(values->data(), sizeof(float), values->size(), f) == values->size();
-  if (std::fclose(f) != 0 || !ok) {
-    return absl::InternalError(absl::StrCat(path, ": write failed: ", std::strerror(errno)));
+// off the round's memory peak). The file is unlinked as soon as it is created, so clients sharing
+// a state folder never collide and nothing is left behind, even after a crash.
+class SpilledFloats {
+ public:
+  // Writes `values` to a new unlinked file in `dir` and frees them (`*values` ends up empty).
+  static absl::StatusOr<std::unique_ptr<SpilledFloats>> Create(const std::string& dir,
+                                                              std::vector<float>* values) {
+    std::string path = dir + "/.spill-XXXXXX";
+    const int fd = mkstemp(path.data());
+    if (fd < 0) return absl::InternalError(absl::StrCat(path, ": ", std::strerror(errno)));
+    unlink(path.c_str());
+    std::unique_ptr<SpilledFloats> file(new SpilledFloats(fd, values->size()));
+    const char* data = reinterpret_cast<const char*>(values->data());
+    const size_t bytes = values->size() * sizeof(float);
+    for (size_t done = 0; done < bytes;) {
+      const ssize_t n = pwrite(fd, data + done, bytes - done, static_cast<off_t>(done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return absl::InternalError(absl::StrCat(dir, ": ", std::strerror(errno)));
+      done += static_cast<size_t>(n);
+    }
+    values->clear();
+    values->shrink_to_fit();
+    return file;
   }
-  values->clear();
-  values->shrink_to_fit();
-  return absl::OkStatus();
-}
+  ~SpilledFloats() { close(fd_); }
 
-// Reads the floats SpillFloats wrote, `n` of them, and hands each block to `use(offset, block)`.
-template <typename Fn>
-absl::Status ReadSpilledFloats(const std::string& path, size_t n, Fn use) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) return absl::InternalError(absl::StrCat(path, ": ", std::strerror(errno)));
-  std::vector<float> block(std::min<size_t>(n, 64 << 10));
-  size_t done = 0;
-  while (done < n) {
-    const size_t want = std::min(block.size(), n - done);
-    if (std::fread(block.data(), sizeof(float), want, f) != want) break;
-    use(done, absl::Span<const float>(block.data(), want));
-    done += want;
+  size_t size() const { return size_; }
+
+  // Reads the floats back in blocks, handing each to `use(offset, block)`. DATA_LOSS on a short
+  // or failed read.
+  template <typename Fn>
+  absl::Status Read(Fn use) const {
+    std::vector<float> block(std::min<size_t>(size_, 64 << 10));
+    for (size_t done = 0; done < size_;) {
+      const size_t want = std::min(block.size(), size_ - done);
+      const ssize_t n = pread(fd_, block.data(), want * sizeof(float),
+                              static_cast<off_t>(done * sizeof(float)));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0 || n % sizeof(float) != 0) {
+        return absl::DataLossError("cannot read back the spilled global model");
+      }
+      const size_t got = static_cast<size_t>(n) / sizeof(float);
+      use(done, absl::Span<const float>(block.data(), got));
+      done += got;
+    }
+    return absl::OkStatus();
   }
-  std::fclose(f);
-  if (done != n) return absl::DataLossError(absl::StrCat(path, ": shorter than the model"));
-  return absl::OkStatus();
-}
+
+ private:
+  SpilledFloats(int fd, size_t size) : fd_(fd), size_(size) {}
+  int fd_;
+  size_t size_;
+};
 
 class Client {
  public:
@@ -447,27 +470,19 @@ class Client {
                     PeakRssBytes() >> 20, " MiB");
     // Park the global model on disk while training; it comes back however RunTask leaves.
     const size_t model_size = model_.size();
-    const std::string spill_path =
-        f_.state_dir.empty() ? std::string()
-                             : absl::StrCat(f_.state_dir, "/client-", f_.client_index, ".global");
-    bool spilled = false;
-    if (!spill_path.empty()) {
-      if (absl::Status s = SpillFloats(spill_path, &model_); s.ok()) {
-        spilled = true;
+    if (!f_.state_dir.empty()) {
+      absl::StatusOr<std::unique_ptr<SpilledFloats>> spill =
+          SpilledFloats::Create(f_.state_dir, &model_);
+      if (spill.ok()) {
+        spilled_ = std::move(*spill);
       } else {
-        EDGEFL_LOG_WARN("keeping the global model in memory: ", s.message());
+        EDGEFL_LOG_WARN("keeping the global model in memory: ", spill.status().message());
       }
     }
     struct RestoreModel {
       Client* c;
-      const std::string& path;
-      size_t n;
-      bool* spilled;
-      ~RestoreModel() {
-        if (*spilled) c->UnspillModel(path, n);
-        *spilled = false;
-      }
-    } restore_model{this, spill_path, model_size, &spilled};
+      ~RestoreModel() { c->UnspillModel(); }
+    } restore_model{this};
     absl::StatusOr<models::TrainResult> trained = runner_->Train(data_, opts, progress);
     if (!trained.ok()) {
       EDGEFL_LOG_ERROR("round ", task.round(), ": training failed: ", trained.status().ToString());
@@ -479,14 +494,11 @@ class Client {
       EDGEFL_LOG_ERROR("round ", task.round(), ": model size changed during training");
       return;
     }
-    if (spilled) {
-      absl::Status s = ReadSpilledFloats(spill_path, model_size,
-                                         [&](size_t offset, absl::Span<const float> global) {
-                                           float* d = delta.data() + offset;
-                                           for (size_t i = 0; i < global.size(); ++i) {
-                                             d[i] -= global[i];
-                                           }
-                                         });
+    if (spilled_ != nullptr) {
+      absl::Status s = spilled_->Read([&](size_t offset, absl::Span<const float> global) {
+        float* d = delta.data() + offset;
+        for (size_t i = 0; i < global.size(); ++i) d[i] -= global[i];
+      });
       if (!s.ok()) {
         EDGEFL_LOG_ERROR("round ", task.round(), ": cannot read the global model back: ",
                          s.ToString());
@@ -530,8 +542,7 @@ class Client {
         }
         if (!f_.distill_to.empty()) {
           *update = EncodedUpdate();  // free the update before the model comes back
-          if (spilled) UnspillModel(spill_path, model_size);
-          spilled = false;
+          UnspillModel();
           if (!model_.empty()) Distill(task, model_);
         }
         EDGEFL_LOG_INFO(absl::StrFormat(
@@ -557,11 +568,13 @@ class Client {
     }
   }
 
-  // Reads the global model back from where RunTask parked it; on failure the next CheckIn asks
-  // for the full model.
-  void UnspillModel(const std::string& path, size_t n) {
-    model_.resize(n);
-    absl::Status s = ReadSpilledFloats(path, n, [&](size_t offset, absl::Span<const float> block) {
+  // Reads the global model back from where RunTask parked it (no-op when it is in memory); on
+  // failure the next CheckIn asks for the full model.
+  void UnspillModel() {
+    if (spilled_ == nullptr) return;
+    std::unique_ptr<SpilledFloats> spill = std::move(spilled_);
+    model_.resize(spill->size());
+    absl::Status s = spill->Read([&](size_t offset, absl::Span<const float> block) {
       std::memcpy(model_.data() + offset, block.data(), block.size() * sizeof(float));
     });
     if (!s.ok()) {
@@ -570,7 +583,6 @@ class Client {
       model_.clear();
       model_.shrink_to_fit();
     }
-    std::remove(path.c_str());
   }
 
   const ClientFlags f_;
@@ -582,6 +594,7 @@ class Client {
   const bool tty_;
   std::string client_id_;
   std::vector<float> model_;   // the global model version have_version_ (downlink base)
+  std::unique_ptr<SpilledFloats> spilled_;  // model_'s content while RunTask trains, or null
   int64_t have_version_ = -1;
   absl::Duration poll_timeout_ = absl::Seconds(35);
   absl::Time renew_at_ = absl::InfiniteFuture();
