@@ -189,7 +189,7 @@ class SpilledFloats {
  public:
   // Writes `values` to a new unlinked file in `dir` and frees them (`*values` ends up empty).
   static absl::StatusOr<std::unique_ptr<SpilledFloats>> Create(const std::string& dir,
-                                                              std::vector<float>* values) {
+                                                               std::vector<float>* values) {
     std::string path = dir + "/.spill-XXXXXX";
     const int fd = mkstemp(path.data());
     if (fd < 0) return absl::InternalError(absl::StrCat(path, ": ", std::strerror(errno)));
@@ -218,8 +218,8 @@ class SpilledFloats {
     std::vector<float> block(std::min<size_t>(size_, 64 << 10));
     for (size_t done = 0; done < size_;) {
       const size_t want = std::min(block.size(), size_ - done);
-      const ssize_t n = pread(fd_, block.data(), want * sizeof(float),
-                              static_cast<off_t>(done * sizeof(float)));
+      const ssize_t n =
+          pread(fd_, block.data(), want * sizeof(float), static_cast<off_t>(done * sizeof(float)));
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0 || n % sizeof(float) != 0) {
         return absl::DataLossError("cannot read back the spilled global model");
@@ -500,8 +500,8 @@ class Client {
         for (size_t i = 0; i < global.size(); ++i) d[i] -= global[i];
       });
       if (!s.ok()) {
-        EDGEFL_LOG_ERROR("round ", task.round(), ": cannot read the global model back: ",
-                         s.ToString());
+        EDGEFL_LOG_ERROR("round ", task.round(),
+                         ": cannot read the global model back: ", s.ToString());
         return;
       }
     } else {
@@ -578,7 +578,8 @@ class Client {
       std::memcpy(model_.data() + offset, block.data(), block.size() * sizeof(float));
     });
     if (!s.ok()) {
-      EDGEFL_LOG_WARN("lost the global model: ", s.message(), "; the next round downloads it whole");
+      EDGEFL_LOG_WARN("lost the global model: ", s.message(),
+                      "; the next round downloads it whole");
       have_version_ = -1;
       model_.clear();
       model_.shrink_to_fit();

@@ -85,8 +85,8 @@ absl::StatusOr<EncodedUpdate> UpdatePipeline::Encode(const proto::Task& task,
 absl::StatusOr<EncodedUpdate> UpdatePipeline::Encode(const proto::Task& task,
                                                      std::vector<float>&& delta, uint64_t seed) {
   std::vector<float> owned = std::move(delta);
-  absl::StatusOr<compression::ChainSpec> chain = compression::ParseChain(
-      task.config().uplink().empty() ? "dense" : task.config().uplink());
+  absl::StatusOr<compression::ChainSpec> chain =
+      compression::ParseChain(task.config().uplink().empty() ? "dense" : task.config().uplink());
   if (chain.ok() && *chain == compression::ChainSpec()) {
     EncodedUpdate out;
     out.codec = "dense";
