@@ -82,6 +82,20 @@ absl::StatusOr<EncodedUpdate> UpdatePipeline::Encode(const proto::Task& task,
   return out;
 }
 
+absl::StatusOr<EncodedUpdate> UpdatePipeline::Encode(const proto::Task& task,
+                                                     std::vector<float>&& delta, uint64_t seed) {
+  std::vector<float> owned = std::move(delta);
+  absl::StatusOr<compression::ChainSpec> chain =
+      compression::ParseChain(task.config().uplink().empty() ? "dense" : task.config().uplink());
+  if (chain.ok() && *chain == compression::ChainSpec()) {
+    EncodedUpdate out;
+    out.codec = "dense";
+    out.dense = std::move(owned);
+    return out;
+  }
+  return Encode(task, absl::Span<const float>(owned), seed);
+}
+
 absl::Status UpdatePipeline::Commit() {
   before_.reset();
   if (!pending_) return absl::OkStatus();

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -21,6 +22,14 @@ namespace edgefl::client {
 struct EncodedUpdate {
   std::string codec;   // "dense" (raw float32) or the canonical chain
   std::string bytes;
+  std::vector<float> dense;  // the delta itself, when a dense update was encoded from an rvalue
+
+  // The bytes to upload: `dense` viewed as raw float32 when it is set, else `bytes`.
+  std::string_view payload() const {
+    return dense.empty() ? std::string_view(bytes)
+                         : std::string_view(reinterpret_cast<const char*>(dense.data()),
+                                            dense.size() * sizeof(float));
+  }
 };
 
 // Not thread-safe; one per client process.
@@ -39,6 +48,11 @@ class UpdatePipeline {
   // what this encoding leaves out; Commit or Rollback must follow. INVALID_ARGUMENT for a chain
   // that does not parse or a delta of the wrong size or with NaN/Inf.
   absl::StatusOr<EncodedUpdate> Encode(const proto::Task& task, absl::Span<const float> delta,
+                                       uint64_t seed);
+  // The same, consuming `delta` so that at most one copy of the update is alive: a dense update
+  // keeps the vector itself (EncodedUpdate::dense, no copy); for other chains it is freed once
+  // encoded.
+  absl::StatusOr<EncodedUpdate> Encode(const proto::Task& task, std::vector<float>&& delta,
                                        uint64_t seed);
   // The server accepted the last encoded update: keep the new residual and save it atomically.
   absl::Status Commit();

@@ -54,6 +54,25 @@ TEST(UpdatePipeline, DenseIsRawFloat32) {
   EXPECT_EQ(out->bytes, std::string(reinterpret_cast<const char*>(delta.data()), 2000));
 }
 
+TEST(UpdatePipeline, DenseFromRvalueKeepsTheVector) {
+  UpdatePipeline p("");
+  const std::vector<float> delta = Random(500, 1);
+  std::vector<float> moved = delta;
+  const float* data = moved.data();
+  auto out = p.Encode(MakeTask("dense", 0), std::move(moved), 1);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->codec, "dense");
+  EXPECT_EQ(out->dense.data(), data);  // no copy
+  EXPECT_EQ(out->payload(), std::string(reinterpret_cast<const char*>(delta.data()), 2000));
+  // Other chains encode the same bytes from an rvalue as from a span.
+  UpdatePipeline q("");
+  auto from_span = q.Encode(MakeTask("int8", 0), delta, 3);
+  auto from_rvalue = p.Encode(MakeTask("int8", 0), std::vector<float>(delta), 3);
+  ASSERT_TRUE(from_span.ok() && from_rvalue.ok());
+  EXPECT_EQ(from_rvalue->payload(), from_span->bytes);
+  EXPECT_TRUE(from_rvalue->dense.empty());
+}
+
 TEST(UpdatePipeline, ErrorFeedbackConservesMassAndSurvivesRestart) {
   const std::string file = TempPath("ef1");
   std::remove(file.c_str());

@@ -6,29 +6,47 @@
 #include <cstring>
 #include <fstream>
 #include <string>
-
-#ifndef MADV_PAGEOUT
-#define MADV_PAGEOUT 21
-#endif
+#include <utility>
+#include <vector>
 
 namespace edgefl {
 
 int64_t ReleaseIdleLibraryPages() {
-  std::ifstream maps("/proc/self/maps");
+  // smaps lists each mapping's header line followed by its counters; "Anonymous" counts the pages
+  // this process has written (copy-on-write), which must never be dropped.
+  std::ifstream smaps("/proc/self/smaps");
   std::string line;
-  int64_t advised = 0;
-  while (std::getline(maps, line)) {
-    unsigned long begin = 0, end = 0;
+  std::vector<std::pair<unsigned long, unsigned long>> ranges;
+  bool candidate = false;
+  unsigned long begin = 0, end = 0;
+  while (std::getline(smaps, line)) {
     char perms[5] = {0};
-    if (std::sscanf(line.c_str(), "%lx-%lx %4s", &begin, &end, perms) != 3) continue;
-    // Read-only or executable file mappings only: never writable data, never anonymous memory.
-    if (perms[1] == 'w' || perms[3] != 'p') continue;
-    if (line.find(".so") == std::string::npos) continue;
-    if (madvise(reinterpret_cast<void*>(begin), end - begin, MADV_PAGEOUT) == 0) {
-      advised += static_cast<int64_t>(end - begin);
+    unsigned long b = 0, e = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx %4s", &b, &e, perms) == 3) {
+      begin = b;
+      end = e;
+      // Read-only or executable private mappings of shared libraries only: never writable data,
+      // never anonymous memory.
+      candidate = perms[1] != 'w' && perms[3] == 'p' && line.find(".so") != std::string::npos;
+      continue;
+    }
+    long long kb = 0;
+    if (candidate && std::sscanf(line.c_str(), "Anonymous: %lld", &kb) == 1) {
+      // A mapping with copy-on-write pages (e.g. RELRO data, relocated at load time) keeps them.
+      if (kb == 0) ranges.emplace_back(begin, end);
+      candidate = false;
     }
   }
-  return advised;
+  int64_t released = 0;
+  for (const auto& [b, e] : ranges) {
+    // The pages are clean copies of the file: dropping them from this process's page tables loses
+    // nothing, and a page still needed faults back in from the page cache. Unlike MADV_PAGEOUT
+    // this also works for pages other processes map too (other clients, a local server).
+    if (madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED) == 0) {
+      released += static_cast<int64_t>(e - b);
+    }
+  }
+  return released;
 }
 
 namespace {

@@ -6,10 +6,14 @@
 
 namespace edgefl {
 
-// Asks the kernel to reclaim the clean, file-backed pages of this process's read-only mappings
-// (shared-library code and constants) with madvise(MADV_PAGEOUT). LibTorch's start-up touches
-// tens of MiB of library pages it never needs again; pages still in use simply fault back in from
-// the page cache. Returns the bytes advised (0 where MADV_PAGEOUT is unsupported). Thread-safe.
+// Drops the clean, file-backed pages of this process's read-only shared-library mappings
+// (code and constants) from its page tables with madvise(MADV_DONTNEED). LibTorch's start-up
+// touches tens of MiB of library pages it never needs again; pages still in use simply fault back
+// in from the page cache, which keeps them. Mappings holding any copy-on-write page (RELRO data
+// relocated at load time) are left alone, so no written byte is lost. (MADV_PAGEOUT, used before,
+// skips every page another process maps too: with a local server or other clients on the host
+// it released nothing.) Returns the bytes released. Thread-safe, but must not race with
+// dlopen/dlclose of the same libraries.
 int64_t ReleaseIdleLibraryPages();
 
 // Peak and current resident set of this process in bytes (from /proc/self/status), 0 if unknown.

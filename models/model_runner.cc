@@ -156,7 +156,11 @@ class TorchModelRunner final : public ModelRunner {
         for (int64_t begin = 0; begin < per_epoch; begin += options.batch_size) {
           const int64_t b = std::min<int64_t>(options.batch_size, per_epoch - begin);
           auto [x, y] = FillBatch(data, order.data() + begin, b);
-          optimizer.zero_grad();
+          // Gradients are unset rather than zeroed between batches (torch's set_to_none): the
+          // forward pass then runs without them resident, and backward hands each fresh gradient
+          // to its parameter instead of adding it into a zeroed buffer (a second copy of fc1's
+          // 6.4 MB gradient). 0 + g == g, so the SGD step is the same.
+          for (auto& p : params_) p.mutable_grad() = torch::Tensor();
           const torch::Tensor logits = model_->forward(x);
           const torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
           loss.backward();
