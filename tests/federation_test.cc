@@ -103,9 +103,10 @@ TEST(Federation, KilledClientDoesNotHoldRoundPastDeadline) {
                              "--set=quorum=0.6", "--out=" + dir + "/run"},
                             dir, "server.log", &port);
   ASSERT_GT(port, 0) << server->Log();
-  auto c0 = StartClient(port, ClientArgs(0, 20), dir, "client0.log");
-  auto c1 = StartClient(port, ClientArgs(1, 20), dir, "client1.log");
-  // The victim holds half the training set, so it is still training when it is killed.
+  // The live clients hold 300 images each, so they report well within the deadline even on a
+  // loaded machine; the victim holds half the training set, so it is still training when killed.
+  auto c0 = StartClient(port, ClientArgs(0, 200), dir, "client0.log");
+  auto c1 = StartClient(port, ClientArgs(1, 200), dir, "client1.log");
   auto victim = StartClient(port, ClientArgs(1, 2), dir, "victim.log");
   ASSERT_TRUE(WaitFor([&] { return victim->Log().find("training on") != std::string::npos; },
                       absl::Seconds(120)))
