@@ -1,6 +1,7 @@
 // fl-server: the edgefl coordinator.
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <malloc.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -230,6 +231,11 @@ int Main(int argc, char** argv) {
     ExitUsageError(kProgram, absl::StrCat("unexpected argument '", flags.positional()[0], "'"));
   }
   SetLogTag("server");
+  // Model-sized buffers (uploads being assembled, snapshots, evaluation copies) are allocated and
+  // freed every round from many gRPC threads. With glibc's adaptive mmap threshold they end up in
+  // per-thread heap arenas that keep the freed memory (peak RSS 409 MiB after 20 rounds of W);
+  // a fixed threshold serves them from mmap and returns them on free.
+  mallopt(M_MMAP_THRESHOLD, 256 << 10);
   // Refuse to start without transport security before anything else is loaded.
   const TransportSecurity transport = LoadTransportSecurity(f);
   absl::StatusOr<absl::Duration> session_ttl = ParsePositiveDuration(f.session_ttl);
