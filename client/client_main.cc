@@ -143,23 +143,12 @@ proto::DeviceProfile MakeProfile(int64_t num_samples) {
   p.set_ram_bytes(static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) *
                   static_cast<uint64_t>(sysconf(_SC_PAGESIZE)));
   struct statvfs fs;
-  if (statvfs(".", &fs) == 0) p.set_free_disk_bytes(static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize);
+  if (statvfs(".", &fs) == 0)
+    p.set_free_disk_bytes(static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize);
   char host[256] = {0};
   if (gethostname(host, sizeof(host) - 1) == 0) p.set_hostname(host);
   p.set_num_samples(num_samples);
   return p;
-}
-
-absl::StatusOr<models::ImageDataset> LoadShard(const ClientFlags& f) {
-  models::ShardSource source;
-  source.data = f.data;
-  source.data_dir = f.data_dir;
-  source.partition_file = f.partition_file;
-  source.partition = f.partition;
-  source.num_partitions = f.num_partitions;
-  source.seed = static_cast<uint64_t>(f.seed);
-  source.client_index = f.client_index;
-  return models::LoadDeviceShard(source);
 }
 
 models::DistillOptions DistillOptionsFrom(const ClientFlags& f) {
@@ -391,8 +380,7 @@ class Client {
     last_student_accuracy_ = r->student_int8_local_accuracy;
     EDGEFL_LOG_INFO(absl::StrFormat(
         "%s: exported %s to %s: %d B weights, %d B arena, int8 local accuracy %s",
-        task.final_model() ? std::string("final model")
-                           : absl::StrCat("round ", task.round()),
+        task.final_model() ? std::string("final model") : absl::StrCat("round ", task.round()),
         r->student, f_.distill_to, r->weight_bytes, r->arena_bytes,
         r->student_int8_local_accuracy ? absl::StrFormat("%.4f", *r->student_int8_local_accuracy)
                                        : "-"));
@@ -417,11 +405,11 @@ class Client {
 
   void RunTask(CoordinatorClient::CheckInResult task_result) {
     const proto::Task& task = task_result.task;
-    const absl::Time deadline = absl::FromUnixSeconds(0) +
-                                absl::Seconds(task.deadline_unix_seconds());
+    const absl::Time deadline =
+        absl::FromUnixSeconds(0) + absl::Seconds(task.deadline_unix_seconds());
     // Rebuild the round's global model: the full download, or the held model plus a delta.
-    if (absl::Status s = UpdatePipeline::ApplyDownload(task, task_result.payload, have_version_,
-                                                       &model_);
+    if (absl::Status s =
+            UpdatePipeline::ApplyDownload(task, task_result.payload, have_version_, &model_);
         !s.ok()) {
       EDGEFL_LOG_ERROR("round ", task.round(), ": cannot use the download: ", s.ToString());
       have_version_ = -1;  // the next CheckIn asks for the full model
@@ -479,8 +467,8 @@ class Client {
     const int64_t rss_before = CurrentRssBytes();
     ReleaseIdleLibraryPages();
     EDGEFL_LOG_INFO("memory: resident ", rss_before >> 20, " MiB, ", CurrentRssBytes() >> 20,
-                    " MiB after releasing idle library pages; peak so far ",
-                    PeakRssBytes() >> 20, " MiB");
+                    " MiB after releasing idle library pages; peak so far ", PeakRssBytes() >> 20,
+                    " MiB");
     // Park the global model on disk while training; it comes back however RunTask leaves.
     const size_t model_size = model_.size();
     if (f_.spill_model && !f_.state_dir.empty()) {
@@ -523,8 +511,8 @@ class Client {
     // Consumes the delta: a dense update is the delta vector itself.
     absl::StatusOr<EncodedUpdate> update = pipeline_.Encode(task, std::move(delta), opts.seed);
     if (!update.ok()) {
-      EDGEFL_LOG_ERROR("round ", task.round(), ": cannot encode the update: ",
-                       update.status().ToString());
+      EDGEFL_LOG_ERROR("round ", task.round(),
+                       ": cannot encode the update: ", update.status().ToString());
       return;
     }
 
@@ -561,9 +549,8 @@ class Client {
         EDGEFL_LOG_INFO(absl::StrFormat(
             "round %d: reported %d samples, train loss %.4f acc %.4f, %.1f s training, "
             "%.3f MB down (%s), %.3f MB up (%s)",
-            task.round(), trained->samples, trained->mean_loss, trained->accuracy,
-            trained->seconds, task_result.bytes_down / 1e6, task.downlink_codec(),
-            bytes_up / 1e6, header.codec()));
+            task.round(), trained->samples, trained->mean_loss, trained->accuracy, trained->seconds,
+            task_result.bytes_down / 1e6, task.downlink_codec(), bytes_up / 1e6, header.codec()));
         Reachable();
         return;
       }
@@ -607,7 +594,7 @@ class Client {
   Backoff backoff_;
   const bool tty_;
   std::string client_id_;
-  std::vector<float> model_;   // the global model version have_version_ (downlink base)
+  std::vector<float> model_;  // the global model version have_version_ (downlink base)
   std::unique_ptr<SpilledFloats> spilled_;  // model_'s content while RunTask trains, or null
   int64_t have_version_ = -1;
   absl::Duration poll_timeout_ = absl::Seconds(35);
@@ -641,8 +628,9 @@ int Main(int argc, char** argv) {
   flags.String("data_dir", &f.data_dir, "folder with the Fashion-MNIST .gz files");
   flags.String("partition_file", &f.partition_file,
                "workload partition file (lines '<client> <n> <idx...>'); wins over --partition");
-  flags.String("partition", &f.partition, "how to split the training set: iid, dirichlet:<alpha>, "
-                                          "labels:<n classes per client>");
+  flags.String("partition", &f.partition,
+               "how to split the training set: iid, dirichlet:<alpha>, "
+               "labels:<n classes per client>");
   flags.Int("num_partitions", &f.num_partitions, "number of shards for --partition");
   flags.Int("client_index", &f.client_index, "which shard this device holds (0-based)");
   flags.Int64("seed", &f.seed, "seed of the partition and of local shuffling");
@@ -651,7 +639,8 @@ int Main(int argc, char** argv) {
                "give up after the server has been unreachable this long");
   flags.Double("rpc_timeout", &f.rpc_timeout, "deadline of Join and the floor of Report (s)");
   flags.Int("max_message_mb", &f.max_message_mb, "gRPC message size limit, both directions");
-  flags.String("progress", &f.progress, "training progress line: auto (on a terminal), always, never");
+  flags.String("progress", &f.progress,
+               "training progress line: auto (on a terminal), always, never");
   flags.String("distill_to", &f.distill_to,
                "after each round it takes part in, distil the global model it trained from into a "
                "microcontroller student on the local data and export it (C library + manifest.json)"
@@ -701,8 +690,7 @@ int Main(int argc, char** argv) {
   if (!f.distill_to.empty()) {
     // Fail now, not after the first round: an unknown student, one over budget, or a folder that
     // cannot be written.
-    if (absl::Status s = models::CheckDistillTarget(DistillOptionsFrom(f), f.distill_to);
-        !s.ok()) {
+    if (absl::Status s = models::CheckDistillTarget(DistillOptionsFrom(f), f.distill_to); !s.ok()) {
       ExitUsageError(kProgram, absl::StrCat("--distill_to: ", s.message()));
     }
   }
@@ -716,7 +704,8 @@ int Main(int argc, char** argv) {
   // that nothing uses again; drop them before loading the shard.
   ReleaseIdleLibraryPages();
 
-  absl::StatusOr<models::ImageDataset> data = LoadShard(f);
+  absl::StatusOr<models::ImageDataset> data =
+      models::LoadDeviceShard(models::ShardSourceFromFlags(f));
   if (!data.ok()) ExitUsageError(kProgram, std::string(data.status().message()));
   if (data->size() == 0) ExitUsageError(kProgram, "the local shard is empty");
   // The model is named by the server's task; the runner is created for it on the first task.

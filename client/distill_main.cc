@@ -104,18 +104,6 @@ absl::StatusOr<Teacher> LoadTeacher(const std::string& path, const std::string& 
   return t;
 }
 
-absl::StatusOr<models::ImageDataset> LoadShard(const DistillFlags& f) {
-  models::ShardSource source;
-  source.data = f.data;
-  source.data_dir = f.data_dir;
-  source.partition_file = f.partition_file;
-  source.partition = f.partition;
-  source.num_partitions = f.num_partitions;
-  source.seed = static_cast<uint64_t>(f.seed);
-  source.client_index = f.client_index;
-  return models::LoadDeviceShard(source);
-}
-
 std::string OneLine(absl::string_view s) {
   return absl::StrReplaceAll(s, {{"\n", " "}, {"\r", " "}});
 }
@@ -205,7 +193,8 @@ int Main(int argc, char** argv) {
   if (!teacher.ok()) Fail(teacher.status());
   o.teacher_source = teacher->source;
   o.teacher_round = teacher->round;
-  absl::StatusOr<models::ImageDataset> local = LoadShard(f);
+  absl::StatusOr<models::ImageDataset> local =
+      models::LoadDeviceShard(models::ShardSourceFromFlags(f));
   if (!local.ok()) Fail(local.status());
   std::optional<models::ImageDataset> test;
   if (f.test) {

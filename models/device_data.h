@@ -32,6 +32,21 @@ struct ShardSource {
 // or file.
 absl::StatusOr<ImageDataset> LoadDeviceShard(const ShardSource& source);
 
+// The ShardSource named by a binary's flags: any struct with the fields data, data_dir,
+// partition_file, partition, num_partitions, seed and client_index (fl-client, fl-distill).
+template <typename Flags>
+ShardSource ShardSourceFromFlags(const Flags& f) {
+  ShardSource s;
+  s.data = f.data;
+  s.data_dir = f.data_dir;
+  s.partition_file = f.partition_file;
+  s.partition = f.partition;
+  s.num_partitions = f.num_partitions;
+  s.seed = static_cast<uint64_t>(f.seed);
+  s.client_index = f.client_index;
+  return s;
+}
+
 }  // namespace edgefl::models
 
 #endif  // EDGEFL_MODELS_DEVICE_DATA_H_
