@@ -1,5 +1,4 @@
 // fl-client: the edgefl device runtime.
-#include <malloc.h>
 #include <sys/statvfs.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -696,10 +695,8 @@ int Main(int argc, char** argv) {
   }
   SetLogTag(absl::StrCat("client-", f.client_index));
   SetBlasThreads(f.threads);
-  // Serve large blocks (activations, model copies) from mmap and return them on free, instead of
-  // glibc's adaptive threshold keeping freed tensors in the heap: the resident set then follows
-  // the live data (-13 MiB at the training peak of fedavg_cnn).
-  mallopt(M_MMAP_THRESHOLD, 256 << 10);
+  // Activations and model copies go back to the kernel when freed.
+  ReturnLargeBlocksToKernel();
   // LibTorch's start-up (operator registration above all) touched tens of MiB of library pages
   // that nothing uses again; drop them before loading the shard.
   ReleaseIdleLibraryPages();

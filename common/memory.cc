@@ -1,5 +1,6 @@
 #include "common/memory.h"
 
+#include <malloc.h>
 #include <sys/mman.h>
 
 #include <cstdio>
@@ -63,6 +64,8 @@ int64_t StatusField(const char* key) {
   return 0;
 }
 }  // namespace
+
+void ReturnLargeBlocksToKernel() { mallopt(M_MMAP_THRESHOLD, 256 << 10); }
 
 int64_t PeakRssBytes() { return StatusField("VmHWM"); }
 int64_t CurrentRssBytes() { return StatusField("VmRSS"); }

@@ -16,6 +16,13 @@ namespace edgefl {
 // dlopen/dlclose of the same libraries.
 int64_t ReleaseIdleLibraryPages();
 
+// Serves allocations of 256 KiB and more from mmap and returns them to the kernel on free,
+// instead of glibc's adaptive threshold, which rises after the first large free and then keeps
+// freed model-sized buffers in its (per-thread) heap arenas. Measured on W: fl-client -13 MiB at
+// the training peak; fl-server 410 -> 289 MiB after 20 rounds, at ~5 CPU-s per round of page
+// faults. Call once at start-up, before other threads run.
+void ReturnLargeBlocksToKernel();
+
 // Peak and current resident set of this process in bytes (from /proc/self/status), 0 if unknown.
 int64_t PeakRssBytes();
 int64_t CurrentRssBytes();

@@ -1,7 +1,6 @@
 // fl-server: the edgefl coordinator.
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
-#include <malloc.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -23,6 +22,7 @@
 #include "common/file_util.h"
 #include "common/flags.h"
 #include "common/log.h"
+#include "common/memory.h"
 #include "common/sha256.h"
 #include "models/dataset.h"
 #include "models/model_runner.h"
@@ -231,11 +231,9 @@ int Main(int argc, char** argv) {
     ExitUsageError(kProgram, absl::StrCat("unexpected argument '", flags.positional()[0], "'"));
   }
   SetLogTag("server");
-  // Model-sized buffers (uploads being assembled, snapshots, evaluation copies) are allocated and
-  // freed every round from many gRPC threads. With glibc's adaptive mmap threshold they end up in
-  // per-thread heap arenas that keep the freed memory (peak RSS 409 MiB after 20 rounds of W);
-  // a fixed threshold serves them from mmap and returns them on free.
-  mallopt(M_MMAP_THRESHOLD, 256 << 10);
+  // Uploads being assembled, snapshots and evaluation copies, freed every round from many gRPC
+  // threads, go back to the kernel instead of staying in glibc's per-thread arenas.
+  ReturnLargeBlocksToKernel();
   // Refuse to start without transport security before anything else is loaded.
   const TransportSecurity transport = LoadTransportSecurity(f);
   absl::StatusOr<absl::Duration> session_ttl = ParsePositiveDuration(f.session_ttl);
