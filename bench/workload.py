@@ -29,11 +29,13 @@ def wait_rss(proc, timeout):
         if pid == proc.pid:
             proc.returncode = os.waitstatus_to_exitcode(status)
             proc.cpu_seconds = usage.ru_utime + usage.ru_stime
+            proc.cpu_user, proc.cpu_sys = usage.ru_utime, usage.ru_stime
             return proc.returncode, usage.ru_maxrss / 1024.0
         time.sleep(0.2)
     proc.kill()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.cpu_seconds = usage.ru_utime + usage.ru_stime
+    proc.cpu_user, proc.cpu_sys = usage.ru_utime, usage.ru_stime
     return -9, usage.ru_maxrss / 1024.0
 
 
@@ -111,7 +113,10 @@ def run(build, workload=DEFAULT_WORKLOAD, rounds=20, clients=10, server_args=(),
         "clients_reported_per_round": [r["clients_reported"] for r in rows],
         "clients_failed_total": sum(r["clients_failed"] for r in rows),
         "cpu_seconds": {"server": round(server.cpu_seconds, 2),
-                        "clients_total": round(sum(c.cpu_seconds for c in procs), 2)},
+                        "clients_total": round(sum(c.cpu_seconds for c in procs), 2),
+                        "server_user_sys": [round(server.cpu_user, 2), round(server.cpu_sys, 2)],
+                        "clients_user_sys": [round(sum(c.cpu_user for c in procs), 2),
+                                             round(sum(c.cpu_sys for c in procs), 2)]},
         "logs": tmp,
     }
 

@@ -695,8 +695,8 @@ int Main(int argc, char** argv) {
   }
   SetLogTag(absl::StrCat("client-", f.client_index));
   SetBlasThreads(f.threads);
-  // Activations and model copies go back to the kernel when freed.
-  ReturnLargeBlocksToKernel();
+  // Model copies go back to the kernel when freed; activations are reused without page faults.
+  TuneMallocForTraining();
   // LibTorch's start-up (operator registration above all) touched tens of MiB of library pages
   // that nothing uses again; drop them before loading the shard.
   ReleaseIdleLibraryPages();

@@ -13,6 +13,7 @@
 #include "common/file_util.h"
 #include "common/flags.h"
 #include "common/log.h"
+#include "common/memory.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
 #include "common/threads.h"
@@ -188,6 +189,7 @@ int Main(int argc, char** argv) {
   o.threads = f.threads;
   SetLogTag("distill");
   SetBlasThreads(f.threads);
+  TuneMallocForTraining();  // activations are reused between batches without page faults
 
   absl::StatusOr<Teacher> teacher = LoadTeacher(f.checkpoint, f.model);
   if (!teacher.ok()) Fail(teacher.status());

@@ -65,7 +65,16 @@ int64_t StatusField(const char* key) {
 }
 }  // namespace
 
-void ReturnLargeBlocksToKernel() { mallopt(M_MMAP_THRESHOLD, 256 << 10); }
+void TuneMallocForTraining() {
+  mallopt(M_MMAP_THRESHOLD, 4 << 20);
+  mallopt(M_TRIM_THRESHOLD, 32 << 20);
+}
+
+void TuneMallocForServing() {
+  mallopt(M_MMAP_THRESHOLD, 4 << 20);
+  mallopt(M_TRIM_THRESHOLD, 4 << 20);
+  mallopt(M_ARENA_MAX, 2);
+}
 
 int64_t PeakRssBytes() { return StatusField("VmHWM"); }
 int64_t CurrentRssBytes() { return StatusField("VmRSS"); }

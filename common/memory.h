@@ -16,12 +16,23 @@ namespace edgefl {
 // dlopen/dlclose of the same libraries.
 int64_t ReleaseIdleLibraryPages();
 
-// Serves allocations of 256 KiB and more from mmap and returns them to the kernel on free,
-// instead of glibc's adaptive threshold, which rises after the first large free and then keeps
-// freed model-sized buffers in its (per-thread) heap arenas. Measured on W: fl-client -13 MiB at
-// the training peak; fl-server 410 -> 289 MiB after 20 rounds, at ~5 CPU-s per round of page
-// faults. Call once at start-up, before other threads run.
-void ReturnLargeBlocksToKernel();
+// glibc malloc settings, measured on workload W (bench/fedavg_fmnist). Both serve model-sized
+// allocations (4 MiB and more: models, updates, fc1's gradient) from mmap and give them back to
+// the kernel on free, instead of glibc's adaptive threshold, which rises after the first large
+// free and then keeps freed model-sized buffers in its heap arenas. Smaller blocks (activations,
+// 1 MiB wire chunks) are reused from the heap without page faults. A 256 KiB threshold, used
+// before, cost fl-client 4 s of page faults per 6,280 training images (+70% CPU: 2.2 M minor
+// faults, a fresh zeroed page for every activation page of every batch; W's round time 50 -> 30 s
+// without it). Call once at start-up, before other threads run.
+
+// For a training process (fl-client, fl-distill): also keeps up to 32 MiB free at the top of the
+// heap between batches (an 8 MiB trim threshold still costs +20% CPU in page faults).
+void TuneMallocForTraining();
+
+// For fl-server: at most 2 heap arenas and 4 MiB kept free at each heap's top, so that chunk
+// buffers freed by many gRPC threads are reused instead of parked in per-thread arenas (W: peak
+// RSS 438 MiB with glibc's per-thread arenas and a 32 MiB trim threshold, 290 MiB with these).
+void TuneMallocForServing();
 
 // Peak and current resident set of this process in bytes (from /proc/self/status), 0 if unknown.
 int64_t PeakRssBytes();

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "common/memory.h"
+#include "common/threads.h"
 #include "models/dataset.h"
 #include "models/model_runner.h"
 #include "models/model_spec.h"
@@ -69,6 +71,9 @@ int main(int argc, char** argv) {
                                 rows.has_value() ? 0 : train_rows);
   if (!train.ok()) return Fail(train.status());
   PrintRss("data loaded");
+  // The same process settings as fl-client.
+  edgefl::SetBlasThreads(threads);
+  edgefl::TuneMallocForTraining();
   auto runner = ModelRunner::Create(model, threads);
   if (!runner.ok()) return Fail(runner.status());
   PrintRss("runner created");

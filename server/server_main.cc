@@ -231,9 +231,9 @@ int Main(int argc, char** argv) {
     ExitUsageError(kProgram, absl::StrCat("unexpected argument '", flags.positional()[0], "'"));
   }
   SetLogTag("server");
-  // Uploads being assembled, snapshots and evaluation copies, freed every round from many gRPC
-  // threads, go back to the kernel instead of staying in glibc's per-thread arenas.
-  ReturnLargeBlocksToKernel();
+  // Uploads being assembled, snapshots and evaluation copies go back to the kernel when freed;
+  // chunk buffers freed by many gRPC threads are reused instead of parked in per-thread arenas.
+  TuneMallocForServing();
   // Refuse to start without transport security before anything else is loaded.
   const TransportSecurity transport = LoadTransportSecurity(f);
   absl::StatusOr<absl::Duration> session_ttl = ParsePositiveDuration(f.session_ttl);
