@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "models/model_spec.h"
+#include "models/relu_max_pool.h"
 
 namespace edgefl::models {
 namespace {
@@ -24,11 +25,12 @@ torch::nn::Conv2dOptions Conv5x5(int64_t in, int64_t out) {
   return torch::nn::Conv2dOptions(in, out, 5).padding(2).bias(true);
 }
 
-// Conv (5x5, pad 2) -> ReLU -> maxpool 2x2, twice; flatten; fc -> ReLU -> fc.
+// Conv (5x5, pad 2) -> ReLU -> maxpool 2x2, twice; flatten; fc -> ReLU -> fc. ReLU + pooling is
+// one fused operation (bit-identical to torch::max_pool2d(torch::relu(x), 2), see its header).
 torch::Tensor TwoConvTwoFc(torch::Tensor x, torch::nn::Conv2d& conv1, torch::nn::Conv2d& conv2,
                            torch::nn::Linear& fc1, torch::nn::Linear& fc2) {
-  x = torch::max_pool2d(torch::relu(conv1->forward(x)), 2);
-  x = torch::max_pool2d(torch::relu(conv2->forward(x)), 2);
+  x = ReluMaxPool2x2(conv1->forward(x));
+  x = ReluMaxPool2x2(conv2->forward(x));
   x = torch::relu(fc1->forward(x.flatten(1)));
   return fc2->forward(x);
 }
