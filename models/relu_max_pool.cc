@@ -16,9 +16,6 @@ namespace {
 // Window position of an output whose gradient is dropped (its value is <= 0).
 constexpr uint8_t kNoGradient = 4;
 
-// LibTorch's relu (clamp_min(x, 0) = x < 0 ? 0 : x, so NaN and -0.0 pass through unchanged).
-inline float Relu(float v) { return v < 0.0f ? 0.0f : v; }
-
 // Vector-friendly kernels: GCC compiles these loops for AVX-512, AVX2 and baseline x86-64 and
 // picks one at load time (target_clones); elsewhere they are built for the target as is. The
 // file is compiled with -fno-trapping-math (CMakeLists.txt), without which GCC does not turn the
@@ -44,8 +41,8 @@ inline uint32_t Mask(bool c) { return 0u - static_cast<uint32_t>(c); }
 // m ? a : b on bit patterns.
 inline uint32_t Select(uint32_t m, uint32_t a, uint32_t b) { return (a & m) | (b & ~m); }
 
-// ReLU'd value of x as LibTorch computes it (x < 0 ? 0 : x, so -0.0 stays -0.0), branch-free.
-inline float ReluBits(float x) { return FromBits(Bits(x) & ~Mask(x < 0.0f)); }
+// LibTorch's relu, branch-free: clamp_min(x, 0) = x < 0 ? 0 : x, so NaN and -0.0 pass unchanged.
+inline float Relu(float x) { return FromBits(Bits(x) & ~Mask(x < 0.0f)); }
 
 // One [H, W] plane (W even) -> [H/2, W/2] in two passes whose loops run over whole rows or the
 // whole plane (14 / 7 outputs per row are too short to vectorize a window at a time):
@@ -58,7 +55,7 @@ inline float ReluBits(float x) { return FromBits(Bits(x) & ~Mask(x < 0.0f)); }
 // kNoGradient when ReLU's backward drops it (out <= 0). All selects are bit masks, so the loops
 // vectorize and the remainders do not branch. col / bottom: scratch of (H/2) * W each. Returns
 // false, with out / pos unspecified, if the plane holds a NaN: LibTorch's rule for NaN (a NaN
-// always wins, so the last NaN) is then applied by ForwardPlaneWithNaN.
+// always wins, so the last NaN) is then applied by ForwardPlaneByScan.
 EDGEFL_VECTOR_CLONES
 bool ForwardPlane(const float* __restrict in, int64_t h, int64_t w, float* __restrict out,
                   uint8_t* __restrict pos, float* __restrict col, uint8_t* __restrict bottom) {
@@ -72,7 +69,7 @@ bool ForwardPlane(const float* __restrict in, int64_t h, int64_t w, float* __res
     for (int64_t x = 0; x < w; ++x) {
       const float top = r0[x], bot = r1[x];
       nan_seen |= static_cast<uint32_t>(top != top) | static_cast<uint32_t>(bot != bot);
-      const float rt = ReluBits(top), rb = ReluBits(bot);
+      const float rt = Relu(top), rb = Relu(bot);
       const uint32_t m = Mask(rb > rt);
       c[x] = FromBits(Select(m, Bits(rb), Bits(rt)));
       bt[x] = static_cast<uint8_t>(m & 1u);
@@ -94,7 +91,7 @@ bool ForwardPlane(const float* __restrict in, int64_t h, int64_t w, float* __res
 
 // The same plane with LibTorch's scan exactly as written (NaN included): for planes that hold a
 // NaN, which training never produces unless it has diverged, and for odd widths.
-void ForwardPlaneWithNaN(const float* in, int64_t h, int64_t w, float* out, uint8_t* pos) {
+void ForwardPlaneByScan(const float* in, int64_t h, int64_t w, float* out, uint8_t* pos) {
   const int64_t oh = h / 2, ow = w / 2;
   for (int64_t i = 0; i < oh; ++i) {
     const float* r0 = in + 2 * i * w;
@@ -165,7 +162,7 @@ at::Tensor Forward(const at::Tensor& x, at::Tensor* pos) {
       // Odd widths (not in any registered model) take the plain scan.
       if (w % 2 != 0 || !ForwardPlane(src + i * plane_in, h, w, dst + i * plane_out,
                                       p + i * plane_out, col.data(), bottom.data())) {
-        ForwardPlaneWithNaN(src + i * plane_in, h, w, dst + i * plane_out, p + i * plane_out);
+        ForwardPlaneByScan(src + i * plane_in, h, w, dst + i * plane_out, p + i * plane_out);
       }
     }
   });
