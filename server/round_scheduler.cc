@@ -254,6 +254,7 @@ absl::Status RoundScheduler::Run() {
       stats = stats_;
       model = std::make_shared<const std::vector<float>>(global_);
     }
+    if (options_.on_round_closed) options_.on_round_closed(stats, model);
     {
       absl::MutexLock lock(&queue_mu_);
       queue_.emplace_back(std::move(stats), std::move(model));

@@ -79,14 +79,19 @@ class RoundScheduler {
     proto::ModelSpec spec;
     int64_t completed_rounds = 0;     // rounds already done (resume point)
     std::vector<float> weights;       // the global model after `completed_rounds`
-    // Niceness of the worker thread that evaluates and checkpoints. Evaluation overlaps the next
-    // round's training; at 19 it takes the cores only when training leaves them idle (the tail of
-    // a round, when the largest clients finish alone), so it never slows the round down.
+    // Niceness of the worker thread that runs RoundDoneFn (evaluation). Evaluation overlaps the
+    // next round's training; at 19 it takes the cores only when training leaves them idle (the
+    // tail of a round, when the largest clients finish alone), so it never slows the round down,
+    // and may lag several rounds behind while every core trains.
     int worker_nice = 19;
+    // Runs on Run()'s thread as each round closes, before the next round opens and before the
+    // round's RoundDoneFn: for what must not lag behind the rounds (the checkpoint). Optional.
+    std::function<void(const RoundStats& stats, std::shared_ptr<const std::vector<float>> model)>
+        on_round_closed;
   };
   // Runs on the scheduler's own worker thread after each round, in round order, with the new
-  // global model: evaluation, metrics and checkpoints happen here while the next round is already
-  // training. Must not call back into the scheduler.
+  // global model: evaluation and metrics happen here while the next rounds are already training.
+  // Must not call back into the scheduler.
   using RoundDoneFn =
       std::function<void(const RoundStats& stats, std::shared_ptr<const std::vector<float>> model)>;
 

@@ -3,6 +3,7 @@
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "common/config.h"
 #include "common/model_layout.h"
 #include "compression/update_codec.h"
@@ -43,9 +44,16 @@ class SchedulerFixture : public ::testing::Test {
     o.config = config;
     o.spec = TinySpec();
     o.weights = {1, 2, 3, 4};
+    o.on_round_closed = [this](const RoundStats& stats,
+                               std::shared_ptr<const std::vector<float>> model) {
+      absl::MutexLock lock(&mu_);
+      closed_.push_back(stats.round);
+      closed_models_.push_back(*model);
+    };
     auto s = RoundScheduler::Create(
         o, registry_.get(), *aggregation::CreateFedAvg(4),
         [this](const RoundStats& stats, std::shared_ptr<const std::vector<float>> model) {
+          if (block_worker_) release_worker_.WaitForNotification();
           absl::MutexLock lock(&mu_);
           done_.push_back(stats);
           models_.push_back(*model);
@@ -78,7 +86,13 @@ class SchedulerFixture : public ::testing::Test {
     return h;
   }
 
+  void TearDown() override {
+    if (!release_worker_.HasBeenNotified()) release_worker_.Notify();
+  }
+
   proto::UpdateBounds bounds_;    // set before SetUpScheduler
+  bool block_worker_ = false;     // RoundDoneFn waits for release_worker_
+  absl::Notification release_worker_;
   std::string uplink_ = "dense";  // set before SetUpScheduler
   std::unique_ptr<ClientRegistry> registry_;
   std::unique_ptr<RoundScheduler> scheduler_;
@@ -88,6 +102,8 @@ class SchedulerFixture : public ::testing::Test {
   absl::Mutex mu_;
   std::vector<RoundStats> done_;
   std::vector<std::vector<float>> models_;
+  std::vector<int64_t> closed_;  // rounds passed to on_round_closed
+  std::vector<std::vector<float>> closed_models_;
 };
 
 TEST_F(SchedulerFixture, RoundClosesWhenAllReportedWithWeightedMean) {
@@ -108,6 +124,34 @@ TEST_F(SchedulerFixture, RoundClosesWhenAllReportedWithWeightedMean) {
   // mean delta = (1*1 + 3*4) / 4 = 3.25
   EXPECT_EQ(models_[0], (std::vector<float>{4.25f, 5.25f, 6.25f, 7.25f}));
   EXPECT_TRUE(scheduler_->finished());
+}
+
+// The checkpoint hook runs as each round closes, however far the (slow, low-priority) evaluation
+// worker lags: here the worker is stuck in round 1 while rounds 2 and 3 run and close.
+TEST_F(SchedulerFixture, RoundClosedHookDoesNotWaitForTheWorker) {
+  block_worker_ = true;
+  SetUpScheduler(/*clients=*/1, /*deadline_s=*/30, /*rounds=*/3);
+  StartRun();
+  const std::vector<float> d = {1, 1, 1, 1};
+  for (int r = 1; r <= 3; ++r) {
+    TaskGrant g;
+    ASSERT_TRUE(GetTask(ids_[0], &g));
+    EXPECT_EQ(g.task.round(), r);
+    ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], g, 1), d).ok());
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    auto all_closed = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return closed_.size() >= 3; };
+    ASSERT_TRUE(mu_.AwaitWithTimeout(absl::Condition(&all_closed), absl::Seconds(30)));
+    EXPECT_EQ(closed_, (std::vector<int64_t>{1, 2, 3}));
+    EXPECT_EQ(closed_models_.back(), (std::vector<float>{4, 5, 6, 7}));
+    EXPECT_TRUE(done_.empty());  // the worker has not finished round 1
+  }
+  release_worker_.Notify();
+  ASSERT_TRUE(JoinRun().ok());
+  ASSERT_EQ(done_.size(), 3u);
+  EXPECT_EQ(done_[2].round, 3);
+  EXPECT_EQ(models_, closed_models_);
 }
 
 TEST_F(SchedulerFixture, DeadlineClosesRoundWithQuorum) {

@@ -2,6 +2,8 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include <algorithm>
+#include <map>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -94,11 +96,12 @@ absl::Status RunStore::AppendMetrics(const RoundMetrics& metrics) {
   return AppendLine(Path(kMetricsFile), MetricsToJson(metrics));
 }
 
-absl::Status RunStore::TruncateMetricsAfter(int64_t round) {
+absl::StatusOr<int64_t> RunStore::TruncateMetricsAfter(int64_t round) {
   absl::StatusOr<std::string> text = ReadFile(Path(kMetricsFile));
-  if (absl::IsNotFound(text.status())) return absl::OkStatus();
+  if (absl::IsNotFound(text.status())) return 0;
   if (!text.ok()) return text.status();
   std::string kept;
+  int64_t last = 0;
   for (absl::string_view line : absl::StrSplit(*text, '\n', absl::SkipEmpty())) {
     // Lines start with {"round":N, as written by MetricsToJson.
     int64_t r = -1;
@@ -108,9 +111,69 @@ absl::Status RunStore::TruncateMetricsAfter(int64_t round) {
       rest = rest.substr(0, rest.find(','));
       if (!absl::SimpleAtoi(rest, &r)) r = -1;
     }
-    if (r >= 0 && r <= round) absl::StrAppend(&kept, line, "\n");
+    if (r >= 0 && r <= round) {
+      absl::StrAppend(&kept, line, "\n");
+      last = std::max(last, r);
+    }
   }
-  return WriteFileAtomically(Path(kMetricsFile), kept);
+  RETURN_IF_ERROR(WriteFileAtomically(Path(kMetricsFile), kept));
+  return last;
+}
+
+absl::StatusOr<int> RunStore::RestoreMetrics(const proto::Checkpoint& checkpoint,
+                                             const std::function<void(RoundMetrics*)>& evaluate) {
+  ASSIGN_OR_RETURN(const int64_t last, TruncateMetricsAfter(checkpoint.round()));
+  std::map<int64_t, RoundStats> missing;
+  for (const proto::RoundRecord& record : checkpoint.pending_rounds()) {
+    if (record.round() > last && record.round() <= checkpoint.round()) {
+      missing[record.round()] = FromRecord(record);
+    }
+  }
+  for (const auto& [round, stats] : missing) {
+    RoundMetrics m;
+    m.stats = stats;
+    if (round == checkpoint.round() && evaluate) evaluate(&m);
+    RETURN_IF_ERROR(AppendMetrics(m));
+  }
+  return static_cast<int>(missing.size());
+}
+
+proto::RoundRecord ToRecord(const RoundStats& s) {
+  proto::RoundRecord r;
+  r.set_round(s.round);
+  r.set_attempts(s.attempts);
+  r.set_clients_selected(s.clients_selected);
+  r.set_clients_reported(s.clients_reported);
+  r.set_clients_failed(s.clients_failed);
+  r.set_updates_clipped(s.updates_clipped);
+  r.set_bytes_down(s.bytes_down);
+  r.set_bytes_up(s.bytes_up);
+  r.set_round_seconds(s.round_seconds);
+  r.set_unix_time(s.unix_time);
+  r.mutable_rejected()->insert(s.rejected.begin(), s.rejected.end());
+  r.set_rejected_total(s.rejected_total);
+  r.set_student_accuracy_sum(s.student_accuracy_sum);
+  r.set_student_reports(s.student_reports);
+  return r;
+}
+
+RoundStats FromRecord(const proto::RoundRecord& r) {
+  RoundStats s;
+  s.round = r.round();
+  s.attempts = r.attempts();
+  s.clients_selected = r.clients_selected();
+  s.clients_reported = r.clients_reported();
+  s.clients_failed = r.clients_failed();
+  s.updates_clipped = r.updates_clipped();
+  s.bytes_down = r.bytes_down();
+  s.bytes_up = r.bytes_up();
+  s.round_seconds = r.round_seconds();
+  s.unix_time = r.unix_time();
+  s.rejected.insert(r.rejected().begin(), r.rejected().end());
+  s.rejected_total = r.rejected_total();
+  s.student_accuracy_sum = r.student_accuracy_sum();
+  s.student_reports = r.student_reports();
+  return s;
 }
 
 absl::Status RunStore::WriteFinalModel(const proto::ModelSpec& spec,

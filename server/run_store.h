@@ -4,6 +4,7 @@
 #define EDGEFL_SERVER_RUN_STORE_H_
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -24,7 +25,8 @@ struct RoundMetrics {
   double eval_seconds = 0;
 };
 
-// Not thread-safe: the scheduler's worker thread is its only writer after start-up.
+// After start-up two threads write, each its own files: the scheduler's thread the checkpoint and
+// the final model as each round closes, its worker thread metrics.jsonl as evaluations finish.
 class RunStore {
  public:
   static constexpr char kCheckpointFile[] = "checkpoint.pb";
@@ -46,8 +48,15 @@ class RunStore {
   absl::StatusOr<proto::Checkpoint> ReadCheckpoint() const;
   // Appends one JSON object (fsynced).
   absl::Status AppendMetrics(const RoundMetrics& metrics);
-  // Keeps only the metrics lines with round <= `round` (used on resume; atomic rewrite).
-  absl::Status TruncateMetricsAfter(int64_t round);
+  // Keeps only the metrics lines with round <= `round` (atomic rewrite); returns the highest
+  // round kept (0 if none).
+  absl::StatusOr<int64_t> TruncateMetricsAfter(int64_t round);
+  // On resume from `checkpoint`: drops the lines of rounds after it, then writes, in round order,
+  // the lines of its pending rounds that metrics.jsonl lacks (their evaluation was lost with the
+  // process). The line of the checkpoint's own round goes through `evaluate` first (its model is
+  // the checkpoint's), the others keep no test figures. Returns how many lines it wrote.
+  absl::StatusOr<int> RestoreMetrics(const proto::Checkpoint& checkpoint,
+                                     const std::function<void(RoundMetrics*)>& evaluate);
   // model_final.f32 (raw float32) and model_spec.json, both atomic.
   absl::Status WriteFinalModel(const proto::ModelSpec& spec, absl::Span<const float> weights);
 
@@ -57,6 +66,9 @@ class RunStore {
   explicit RunStore(std::string dir) : dir_(std::move(dir)) {}
   std::string dir_;
 };
+
+proto::RoundRecord ToRecord(const RoundStats& stats);
+RoundStats FromRecord(const proto::RoundRecord& record);
 
 // Builds a checkpoint for `round` holding `weights`.
 proto::Checkpoint MakeCheckpoint(int64_t round, const proto::ModelSpec& spec,

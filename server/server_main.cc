@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -14,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "aggregation/strategy.h"
@@ -260,6 +262,7 @@ int Main(int argc, char** argv) {
   int64_t completed = 0;
   std::vector<float> weights;
   double elapsed_before = 0;
+  proto::Checkpoint resumed_from;  // on --resume
   if (f.resume) {
     if (f.out.empty()) f.out = NewestRunDir();
     if (f.out.empty()) ExitUsageError(kProgram, "--resume: no run with a checkpoint under runs/");
@@ -282,6 +285,8 @@ int Main(int argc, char** argv) {
     absl::StatusOr<std::vector<float>> w = BytesToFloats(ckpt->weights());
     if (!w.ok()) ExitUsageError(kProgram, std::string(w.status().message()));
     weights = std::move(*w);
+    resumed_from = std::move(*ckpt);
+    resumed_from.clear_weights();
   } else if (!f.config.empty()) {
     absl::StatusOr<proto::ExperimentConfig> c = LoadConfigFile(f.config);
     if (!c.ok()) ExitUsageError(kProgram, std::string(c.status().message()));
@@ -322,9 +327,31 @@ int Main(int argc, char** argv) {
     ExitUsageError(kProgram, std::string(s.message()));
   }
   if (f.resume) {
-    if (absl::Status s = store->TruncateMetricsAfter(completed); !s.ok()) {
-      EDGEFL_LOG_ERROR("could not trim metrics.jsonl: ", s.ToString());
+    // Rounds that closed before the restart but whose evaluation was lost get their lines now;
+    // the checkpoint's own model is evaluated again.
+    auto evaluate_checkpoint = [&](RoundMetrics* m) {
+      if (completed % config.evaluation().every() != 0 && completed != config.rounds()) return;
+      absl::Status s = (*evaluator)->SetWeights(weights);
+      absl::StatusOr<models::EvalResult> r =
+          s.ok() ? (*evaluator)->Evaluate(*test_set, config.evaluation().batch_size())
+                 : absl::StatusOr<models::EvalResult>(s);
+      if (!r.ok()) {
+        EDGEFL_LOG_ERROR("evaluation of round ", completed, " failed: ", r.status().ToString());
+        return;
+      }
+      m->test_accuracy = r->accuracy;
+      m->test_loss = r->loss;
+      m->eval_seconds = r->seconds;
+    };
+    absl::StatusOr<int> restored = store->RestoreMetrics(resumed_from, evaluate_checkpoint);
+    if (!restored.ok()) {
+      EDGEFL_LOG_ERROR("could not restore metrics.jsonl: ", restored.status().ToString());
       return 1;
+    }
+    if (*restored > 0) {
+      EDGEFL_LOG_WARN("metrics.jsonl: wrote the lines of ", *restored, " round(s) up to ",
+                      completed, " whose evaluation the restart lost",
+                      *restored > 1 ? " (only the last is evaluated again)" : "");
     }
     EDGEFL_LOG_INFO("resuming ", store->dir(), " after round ", completed, " of ",
                     config.rounds());
@@ -394,6 +421,33 @@ int Main(int argc, char** argv) {
   RunStore* run_store = &*store;
   const proto::ModelSpec model_spec = *spec;
   std::atomic<bool> worker_failed{false};
+  // Closed rounds whose metrics line is not written yet; each checkpoint carries them, so that a
+  // restart loses no round's line however far evaluation lags.
+  absl::Mutex pending_mu;
+  std::map<int64_t, RoundStats> pending_rounds;  // guarded by pending_mu
+  // As each round closes, before the next one opens: the checkpoint (and, after the last round,
+  // the final model), so that --resume continues from the last closed round.
+  auto on_round_closed = [&](const RoundStats& stats,
+                             std::shared_ptr<const std::vector<float>> model) {
+    const double elapsed = elapsed_before + absl::ToDoubleSeconds(absl::Now() - started);
+    proto::Checkpoint ckpt = MakeCheckpoint(stats.round, model_spec, *model, config, elapsed);
+    {
+      absl::MutexLock lock(&pending_mu);
+      pending_rounds[stats.round] = stats;
+      for (const auto& [round, pending] : pending_rounds) {
+        *ckpt.add_pending_rounds() = ToRecord(pending);
+      }
+    }
+    absl::Status s = run_store->WriteCheckpoint(ckpt);
+    if (s.ok() && stats.round == total_rounds) s = run_store->WriteFinalModel(model_spec, *model);
+    if (!s.ok()) {
+      EDGEFL_LOG_ERROR("could not write the checkpoint of round ", stats.round, ": ",
+                       s.ToString());
+      worker_failed = true;
+    }
+  };
+  // On the scheduler's worker thread, lagging behind the rounds while clients train: evaluation
+  // and the round's metrics line.
   auto on_round_done = [&](const RoundStats& stats,
                            std::shared_ptr<const std::vector<float>> model) {
     RoundMetrics m;
@@ -412,13 +466,10 @@ int Main(int argc, char** argv) {
     }
     absl::Status s = run_store->AppendMetrics(m);
     if (s.ok()) {
-      const double elapsed = elapsed_before + absl::ToDoubleSeconds(absl::Now() - started);
-      s = run_store->WriteCheckpoint(
-          MakeCheckpoint(stats.round, model_spec, *model, config, elapsed));
-    }
-    if (s.ok() && stats.round == total_rounds) s = run_store->WriteFinalModel(model_spec, *model);
-    if (!s.ok()) {
-      EDGEFL_LOG_ERROR("could not write round ", stats.round, " results: ", s.ToString());
+      absl::MutexLock lock(&pending_mu);
+      pending_rounds.erase(stats.round);
+    } else {
+      EDGEFL_LOG_ERROR("could not write the metrics of round ", stats.round, ": ", s.ToString());
       worker_failed = true;
     }
     EDGEFL_LOG_INFO(absl::StrFormat(
@@ -439,6 +490,7 @@ int Main(int argc, char** argv) {
   sched_opts.spec = *spec;
   sched_opts.completed_rounds = completed;
   sched_opts.weights = std::move(weights);
+  sched_opts.on_round_closed = on_round_closed;
   absl::StatusOr<std::unique_ptr<RoundScheduler>> scheduler =
       RoundScheduler::Create(std::move(sched_opts), &registry, std::move(*strategy),
                              on_round_done, Clock::Real());
@@ -498,8 +550,12 @@ int Main(int argc, char** argv) {
   if (run.ok()) {
     // Tell polling clients that the run is over before going away (bounded).
     const absl::Time until = absl::Now() + absl::Seconds(f.finish_grace_seconds);
+    // A run resumed with every round already closed starts with an empty registry: it waits
+    // (within the grace) for as many clients as a round needs to come back for the news.
+    const int64_t returning = completed >= total_rounds ? config.sampling().min_clients() : 0;
     while (absl::Now() < until &&
-           service.finished_notices() < static_cast<int64_t>(registry.Eligible().size())) {
+           service.finished_notices() <
+               std::max(returning, static_cast<int64_t>(registry.Eligible().size()))) {
       absl::SleepFor(absl::Milliseconds(100));
     }
   }
