@@ -2,21 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
+
+#include "common/float_bits.h"
 
 namespace edgefl::compression {
 namespace {
-
-inline uint32_t FloatBits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof(u));
-  return u;
-}
-inline float BitsFloat(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, sizeof(f));
-  return f;
-}
 
 // Round-to-nearest-even for |r| < 2^22 without libm (vectorizes with plain SSE2 / NEON).
 // Relies on IEEE semantics: this library is never built with -ffast-math.
@@ -43,7 +33,7 @@ inline float Saturate(float x, float limit) { return std::min(std::max(x, -limit
 
 // After F. Giesen's float_to_half_fast3_rtne (public domain).
 uint16_t FloatToHalf(float x) {
-  uint32_t f = FloatBits(x);
+  uint32_t f = FloatToBits(x);
   const uint32_t sign = f & 0x80000000u;
   f ^= sign;
   uint16_t o;
@@ -57,8 +47,8 @@ uint16_t FloatToHalf(float x) {
     // Subnormal half or zero: adding 0.5 aligns the 10 mantissa bits at the bottom of the float;
     // the FPU rounds to nearest even.
     const float magic = 0.5f;
-    float a = BitsFloat(f) + magic;
-    o = static_cast<uint16_t>(FloatBits(a) - FloatBits(magic));
+    float a = BitsToFloat(f) + magic;
+    o = static_cast<uint16_t>(FloatToBits(a) - FloatToBits(magic));
   } else {
     const uint32_t mant_odd = (f >> 13) & 1u;
     f += (static_cast<uint32_t>(15 - 127) << 23) + 0xFFFu;
@@ -77,14 +67,14 @@ float HalfToFloat(uint16_t h) {
   float result;
   if (exp == shifted_exp) {
     o += static_cast<uint32_t>(128 - 16) << 23;  // Inf / NaN
-    result = BitsFloat(o);
+    result = BitsToFloat(o);
   } else if (exp == 0) {
     o += 1u << 23;  // zero / subnormal: renormalize
-    result = BitsFloat(o) - BitsFloat(113u << 23);
+    result = BitsToFloat(o) - BitsToFloat(113u << 23);
   } else {
-    result = BitsFloat(o);
+    result = BitsToFloat(o);
   }
-  return BitsFloat(FloatBits(result) | ((static_cast<uint32_t>(h) & 0x8000u) << 16));
+  return BitsToFloat(FloatToBits(result) | ((static_cast<uint32_t>(h) & 0x8000u) << 16));
 }
 
 uint16_t FloatToHalfStochastic(float x, float u) {

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <vector>
 
+#include "common/float_bits.h"
+
 namespace edgefl::models {
 namespace {
 
@@ -26,23 +28,13 @@ constexpr uint8_t kNoGradient = 4;
 #define EDGEFL_VECTOR_CLONES
 #endif
 
-inline uint32_t Bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof(u));
-  return u;
-}
-inline float FromBits(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, sizeof(f));
-  return f;
-}
 // All ones if c, else 0.
 inline uint32_t Mask(bool c) { return 0u - static_cast<uint32_t>(c); }
 // m ? a : b on bit patterns.
 inline uint32_t Select(uint32_t m, uint32_t a, uint32_t b) { return (a & m) | (b & ~m); }
 
 // LibTorch's relu, branch-free: clamp_min(x, 0) = x < 0 ? 0 : x, so NaN and -0.0 pass unchanged.
-inline float Relu(float x) { return FromBits(Bits(x) & ~Mask(x < 0.0f)); }
+inline float Relu(float x) { return BitsToFloat(FloatToBits(x) & ~Mask(x < 0.0f)); }
 
 // One [H, W] plane (W even) -> [H/2, W/2] in two passes whose loops run over whole rows or the
 // whole plane (14 / 7 outputs per row are too short to vectorize a window at a time):
@@ -71,7 +63,7 @@ bool ForwardPlane(const float* __restrict in, int64_t h, int64_t w, float* __res
       nan_seen |= static_cast<uint32_t>(top != top) | static_cast<uint32_t>(bot != bot);
       const float rt = Relu(top), rb = Relu(bot);
       const uint32_t m = Mask(rb > rt);
-      c[x] = FromBits(Select(m, Bits(rb), Bits(rt)));
+      c[x] = BitsToFloat(Select(m, FloatToBits(rb), FloatToBits(rt)));
       bt[x] = static_cast<uint8_t>(m & 1u);
     }
   }
@@ -81,7 +73,7 @@ bool ForwardPlane(const float* __restrict in, int64_t h, int64_t w, float* __res
     const uint32_t b0 = bottom[2 * t], b1 = bottom[2 * t + 1];
     // Right wins if larger, or equal with left = c (bottom) and right = b (top).
     const uint32_t right = Mask(x1 > x0) | (Mask(x1 == x0) & (0u - (b0 & (b1 ^ 1u))));
-    const float best = FromBits(Select(right, Bits(x1), Bits(x0)));
+    const float best = BitsToFloat(Select(right, FloatToBits(x1), FloatToBits(x0)));
     out[t] = best;
     const uint32_t k = Select(right, 1u + 2u * b1, 2u * b0);
     pos[t] = static_cast<uint8_t>(Select(Mask(best <= 0.0f), kNoGradient, k));
