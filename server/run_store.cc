@@ -111,7 +111,9 @@ absl::StatusOr<int64_t> RunStore::TruncateMetricsAfter(int64_t round) {
       rest = rest.substr(0, rest.find(','));
       if (!absl::SimpleAtoi(rest, &r)) r = -1;
     }
-    if (r >= 0 && r <= round) {
+    // A line cut short by a crash during its append (no closing brace) is dropped; its round's
+    // figures are still in the checkpoint's pending rounds.
+    if (r >= 0 && r <= round && absl::EndsWith(line, "}")) {
       absl::StrAppend(&kept, line, "\n");
       last = std::max(last, r);
     }

@@ -48,8 +48,8 @@ class RunStore {
   absl::StatusOr<proto::Checkpoint> ReadCheckpoint() const;
   // Appends one JSON object (fsynced).
   absl::Status AppendMetrics(const RoundMetrics& metrics);
-  // Keeps only the metrics lines with round <= `round` (atomic rewrite); returns the highest
-  // round kept (0 if none).
+  // Keeps only the whole metrics lines with round <= `round` (atomic rewrite); returns the
+  // highest round kept (0 if none).
   absl::StatusOr<int64_t> TruncateMetricsAfter(int64_t round);
   // On resume from `checkpoint`: drops the lines of rounds after it, then writes, in round order,
   // the lines of its pending rounds that metrics.jsonl lacks (their evaluation was lost with the

@@ -132,6 +132,23 @@ TEST(RunStore, RestoreDropsLinesAfterTheCheckpoint) {
   EXPECT_EQ(evaluated, 2);
 }
 
+// A crash in the middle of an append leaves half a line; it is replaced by the pending record.
+TEST(RunStore, RestoreReplacesALineCutShortByACrash) {
+  absl::StatusOr<RunStore> store = RunStore::Open(TempDir() + "/run");
+  ASSERT_TRUE(store.ok()) << store.status();
+  ASSERT_TRUE(store->AppendMetrics(Row(1, 0.5)).ok());
+  const std::string whole = RunStore::MetricsToJson(Row(2, 0.6));
+  ASSERT_TRUE(AppendLine(store->Path(RunStore::kMetricsFile), whole.substr(0, 30)).ok());
+  FakeEvaluation eval;
+  absl::StatusOr<int> appended = store->RestoreMetrics(CheckpointAfter(2, {2}), eval.Fn());
+  ASSERT_TRUE(appended.ok()) << appended.status();
+  EXPECT_EQ(*appended, 1);
+  int evaluated = 0;
+  EXPECT_EQ(Rounds(*store, &evaluated), (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(evaluated, 2);
+  EXPECT_EQ(eval.rounds, (std::vector<int64_t>{2}));
+}
+
 TEST(RunStore, RestoreWithoutMetricsFileWritesThePendingLines) {
   absl::StatusOr<RunStore> store = RunStore::Open(TempDir() + "/run");
   ASSERT_TRUE(store.ok()) << store.status();
