@@ -74,6 +74,12 @@ enum class PollOutcome { kIdle, kTask, kFinished };
 // Thread-safe: Run() on one thread; the other methods from gRPC handler threads.
 class RoundScheduler {
  public:
+  // Called with a closed round's figures and the new global model; must not call back into the
+  // scheduler. As Create's `on_round_done` it runs on the scheduler's own worker thread, in round
+  // order: evaluation and metrics happen there while the next rounds are already training.
+  using RoundDoneFn =
+      std::function<void(const RoundStats& stats, std::shared_ptr<const std::vector<float>> model)>;
+
   struct Options {
     proto::ExperimentConfig config;   // FillDefaults + ValidateConfig already applied
     proto::ModelSpec spec;
@@ -86,14 +92,8 @@ class RoundScheduler {
     int worker_nice = 19;
     // Runs on Run()'s thread as each round closes, before the next round opens and before the
     // round's RoundDoneFn: for what must not lag behind the rounds (the checkpoint). Optional.
-    std::function<void(const RoundStats& stats, std::shared_ptr<const std::vector<float>> model)>
-        on_round_closed;
+    RoundDoneFn on_round_closed;
   };
-  // Runs on the scheduler's own worker thread after each round, in round order, with the new
-  // global model: evaluation and metrics happen here while the next rounds are already training.
-  // Must not call back into the scheduler.
-  using RoundDoneFn =
-      std::function<void(const RoundStats& stats, std::shared_ptr<const std::vector<float>> model)>;
 
   // INVALID_ARGUMENT if the weights do not match the spec.
   static absl::StatusOr<std::unique_ptr<RoundScheduler>> Create(

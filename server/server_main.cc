@@ -326,24 +326,28 @@ int Main(int argc, char** argv) {
   if (absl::Status s = store->WriteConfig(config); !s.ok()) {
     ExitUsageError(kProgram, std::string(s.message()));
   }
+  // Fills the test figures of m->stats.round when the config evaluates that round. Runs on the
+  // main thread on resume, then only on the scheduler's worker.
+  auto evaluate_round = [&](const std::vector<float>& model, RoundMetrics* m) {
+    const int64_t round = m->stats.round;
+    if (round % config.evaluation().every() != 0 && round != config.rounds()) return;
+    absl::Status s = (*evaluator)->SetWeights(model);
+    absl::StatusOr<models::EvalResult> r =
+        s.ok() ? (*evaluator)->Evaluate(*test_set, config.evaluation().batch_size())
+               : absl::StatusOr<models::EvalResult>(s);
+    if (!r.ok()) {
+      EDGEFL_LOG_ERROR("evaluation of round ", round, " failed: ", r.status().ToString());
+      return;
+    }
+    m->test_accuracy = r->accuracy;
+    m->test_loss = r->loss;
+    m->eval_seconds = r->seconds;
+  };
   if (f.resume) {
     // Rounds that closed before the restart but whose evaluation was lost get their lines now;
     // the checkpoint's own model is evaluated again.
-    auto evaluate_checkpoint = [&](RoundMetrics* m) {
-      if (completed % config.evaluation().every() != 0 && completed != config.rounds()) return;
-      absl::Status s = (*evaluator)->SetWeights(weights);
-      absl::StatusOr<models::EvalResult> r =
-          s.ok() ? (*evaluator)->Evaluate(*test_set, config.evaluation().batch_size())
-                 : absl::StatusOr<models::EvalResult>(s);
-      if (!r.ok()) {
-        EDGEFL_LOG_ERROR("evaluation of round ", completed, " failed: ", r.status().ToString());
-        return;
-      }
-      m->test_accuracy = r->accuracy;
-      m->test_loss = r->loss;
-      m->eval_seconds = r->seconds;
-    };
-    absl::StatusOr<int> restored = store->RestoreMetrics(resumed_from, evaluate_checkpoint);
+    absl::StatusOr<int> restored = store->RestoreMetrics(
+        resumed_from, [&](RoundMetrics* m) { evaluate_round(weights, m); });
     if (!restored.ok()) {
       EDGEFL_LOG_ERROR("could not restore metrics.jsonl: ", restored.status().ToString());
       return 1;
@@ -415,9 +419,6 @@ int Main(int argc, char** argv) {
 
   const absl::Time started = absl::Now();
   const int64_t total_rounds = config.rounds();
-  const int eval_every = config.evaluation().every();
-  const int eval_batch = config.evaluation().batch_size();
-  models::ModelRunner* runner = evaluator->get();
   RunStore* run_store = &*store;
   const proto::ModelSpec model_spec = *spec;
   std::atomic<bool> worker_failed{false};
@@ -452,18 +453,7 @@ int Main(int argc, char** argv) {
                            std::shared_ptr<const std::vector<float>> model) {
     RoundMetrics m;
     m.stats = stats;
-    if (stats.round % eval_every == 0 || stats.round == total_rounds) {
-      absl::Status s = runner->SetWeights(*model);
-      absl::StatusOr<models::EvalResult> r =
-          s.ok() ? runner->Evaluate(*test_set, eval_batch) : absl::StatusOr<models::EvalResult>(s);
-      if (r.ok()) {
-        m.test_accuracy = r->accuracy;
-        m.test_loss = r->loss;
-        m.eval_seconds = r->seconds;
-      } else {
-        EDGEFL_LOG_ERROR("evaluation of round ", stats.round, " failed: ", r.status().ToString());
-      }
-    }
+    evaluate_round(*model, &m);
     absl::Status s = run_store->AppendMetrics(m);
     if (s.ok()) {
       absl::MutexLock lock(&pending_mu);
