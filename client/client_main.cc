@@ -30,9 +30,9 @@
 #include "common/log.h"
 #include "common/memory.h"
 #include "common/threads.h"
-#include "models/dataset.h"
-#include "models/device_data.h"
-#include "models/distill.h"
+#include "data/dataset.h"
+#include "data/device_data.h"
+#include "students/distill.h"
 #include "models/model_runner.h"
 #include "models/model_spec.h"
 
@@ -44,7 +44,7 @@ constexpr char kProgram[] = "fl-client";
 struct ClientFlags {
   std::string server = "localhost:50051";
   std::string data = "fmnist";
-  std::string data_dir = models::kDefaultFashionMnistDir;
+  std::string data_dir = data::kDefaultFashionMnistDir;
   std::string partition_file;
   std::string partition = "iid";
   int num_partitions = 1;
@@ -150,8 +150,8 @@ proto::DeviceProfile MakeProfile(int64_t num_samples) {
   return p;
 }
 
-models::DistillOptions DistillOptionsFrom(const ClientFlags& f) {
-  models::DistillOptions o;
+students::DistillOptions DistillOptionsFrom(const ClientFlags& f) {
+  students::DistillOptions o;
   o.student = f.distill_student;
   o.epochs = f.distill_epochs;
   o.max_samples = f.distill_samples;
@@ -218,7 +218,7 @@ class SpilledFloats {
 class Client {
  public:
   Client(const ClientFlags& flags, std::unique_ptr<CoordinatorClient> rpc,
-         models::ImageDataset data)
+         data::ImageDataset data)
       : f_(flags),
         rpc_(std::move(rpc)),
         data_(std::move(data)),
@@ -364,14 +364,14 @@ class Client {
   // Distils the global model the task trained from into a student on the local data and exports
   // it to --distill_to (atomically replaced). Failures are logged; the federation goes on.
   bool Distill(const proto::Task& task, absl::Span<const float> global) {
-    models::DistillOptions o = DistillOptionsFrom(f_);
+    students::DistillOptions o = DistillOptionsFrom(f_);
     o.seed = static_cast<uint64_t>(f_.seed) + task.round();
     o.threads = f_.threads;
     o.teacher_source = absl::StrCat("fl-client global model version ", task.model_version());
     o.teacher_round = task.model_version();
     o.host_check_samples = 200;
-    absl::StatusOr<models::DistillReport> r =
-        models::DistillAndExport(o, task.spec(), global, data_, nullptr, f_.distill_to);
+    absl::StatusOr<students::DistillReport> r =
+        students::DistillAndExport(o, task.spec(), global, data_, nullptr, f_.distill_to);
     if (!r.ok()) {
       EDGEFL_LOG_WARN("round ", task.round(), ": distillation failed: ", r.status().ToString());
       return false;
@@ -588,7 +588,7 @@ class Client {
   const ClientFlags f_;
   std::unique_ptr<CoordinatorClient> rpc_;
   std::unique_ptr<models::ModelRunner> runner_;
-  models::ImageDataset data_;
+  data::ImageDataset data_;
   UpdatePipeline pipeline_;
   Backoff backoff_;
   const bool tty_;
@@ -689,7 +689,7 @@ int Main(int argc, char** argv) {
   if (!f.distill_to.empty()) {
     // Fail now, not after the first round: an unknown student, one over budget, or a folder that
     // cannot be written.
-    if (absl::Status s = models::CheckDistillTarget(DistillOptionsFrom(f), f.distill_to); !s.ok()) {
+    if (absl::Status s = students::CheckDistillTarget(DistillOptionsFrom(f), f.distill_to); !s.ok()) {
       ExitUsageError(kProgram, absl::StrCat("--distill_to: ", s.message()));
     }
   }
@@ -701,8 +701,8 @@ int Main(int argc, char** argv) {
   // that nothing uses again; drop them before loading the shard.
   ReleaseIdleLibraryPages();
 
-  absl::StatusOr<models::ImageDataset> data =
-      models::LoadDeviceShard(models::ShardSourceFromFlags(f));
+  absl::StatusOr<data::ImageDataset> data =
+      data::LoadDeviceShard(data::ShardSourceFromFlags(f));
   if (!data.ok()) ExitUsageError(kProgram, std::string(data.status().message()));
   if (data->size() == 0) ExitUsageError(kProgram, "the local shard is empty");
   // The model is named by the server's task; the runner is created for it on the first task.

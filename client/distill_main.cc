@@ -17,11 +17,11 @@
 #include "common/sha256.h"
 #include "common/status_macros.h"
 #include "common/threads.h"
-#include "models/dataset.h"
-#include "models/device_data.h"
-#include "models/distill.h"
+#include "data/dataset.h"
+#include "data/device_data.h"
+#include "students/distill.h"
 #include "models/model_spec.h"
-#include "models/student.h"
+#include "students/student.h"
 #include "protos/edgefl.pb.h"
 
 namespace edgefl::client {
@@ -34,7 +34,7 @@ struct DistillFlags {
   std::string model;
   std::string out;
   std::string data = "fmnist";
-  std::string data_dir = models::kDefaultFashionMnistDir;
+  std::string data_dir = data::kDefaultFashionMnistDir;
   std::string partition_file;
   std::string partition = "iid";
   int num_partitions = 1;
@@ -124,7 +124,7 @@ std::string Pct(const std::optional<double>& a) {
 
 int Main(int argc, char** argv) {
   DistillFlags f;
-  models::DistillOptions o;
+  students::DistillOptions o;
   o.threads = 1;
   bool labels = true;
   FlagSet flags(kProgram,
@@ -150,7 +150,7 @@ int Main(int argc, char** argv) {
   flags.Int64("seed", &f.seed, "seed of the partition and of the distillation");
   flags.Int("threads", &f.threads, "torch and OpenBLAS compute threads");
   flags.String("student", &o.student,
-               absl::StrCat("student architecture: ", absl::StrJoin(models::StudentNames(), ", "),
+               absl::StrCat("student architecture: ", absl::StrJoin(students::StudentNames(), ", "),
                             ", or auto (the largest that fits the budgets)"));
   flags.Int64("max_weight_bytes", &o.max_weight_bytes, "budget: constant parameter bytes");
   flags.Int64("max_arena_bytes", &o.max_arena_bytes, "budget: activation arena bytes");
@@ -195,18 +195,18 @@ int Main(int argc, char** argv) {
   if (!teacher.ok()) Fail(teacher.status());
   o.teacher_source = teacher->source;
   o.teacher_round = teacher->round;
-  absl::StatusOr<models::ImageDataset> local =
-      models::LoadDeviceShard(models::ShardSourceFromFlags(f));
+  absl::StatusOr<data::ImageDataset> local =
+      data::LoadDeviceShard(data::ShardSourceFromFlags(f));
   if (!local.ok()) Fail(local.status());
-  std::optional<models::ImageDataset> test;
+  std::optional<data::ImageDataset> test;
   if (f.test) {
-    absl::StatusOr<models::ImageDataset> t =
-        models::LoadFashionMnist(f.data_dir, models::Split::kTest, std::nullopt, f.max_test_rows);
+    absl::StatusOr<data::ImageDataset> t =
+        data::LoadFashionMnist(f.data_dir, data::Split::kTest, std::nullopt, f.max_test_rows);
     if (!t.ok()) Fail(t.status());
     test = std::move(*t);
   }
   o.log = [](const std::string& m) { EDGEFL_LOG_INFO(m); };
-  absl::StatusOr<models::DistillReport> r = models::DistillAndExport(
+  absl::StatusOr<students::DistillReport> r = students::DistillAndExport(
       o, teacher->spec, teacher->weights, *local, test ? &*test : nullptr, f.out);
   if (!r.ok()) Fail(r.status());
   std::string mcu =

@@ -20,7 +20,7 @@
 #include "common/status_macros.h"
 #include "models/model_spec.h"
 #include "models/model_zoo.h"
-#include "models/seeded_random.h"
+#include "data/seeded_random.h"
 
 namespace edgefl::models {
 namespace {
@@ -46,7 +46,7 @@ const std::array<float, 256>& PixelScale() {
   return table;
 }
 
-absl::Status CheckData(const ImageDataset& data, const char* what) {
+absl::Status CheckData(const data::ImageDataset& data, const char* what) {
   if (data.size() == 0) return absl::InvalidArgumentError(absl::StrCat(what, ": empty data set"));
   if (data.rows != kImageSide || data.cols != kImageSide) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": images are ", data.rows, "x", data.cols,
@@ -124,7 +124,7 @@ class TorchModelRunner final : public ModelRunner {
     }
   }
 
-  absl::StatusOr<TrainResult> Train(const ImageDataset& data, const TrainOptions& options,
+  absl::StatusOr<TrainResult> Train(const data::ImageDataset& data, const TrainOptions& options,
                                     const ProgressFn& progress) override {
     RETURN_IF_ERROR(CheckData(data, "Train"));
     if (options.epochs < 1 || options.batch_size < 1 || !(options.lr >= 0) ||
@@ -151,7 +151,7 @@ class TorchModelRunner final : public ModelRunner {
       int64_t done = 0;
       for (int epoch = 0; epoch < options.epochs; ++epoch) {
         // A fresh permutation per epoch; with max_samples its prefix is a random subset.
-        std::vector<int64_t> order = SeededPermutation(n, rng);
+        std::vector<int64_t> order = data::SeededPermutation(n, rng);
         order.resize(per_epoch);
         for (int64_t begin = 0; begin < per_epoch; begin += options.batch_size) {
           const int64_t b = std::min<int64_t>(options.batch_size, per_epoch - begin);
@@ -184,7 +184,7 @@ class TorchModelRunner final : public ModelRunner {
     return result;
   }
 
-  absl::StatusOr<EvalResult> Evaluate(const ImageDataset& data, int batch_size) override {
+  absl::StatusOr<EvalResult> Evaluate(const data::ImageDataset& data, int batch_size) override {
     RETURN_IF_ERROR(CheckData(data, "Evaluate"));
     if (batch_size < 1) {
       return absl::InvalidArgumentError(
@@ -232,7 +232,7 @@ class TorchModelRunner final : public ModelRunner {
  private:
   // Writes samples rows[0..b) as float pixels and int64 labels into reused buffers and returns
   // views of their first b entries. The data set itself stays uint8.
-  std::pair<torch::Tensor, torch::Tensor> FillBatch(const ImageDataset& data, const int64_t* rows,
+  std::pair<torch::Tensor, torch::Tensor> FillBatch(const data::ImageDataset& data, const int64_t* rows,
                                                     int64_t b) {
     if (!batch_x_.defined() || batch_x_.size(0) < b) {
       batch_x_ = torch::empty({b, 1, kImageSide, kImageSide}, torch::kFloat32);

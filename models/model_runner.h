@@ -12,7 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "models/dataset.h"
+#include "data/dataset.h"
 #include "protos/edgefl.pb.h"
 
 namespace edgefl::models {
@@ -67,14 +67,14 @@ class ModelRunner {
   // Deterministic for a given seed, starting weights and thread count. The shuffling uses
   // std::mt19937_64(options.seed), never torch's global RNG. `progress` may be empty. Gradients
   // are dropped afterwards, so between calls the runner holds only weights and a batch buffer.
-  virtual absl::StatusOr<TrainResult> Train(const ImageDataset& data, const TrainOptions& options,
+  virtual absl::StatusOr<TrainResult> Train(const data::ImageDataset& data, const TrainOptions& options,
                                             const ProgressFn& progress) = 0;
 
   // Mean cross-entropy and top-1 accuracy on `data` (no grad, eval mode; training mode is restored
   // afterwards). `batch_size` samples go through each forward pass, capped at 32 so memory stays
   // bounded (results do not depend on it). INVALID_ARGUMENT on empty or inconsistent data, labels
   // > 9 or batch_size < 1.
-  virtual absl::StatusOr<EvalResult> Evaluate(const ImageDataset& data, int batch_size) = 0;
+  virtual absl::StatusOr<EvalResult> Evaluate(const data::ImageDataset& data, int batch_size) = 0;
 };
 
 }  // namespace edgefl::models

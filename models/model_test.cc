@@ -6,7 +6,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "models/dataset.h"
+#include "data/dataset.h"
 #include "models/model_runner.h"
 #include "models/model_spec.h"
 
@@ -23,19 +23,19 @@ std::string InitCnnPath() {
 }
 
 // The first 2000 training and 1000 test images, loaded once.
-const ImageDataset& TrainSubset() {
+const data::ImageDataset& TrainSubset() {
   static const auto* data = [] {
-    auto d = LoadFashionMnist(kDefaultFashionMnistDir, Split::kTrain, std::nullopt, 2000);
+    auto d = data::LoadFashionMnist(data::kDefaultFashionMnistDir, data::Split::kTrain, std::nullopt, 2000);
     EXPECT_TRUE(d.ok()) << d.status();
-    return new ImageDataset(d.ok() ? *d : ImageDataset{});
+    return new data::ImageDataset(d.ok() ? *d : data::ImageDataset{});
   }();
   return *data;
 }
-const ImageDataset& TestSubset() {
+const data::ImageDataset& TestSubset() {
   static const auto* data = [] {
-    auto d = LoadFashionMnist(kDefaultFashionMnistDir, Split::kTest, std::nullopt, 1000);
+    auto d = data::LoadFashionMnist(data::kDefaultFashionMnistDir, data::Split::kTest, std::nullopt, 1000);
     EXPECT_TRUE(d.ok()) << d.status();
-    return new ImageDataset(d.ok() ? *d : ImageDataset{});
+    return new data::ImageDataset(d.ok() ? *d : data::ImageDataset{});
   }();
   return *data;
 }
@@ -184,7 +184,7 @@ TEST(ModelRunner, WrongSizeSetWeightsFails) {
 TEST(ModelRunner, RejectsBadInputs) {
   auto runner = ModelRunner::Create("mlp", 1);
   ASSERT_TRUE(runner.ok()) << runner.status();
-  ImageDataset empty;
+  data::ImageDataset empty;
   EXPECT_EQ((*runner)->Train(empty, {}, nullptr).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ((*runner)->Evaluate(empty, 100).status().code(), absl::StatusCode::kInvalidArgument);
@@ -194,10 +194,10 @@ TEST(ModelRunner, RejectsBadInputs) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ((*runner)->Evaluate(TestSubset(), 0).status().code(),
             absl::StatusCode::kInvalidArgument);
-  ImageDataset ragged = TestSubset();
+  data::ImageDataset ragged = TestSubset();
   ragged.pixels.pop_back();
   EXPECT_EQ((*runner)->Evaluate(ragged, 100).status().code(), absl::StatusCode::kInvalidArgument);
-  ImageDataset bad_label = TestSubset();
+  data::ImageDataset bad_label = TestSubset();
   bad_label.labels[7] = 10;
   EXPECT_EQ((*runner)->Evaluate(bad_label, 100).status().code(),
             absl::StatusCode::kInvalidArgument);

@@ -15,10 +15,10 @@
 
 #include "common/memory.h"
 #include "common/threads.h"
-#include "models/dataset.h"
+#include "data/dataset.h"
 #include "models/model_runner.h"
 #include "models/model_spec.h"
-#include "models/partition.h"
+#include "data/partition.h"
 
 namespace {
 
@@ -60,14 +60,14 @@ int main(int argc, char** argv) {
   PrintRss("start");
   std::optional<std::vector<int64_t>> rows;
   if (!partition_file.empty() && partition_file != "-") {
-    auto p = ReadPartitionFile(partition_file, 60000);
+    auto p = data::ReadPartitionFile(partition_file, 60000);
     if (!p.ok()) return Fail(p.status());
     if (client < 0 || client >= static_cast<int>(p->size())) {
       return Fail(absl::InvalidArgumentError("client out of range"));
     }
     rows = (*p)[client];
   }
-  auto train = LoadFashionMnist(kDefaultFashionMnistDir, Split::kTrain, rows,
+  auto train = data::LoadFashionMnist(data::kDefaultFashionMnistDir, data::Split::kTrain, rows,
                                 rows.has_value() ? 0 : train_rows);
   if (!train.ok()) return Fail(train.status());
   PrintRss("data loaded");
@@ -97,7 +97,7 @@ int main(int argc, char** argv) {
   std::printf("train: loss %.4f acc %.4f, %lld samples/epoch, %.2f s\n", result->mean_loss,
               result->accuracy, static_cast<long long>(result->samples), result->seconds);
   if (test_rows != 0) {
-    auto test = LoadFashionMnist(kDefaultFashionMnistDir, Split::kTest, std::nullopt,
+    auto test = data::LoadFashionMnist(data::kDefaultFashionMnistDir, data::Split::kTest, std::nullopt,
                                  test_rows > 0 ? test_rows : 0);
     if (!test.ok()) return Fail(test.status());
     auto eval = (*runner)->Evaluate(*test, eval_batch);

@@ -27,7 +27,7 @@
 #include "common/memory.h"
 #include "common/sha256.h"
 #include "common/threads.h"
-#include "models/dataset.h"
+#include "data/dataset.h"
 #include "models/model_runner.h"
 #include "models/model_spec.h"
 #include "server/access_control.h"
@@ -312,8 +312,8 @@ int Main(int argc, char** argv) {
   } else if (static_cast<int64_t>(weights.size()) != models::NumParameters(*spec)) {
     ExitUsageError(kProgram, "--resume: the checkpoint does not match the configured model");
   }
-  absl::StatusOr<models::ImageDataset> test_set = models::LoadFashionMnist(
-      config.data_dir(), models::Split::kTest, std::nullopt, config.evaluation().max_samples());
+  absl::StatusOr<data::ImageDataset> test_set = data::LoadFashionMnist(
+      config.data_dir(), data::Split::kTest, std::nullopt, config.evaluation().max_samples());
   if (!test_set.ok()) ExitUsageError(kProgram, std::string(test_set.status().message()));
   // OpenBLAS starts one thread per core and, unless told otherwise, keeps the extra ones spinning
   // in sched_yield after every multi-threaded call (seen in perf; W: fl-server's system CPU time

@@ -259,7 +259,7 @@ TEST(Federation, ClientsDistilStudentsEachRoundOrFromTheFinalModel) {
   const google::protobuf::Struct m0 = ReadJson(dir + "/each/manifest.json");
   EXPECT_EQ(NestedNumber(m0, "teacher", "round"), 1) << ReadFileOrEmpty(dir + "/each/manifest.json");
   // (Accuracies are only checked to be reported: a 1-epoch student on 400 images is near chance;
-  // models/distill_test and bench/student_fmnist check what distillation reaches.)
+  // students/distill_test and bench/student_fmnist check what distillation reaches.)
   const double acc0 = NestedNumber(m0, "accuracy", "student_int8_local");
   EXPECT_GE(acc0, 0.0);
   EXPECT_LE(acc0, 1.0);

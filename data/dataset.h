@@ -1,6 +1,6 @@
 // Fashion-MNIST (gzipped IDX) reading, kept as uint8 until batching. Torch-free.
-#ifndef EDGEFL_MODELS_DATASET_H_
-#define EDGEFL_MODELS_DATASET_H_
+#ifndef EDGEFL_DATA_DATASET_H_
+#define EDGEFL_DATA_DATASET_H_
 
 #include <cstdint>
 #include <optional>
@@ -10,7 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
-namespace edgefl::models {
+namespace edgefl::data {
 
 inline constexpr char kDefaultFashionMnistDir[] = "/usr/share/datasets/fashion-mnist";
 
@@ -45,6 +45,6 @@ absl::StatusOr<ImageDataset> LoadFashionMnist(const std::string& dir, Split spli
                                               const std::optional<std::vector<int64_t>>& rows,
                                               int64_t max_rows = 0);
 
-}  // namespace edgefl::models
+}  // namespace edgefl::data
 
-#endif  // EDGEFL_MODELS_DATASET_H_
+#endif  // EDGEFL_DATA_DATASET_H_

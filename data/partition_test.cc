@@ -1,4 +1,4 @@
-#include "models/partition.h"
+#include "data/partition.h"
 
 #include <cstdio>
 #include <cstdlib>
@@ -10,9 +10,9 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "models/dataset.h"
+#include "data/dataset.h"
 
-namespace edgefl::models {
+namespace edgefl::data {
 namespace {
 
 using ::testing::HasSubstr;
@@ -234,4 +234,4 @@ TEST(Partition, ReadPartitionFileRejectsMalformedLines) {
 }
 
 }  // namespace
-}  // namespace edgefl::models
+}  // namespace edgefl::data

@@ -1,13 +1,13 @@
 // Running a helper program (a cross-compiler, `size`, an emulator) with a bounded wait. Torch-free.
-#ifndef EDGEFL_MODELS_SUBPROCESS_H_
-#define EDGEFL_MODELS_SUBPROCESS_H_
+#ifndef EDGEFL_STUDENTS_SUBPROCESS_H_
+#define EDGEFL_STUDENTS_SUBPROCESS_H_
 
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 
-namespace edgefl::models {
+namespace edgefl::students {
 
 struct CommandResult {
   int exit_code = -1;      // the program's exit code, 128 + signal if it died of a signal
@@ -25,6 +25,6 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
 // executable); empty when not found.
 std::string FindProgram(const std::string& program);
 
-}  // namespace edgefl::models
+}  // namespace edgefl::students
 
-#endif  // EDGEFL_MODELS_SUBPROCESS_H_
+#endif  // EDGEFL_STUDENTS_SUBPROCESS_H_

@@ -1,13 +1,13 @@
-#include "models/device_data.h"
+#include "data/device_data.h"
 
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "models/partition.h"
+#include "data/partition.h"
 
-namespace edgefl::models {
+namespace edgefl::data {
 
 absl::StatusOr<ImageDataset> LoadDeviceShard(const ShardSource& s) {
   if (s.data != "fmnist") {
@@ -37,4 +37,4 @@ absl::StatusOr<ImageDataset> LoadDeviceShard(const ShardSource& s) {
   return LoadFashionMnist(s.data_dir, Split::kTrain, rows);
 }
 
-}  // namespace edgefl::models
+}  // namespace edgefl::data

@@ -1,6 +1,6 @@
 // Unit tests of the integer arithmetic, arena planning, student footprints, C rendering and the
 // all-or-nothing export folder. No LibTorch training, no subprocesses.
-#include "models/int8_model.h"
+#include "students/int8_model.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,11 +15,11 @@
 #include "common/file_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "models/c_export.h"
-#include "models/distill.h"
-#include "models/student.h"
+#include "students/c_export.h"
+#include "students/distill.h"
+#include "students/student.h"
 
-namespace edgefl::models {
+namespace edgefl::students {
 namespace {
 
 using ::testing::HasSubstr;
@@ -272,4 +272,4 @@ TEST(StagedDirectory, RefusesForeignFoldersAndUnwritablePaths) {
 }
 
 }  // namespace
-}  // namespace edgefl::models
+}  // namespace edgefl::students

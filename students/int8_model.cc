@@ -1,4 +1,4 @@
-#include "models/int8_model.h"
+#include "students/int8_model.h"
 
 #include <algorithm>
 #include <cmath>
@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace edgefl::models {
+namespace edgefl::students {
 namespace {
 
 int64_t ExpectedWeights(const Int8Layer& l) {
@@ -239,4 +239,4 @@ int64_t WeightBytes(const Int8Model& model) {
   return n;
 }
 
-}  // namespace edgefl::models
+}  // namespace edgefl::students

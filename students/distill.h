@@ -1,7 +1,7 @@
 // Distil a global model into a microcontroller student and export it as a C99 library: the one
 // call fl-client (--distill-to) and fl-distill make. Torch-free (LibTorch stays in student.cc).
-#ifndef EDGEFL_MODELS_DISTILL_H_
-#define EDGEFL_MODELS_DISTILL_H_
+#ifndef EDGEFL_STUDENTS_DISTILL_H_
+#define EDGEFL_STUDENTS_DISTILL_H_
 
 #include <cstdint>
 #include <functional>
@@ -12,12 +12,12 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "models/c_export.h"
-#include "models/dataset.h"
-#include "models/int8_model.h"
+#include "students/c_export.h"
+#include "data/dataset.h"
+#include "students/int8_model.h"
 #include "protos/edgefl.pb.h"
 
-namespace edgefl::models {
+namespace edgefl::students {
 
 // Fashion-MNIST's class names, label order.
 const std::vector<std::string>& FashionMnistClassNames();
@@ -141,10 +141,10 @@ absl::Status CheckDistillTarget(const DistillOptions& options, const std::string
 absl::StatusOr<DistillReport> DistillAndExport(const DistillOptions& options,
                                                const proto::ModelSpec& teacher_spec,
                                                absl::Span<const float> teacher_weights,
-                                               const ImageDataset& local_data,
-                                               const ImageDataset* test_data,
+                                               const data::ImageDataset& local_data,
+                                               const data::ImageDataset* test_data,
                                                const std::string& out_dir);
 
-}  // namespace edgefl::models
+}  // namespace edgefl::students
 
-#endif  // EDGEFL_MODELS_DISTILL_H_
+#endif  // EDGEFL_STUDENTS_DISTILL_H_

@@ -15,8 +15,8 @@
 //       out = clamp(v + output_zp, act_min, act_max)   (ReLU is act_min = output_zp)
 //   - max pooling works on the int8 values directly (scale and zero point pass through).
 // No floating point is needed at inference time; the doubles below are metadata.
-#ifndef EDGEFL_MODELS_INT8_MODEL_H_
-#define EDGEFL_MODELS_INT8_MODEL_H_
+#ifndef EDGEFL_STUDENTS_INT8_MODEL_H_
+#define EDGEFL_STUDENTS_INT8_MODEL_H_
 
 #include <cstdint>
 #include <string>
@@ -25,7 +25,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
-namespace edgefl::models {
+namespace edgefl::students {
 
 enum class LayerKind {
   kConv,           // k x k, stride 1, zero padding `pad`, any channels
@@ -135,6 +135,6 @@ int64_t WeightBytes(const Int8Model& model);
 // The int8 weights alone.
 int64_t Int8WeightBytes(const Int8Model& model);
 
-}  // namespace edgefl::models
+}  // namespace edgefl::students
 
-#endif  // EDGEFL_MODELS_INT8_MODEL_H_
+#endif  // EDGEFL_STUDENTS_INT8_MODEL_H_

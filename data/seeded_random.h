@@ -1,15 +1,15 @@
 // Portable seeded shuffling for models/ (std::shuffle and std::uniform_int_distribution are
 // implementation-defined, so the same seed could give other permutations on another standard
 // library; these helpers depend only on std::mt19937_64, whose output is fixed by the standard).
-#ifndef EDGEFL_MODELS_SEEDED_RANDOM_H_
-#define EDGEFL_MODELS_SEEDED_RANDOM_H_
+#ifndef EDGEFL_DATA_SEEDED_RANDOM_H_
+#define EDGEFL_DATA_SEEDED_RANDOM_H_
 
 #include <cstdint>
 #include <random>
 #include <utility>
 #include <vector>
 
-namespace edgefl::models {
+namespace edgefl::data {
 
 // Uniform integer in [0, n) for n >= 1, unbiased (rejection sampling).
 inline uint64_t UniformBelow(uint64_t n, std::mt19937_64& rng) {
@@ -38,6 +38,6 @@ inline std::vector<int64_t> SeededPermutation(int64_t n, std::mt19937_64& rng) {
   return p;
 }
 
-}  // namespace edgefl::models
+}  // namespace edgefl::data
 
-#endif  // EDGEFL_MODELS_SEEDED_RANDOM_H_
+#endif  // EDGEFL_DATA_SEEDED_RANDOM_H_

@@ -1,7 +1,7 @@
 // Students on LibTorch: the network, knowledge-distillation training, post-training quantization
 // and the integer reference. Every torch call sits inside a try block that turns c10::Error (and
 // any std::exception) into an absl::Status.
-#include "models/student.h"
+#include "students/student.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
@@ -33,9 +33,9 @@
 #include "common/status_macros.h"
 #include "models/model_spec.h"
 #include "models/model_zoo.h"
-#include "models/seeded_random.h"
+#include "data/seeded_random.h"
 
-namespace edgefl::models {
+namespace edgefl::students {
 namespace {
 
 constexpr int64_t kForwardBatch = 256;  // eval / calibration / reference chunk
@@ -73,7 +73,7 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-absl::Status CheckImages(const ImageDataset& data, const char* what) {
+absl::Status CheckImages(const data::ImageDataset& data, const char* what) {
   if (data.rows != 28 || data.cols != 28) {
     return absl::InvalidArgumentError(
         absl::StrCat(what, ": images are ", data.rows, "x", data.cols, ", students take 28x28"));
@@ -86,7 +86,7 @@ absl::Status CheckImages(const ImageDataset& data, const char* what) {
 }
 
 // Images [rows..] as float [b, 1, 28, 28] in [0, 1].
-torch::Tensor FloatBatch(const ImageDataset& data, const int64_t* rows, int64_t b) {
+torch::Tensor FloatBatch(const data::ImageDataset& data, const int64_t* rows, int64_t b) {
   torch::Tensor x = torch::empty({b, 1, 28, 28}, torch::kFloat32);
   float* dst = x.data_ptr<float>();
   for (int64_t i = 0; i < b; ++i) {
@@ -96,7 +96,7 @@ torch::Tensor FloatBatch(const ImageDataset& data, const int64_t* rows, int64_t 
   return x;
 }
 
-torch::Tensor ContiguousBatch(const ImageDataset& data, int64_t begin, int64_t b) {
+torch::Tensor ContiguousBatch(const data::ImageDataset& data, int64_t begin, int64_t b) {
   std::vector<int64_t> rows(b);
   for (int64_t i = 0; i < b; ++i) rows[i] = begin + i;
   return FloatBatch(data, rows.data(), b);
@@ -232,10 +232,10 @@ class TorchStudentModel final : public StudentModel {
 
   const StudentArch& arch() const override { return arch_; }
 
-  absl::StatusOr<DistillTrainResult> Train(const ImageDataset& data,
+  absl::StatusOr<DistillTrainResult> Train(const data::ImageDataset& data,
                                            absl::Span<const float> teacher_logits,
                                            const DistillTrainOptions& o,
-                                           const ProgressFn& progress) override {
+                                           const models::ProgressFn& progress) override {
     RETURN_IF_ERROR(CheckImages(data, "Train"));
     const int64_t n = NumImages(data);
     if (o.epochs < 1 || o.batch_size < 1 || !(o.lr > 0) || !(o.weight_decay >= 0) ||
@@ -275,7 +275,7 @@ class TorchStudentModel final : public StudentModel {
       int64_t step = 0;
       int64_t done = 0;
       for (int epoch = 0; epoch < o.epochs; ++epoch) {
-        const std::vector<int64_t> order = SeededPermutation(n, rng);
+        const std::vector<int64_t> order = data::SeededPermutation(n, rng);
         double epoch_loss = 0;
         for (int64_t begin = 0; begin < n; begin += o.batch_size, ++step) {
           const int64_t b = std::min<int64_t>(o.batch_size, n - begin);
@@ -286,9 +286,9 @@ class TorchStudentModel final : public StudentModel {
             const float* s = src.data_ptr<float>();
             float* d = x.data_ptr<float>();
             for (int64_t i = 0; i < b; ++i) {
-              const int dy = static_cast<int>(UniformBelow(5, rng)) - 2;
-              const int dx = static_cast<int>(UniformBelow(5, rng)) - 2;
-              const bool flip = UniformBelow(2, rng) == 1;
+              const int dy = static_cast<int>(data::UniformBelow(5, rng)) - 2;
+              const int dx = static_cast<int>(data::UniformBelow(5, rng)) - 2;
+              const bool flip = data::UniformBelow(2, rng) == 1;
               AugmentInto(s + i * 784, d + i * 784, dy, dx, flip);
             }
           }
@@ -338,7 +338,7 @@ class TorchStudentModel final : public StudentModel {
     return result;
   }
 
-  absl::StatusOr<std::vector<float>> Logits(const ImageDataset& data) override {
+  absl::StatusOr<std::vector<float>> Logits(const data::ImageDataset& data) override {
     RETURN_IF_ERROR(CheckImages(data, "Logits"));
     const int64_t n = NumImages(data);
     std::vector<float> out(n * kStudentNumClasses);
@@ -359,7 +359,7 @@ class TorchStudentModel final : public StudentModel {
     return out;
   }
 
-  absl::StatusOr<Int8Model> Quantize(const ImageDataset& calibration) override {
+  absl::StatusOr<Int8Model> Quantize(const data::ImageDataset& calibration) override {
     RETURN_IF_ERROR(CheckImages(calibration, "Quantize"));
     ASSIGN_OR_RETURN(StudentFootprint fp, FootprintOf(arch_));
     const size_t num_layers = arch_.layers.size();
@@ -529,7 +529,7 @@ absl::StatusOr<StudentFootprint> FootprintOf(const StudentArch& arch, const Tens
   return fp;
 }
 
-int64_t NumImages(const ImageDataset& data) {
+int64_t NumImages(const data::ImageDataset& data) {
   const int64_t per = static_cast<int64_t>(data.rows) * data.cols;
   return per > 0 ? static_cast<int64_t>(data.pixels.size()) / per : 0;
 }
@@ -556,16 +556,16 @@ double Int8LogitsAccuracy(absl::Span<const int8_t> logits, absl::Span<const uint
 
 absl::StatusOr<std::vector<float>> TeacherLogits(const proto::ModelSpec& spec,
                                                  absl::Span<const float> weights,
-                                                 const ImageDataset& data, int threads) {
+                                                 const data::ImageDataset& data, int threads) {
   RETURN_IF_ERROR(CheckImages(data, "TeacherLogits"));
-  ASSIGN_OR_RETURN(proto::ModelSpec registered, SpecForModel(spec.model()));
-  RETURN_IF_ERROR(CheckSpecMatches(registered, spec));
-  if (static_cast<int64_t>(weights.size()) != NumParameters(registered)) {
+  ASSIGN_OR_RETURN(proto::ModelSpec registered, models::SpecForModel(spec.model()));
+  RETURN_IF_ERROR(models::CheckSpecMatches(registered, spec));
+  if (static_cast<int64_t>(weights.size()) != models::NumParameters(registered)) {
     return absl::InvalidArgumentError(absl::StrCat("teacher ", spec.model(), " needs ",
-                                                   NumParameters(registered), " weights, got ",
+                                                   models::NumParameters(registered), " weights, got ",
                                                    weights.size()));
   }
-  ASSIGN_OR_RETURN(std::shared_ptr<ImageClassifierImpl> model, CreateModel(spec.model(), 0));
+  ASSIGN_OR_RETURN(std::shared_ptr<models::ImageClassifierImpl> model, models::CreateModel(spec.model(), 0));
   const int64_t n = NumImages(data);
   std::vector<float> out(n * kStudentNumClasses);
   try {
@@ -610,7 +610,7 @@ absl::StatusOr<std::unique_ptr<StudentModel>> StudentModel::Create(const std::st
 }
 
 absl::StatusOr<std::vector<int8_t>> Int8ReferenceLogits(const Int8Model& model,
-                                                        const ImageDataset& data) {
+                                                        const data::ImageDataset& data) {
   RETURN_IF_ERROR(ValidateInt8Model(model));
   RETURN_IF_ERROR(CheckImages(data, "Int8ReferenceLogits"));
   if (model.input_zero_point != -128 || std::abs(model.input_scale * 255.0 - 1.0) > 1e-12 ||
@@ -717,4 +717,4 @@ absl::StatusOr<std::vector<int8_t>> Int8ReferenceLogits(const Int8Model& model,
   return out;
 }
 
-}  // namespace edgefl::models
+}  // namespace edgefl::students

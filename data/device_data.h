@@ -2,16 +2,16 @@
 // their flags: one partition (a workload partition file, or iid / dirichlet /
 // labels computed from the training labels with a seed) of Fashion-MNIST's
 // training set, kept as uint8 images.
-#ifndef EDGEFL_MODELS_DEVICE_DATA_H_
-#define EDGEFL_MODELS_DEVICE_DATA_H_
+#ifndef EDGEFL_DATA_DEVICE_DATA_H_
+#define EDGEFL_DATA_DEVICE_DATA_H_
 
 #include <cstdint>
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "models/dataset.h"
+#include "data/dataset.h"
 
-namespace edgefl::models {
+namespace edgefl::data {
 
 inline constexpr int64_t kFashionMnistTrainRows = 60000;
 
@@ -47,6 +47,6 @@ ShardSource ShardSourceFromFlags(const Flags& f) {
   return s;
 }
 
-}  // namespace edgefl::models
+}  // namespace edgefl::data
 
-#endif  // EDGEFL_MODELS_DEVICE_DATA_H_
+#endif  // EDGEFL_DATA_DEVICE_DATA_H_

@@ -11,12 +11,12 @@
 #include <vector>
 
 #include "common/file_util.h"
-#include "models/dataset.h"
+#include "data/dataset.h"
 #include "models/model_runner.h"
 #include "models/model_spec.h"
 
 int main(int argc, char** argv) {
-  using namespace edgefl::models;
+  using namespace edgefl::students;
   if (argc < 6) {
     std::fprintf(stderr, "usage: %s MODEL INIT.f32 EPOCHS LR OUT.f32 [THREADS]\n", argv[0]);
     return 2;
@@ -29,17 +29,17 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "student_teacher_tool: %s\n", s.ToString().c_str());
     return 2;
   };
-  auto runner = ModelRunner::Create(model, threads);
+  auto runner = models::ModelRunner::Create(model, threads);
   if (!runner.ok()) return fail(runner.status());
-  auto init = LoadRawWeights(argv[2], (*runner)->spec());
+  auto init = models::LoadRawWeights(argv[2], (*runner)->spec());
   if (!init.ok()) return fail(init.status());
   if (auto s = (*runner)->SetWeights(*init); !s.ok()) return fail(s);
-  auto train = LoadFashionMnist(kDefaultFashionMnistDir, Split::kTrain, std::nullopt);
+  auto train = data::LoadFashionMnist(data::kDefaultFashionMnistDir, data::Split::kTrain, std::nullopt);
   if (!train.ok()) return fail(train.status());
-  auto test = LoadFashionMnist(kDefaultFashionMnistDir, Split::kTest, std::nullopt);
+  auto test = data::LoadFashionMnist(data::kDefaultFashionMnistDir, data::Split::kTest, std::nullopt);
   if (!test.ok()) return fail(test.status());
   for (int e = 0; e < epochs; ++e) {
-    TrainOptions o;
+    models::TrainOptions o;
     o.epochs = 1;
     o.batch_size = 32;
     o.lr = lr;

@@ -1,4 +1,4 @@
-#include "models/dataset.h"
+#include "data/dataset.h"
 
 #include <zlib.h>
 
@@ -11,7 +11,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace edgefl::models {
+namespace edgefl::data {
 namespace {
 
 using ::testing::HasSubstr;
@@ -238,4 +238,4 @@ TEST(Dataset, RejectsImageLabelCountMismatch) {
 }
 
 }  // namespace
-}  // namespace edgefl::models
+}  // namespace edgefl::data

@@ -2,7 +2,7 @@
 // with gcc and cross-compiled for a Cortex-M4 run under QEMU (mps2-an386), must reproduce the
 // LibTorch integer reference bit for bit; fl-distill's bad input gives one line and exit code 2.
 // Small data subsets keep each test to seconds (the full-size numbers are bench/student_fmnist's).
-#include "models/distill.h"
+#include "students/distill.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -27,21 +27,21 @@
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
-#include "models/c_export.h"
-#include "models/dataset.h"
+#include "students/c_export.h"
+#include "data/dataset.h"
 #include "models/model_runner.h"
 #include "models/model_spec.h"
-#include "models/student.h"
-#include "models/subprocess.h"
+#include "students/student.h"
+#include "students/subprocess.h"
 #include "protos/edgefl.pb.h"
 
-namespace edgefl::models {
+namespace edgefl::students {
 namespace {
 
 using ::testing::HasSubstr;
 
 #ifndef EDGEFL_MCU_DIR
-#error "EDGEFL_MCU_DIR must point at models/mcu"
+#error "EDGEFL_MCU_DIR must point at students/mcu"
 #endif
 #ifndef EDGEFL_FL_DISTILL
 #error "EDGEFL_FL_DISTILL must point at the fl-distill binary"
@@ -55,18 +55,18 @@ std::string TempDir(const std::string& what) {
   return tmpl;
 }
 
-ImageDataset Train(int64_t rows) {
-  absl::StatusOr<ImageDataset> d =
-      LoadFashionMnist(kDefaultFashionMnistDir, Split::kTrain, std::nullopt, rows);
+data::ImageDataset Train(int64_t rows) {
+  absl::StatusOr<data::ImageDataset> d =
+      data::LoadFashionMnist(data::kDefaultFashionMnistDir, data::Split::kTrain, std::nullopt, rows);
   EXPECT_TRUE(d.ok()) << d.status();
-  return d.ok() ? std::move(*d) : ImageDataset{};
+  return d.ok() ? std::move(*d) : data::ImageDataset{};
 }
 
-ImageDataset TestSet(int64_t rows) {
-  absl::StatusOr<ImageDataset> d =
-      LoadFashionMnist(kDefaultFashionMnistDir, Split::kTest, std::nullopt, rows);
+data::ImageDataset TestSet(int64_t rows) {
+  absl::StatusOr<data::ImageDataset> d =
+      data::LoadFashionMnist(data::kDefaultFashionMnistDir, data::Split::kTest, std::nullopt, rows);
   EXPECT_TRUE(d.ok()) << d.status();
-  return d.ok() ? std::move(*d) : ImageDataset{};
+  return d.ok() ? std::move(*d) : data::ImageDataset{};
 }
 
 // A small_cnn teacher trained for one quick epoch (about 80% test accuracy; good enough to teach).
@@ -76,9 +76,9 @@ struct Teacher {
 };
 Teacher MakeTeacher() {
   Teacher t;
-  auto runner = ModelRunner::Create("small_cnn", 1);
+  auto runner = models::ModelRunner::Create("small_cnn", 1);
   EXPECT_TRUE(runner.ok());
-  TrainOptions o;
+  models::TrainOptions o;
   o.epochs = 1;
   o.lr = 0.05;
   EXPECT_TRUE((*runner)->Train(Train(2000), o, nullptr).ok());
@@ -163,8 +163,8 @@ class ExportTest : public ::testing::TestWithParam<std::string> {};
 // the export's own self-check): the same logits bit for bit, hence the same classes.
 TEST_P(ExportTest, HostLibraryMatchesIntegerReferenceOnEveryTestImage) {
   const Teacher teacher = MakeTeacher();
-  const ImageDataset local = Train(3000);
-  const ImageDataset test = TestSet(2000);
+  const data::ImageDataset local = Train(3000);
+  const data::ImageDataset test = TestSet(2000);
   ASSERT_EQ(test.size(), 2000);
   const std::string root = TempDir("distill-host");
   const std::string out = root + "/export";
@@ -254,8 +254,8 @@ TEST(Mcu, CortexM4UnderQemuMatchesHost) {
         << "qemu-system-arm";
   }
   const Teacher teacher = MakeTeacher();
-  const ImageDataset local = Train(3000);
-  const ImageDataset test = TestSet(16);
+  const data::ImageDataset local = Train(3000);
+  const data::ImageDataset test = TestSet(16);
   const std::string root = TempDir("distill-mcu");
   const std::string out = root + "/export";
   DistillOptions o = QuickOptions("student_tiny");
@@ -358,12 +358,12 @@ class FlDistill : public ::testing::Test {
  protected:
   void SetUp() override {
     root_ = TempDir("fl-distill");
-    absl::StatusOr<std::vector<float>> w = InitialWeights("small_cnn", 3);
+    absl::StatusOr<std::vector<float>> w = models::InitialWeights("small_cnn", 3);
     ASSERT_TRUE(w.ok());
     small_weights_ = *w;
     proto::Checkpoint ckpt;
     ckpt.set_round(3);
-    *ckpt.mutable_spec() = SpecForModel("small_cnn").value();
+    *ckpt.mutable_spec() = models::SpecForModel("small_cnn").value();
     ckpt.set_weights(std::string(reinterpret_cast<const char*>(w->data()), w->size() * 4));
     ckpt.set_sha256(Sha256::Of(ckpt.weights()));
     ASSERT_TRUE(WriteFileAtomically(root_ + "/checkpoint.pb", ckpt.SerializeAsString()).ok());
@@ -488,4 +488,4 @@ TEST_F(FlDistill, NoLocalData) {
 }
 
 }  // namespace
-}  // namespace edgefl::models
+}  // namespace edgefl::students

@@ -1,4 +1,4 @@
-#include "models/c_export.h"
+#include "students/c_export.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -20,9 +20,9 @@
 #include "absl/strings/strip.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
-#include "models/subprocess.h"
+#include "students/subprocess.h"
 
-namespace edgefl::models {
+namespace edgefl::students {
 namespace {
 
 constexpr char kManifestFormat[] = "edgefl-student-c/1";
@@ -681,7 +681,7 @@ absl::StatusOr<McuFootprint> MeasureMcuFootprint(const std::string& library_dir,
 
 absl::StatusOr<HostCheck> CheckLibraryOnHost(const std::string& library_dir,
                                              const std::string& compiler, const std::string& cflags,
-                                             const ImageDataset& images,
+                                             const data::ImageDataset& images,
                                              absl::Span<const int8_t> expected_logits) {
   if (FindProgram(compiler).empty()) {
     return absl::NotFoundError(absl::StrCat("host C compiler ", compiler, " not found"));
@@ -830,4 +830,4 @@ absl::Status StagedDirectory::Commit() {
   return FsyncPath(Parent(out_dir_));
 }
 
-}  // namespace edgefl::models
+}  // namespace edgefl::students

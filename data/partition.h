@@ -1,6 +1,6 @@
 // Splitting a training set across clients, reproducibly from a seed. Torch-free.
-#ifndef EDGEFL_MODELS_PARTITION_H_
-#define EDGEFL_MODELS_PARTITION_H_
+#ifndef EDGEFL_DATA_PARTITION_H_
+#define EDGEFL_DATA_PARTITION_H_
 
 #include <cstdint>
 #include <string>
@@ -9,7 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
-namespace edgefl::models {
+namespace edgefl::data {
 
 // One index list per client; every index 0..n-1 appears in exactly one list. Lists are sorted.
 using Partition = std::vector<std::vector<int64_t>>;
@@ -37,6 +37,6 @@ absl::StatusOr<Partition> PartitionFromSpec(const std::string& spec,
 // 0..k-1). INVALID_ARGUMENT with the line number on any violation.
 absl::StatusOr<Partition> ReadPartitionFile(const std::string& path, int64_t num_rows);
 
-}  // namespace edgefl::models
+}  // namespace edgefl::data
 
-#endif  // EDGEFL_MODELS_PARTITION_H_
+#endif  // EDGEFL_DATA_PARTITION_H_

@@ -1,4 +1,4 @@
-#include "models/partition.h"
+#include "data/partition.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -15,9 +15,9 @@
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "common/status_macros.h"
-#include "models/seeded_random.h"
+#include "data/seeded_random.h"
 
-namespace edgefl::models {
+namespace edgefl::data {
 namespace {
 
 // Whole Dirichlet draws retried until every client holds a row.
@@ -268,4 +268,4 @@ absl::StatusOr<Partition> ReadPartitionFile(const std::string& path, int64_t num
   return out;
 }
 
-}  // namespace edgefl::models
+}  // namespace edgefl::data

@@ -1,4 +1,4 @@
-#include "models/distill.h"
+#include "students/distill.h"
 
 #include <algorithm>
 #include <chrono>
@@ -11,12 +11,12 @@
 #include "absl/strings/str_join.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
-#include "models/int8_model.h"
+#include "students/int8_model.h"
 #include "models/model_spec.h"
-#include "models/seeded_random.h"
-#include "models/student.h"
+#include "data/seeded_random.h"
+#include "students/student.h"
 
-namespace edgefl::models {
+namespace edgefl::students {
 namespace {
 
 double SecondsSince(std::chrono::steady_clock::time_point start) {
@@ -135,8 +135,8 @@ class Json {
 };
 
 // Rows of `data` listed in `rows` (ascending or not), labels kept if present.
-ImageDataset Subset(const ImageDataset& data, const std::vector<int64_t>& rows) {
-  ImageDataset out;
+data::ImageDataset Subset(const data::ImageDataset& data, const std::vector<int64_t>& rows) {
+  data::ImageDataset out;
   out.rows = data.rows;
   out.cols = data.cols;
   const int64_t per = static_cast<int64_t>(data.rows) * data.cols;
@@ -191,8 +191,8 @@ const std::vector<std::string>& FashionMnistClassNames() {
 absl::StatusOr<DistillReport> DistillAndExport(const DistillOptions& options,
                                                const proto::ModelSpec& teacher_spec,
                                                absl::Span<const float> teacher_weights,
-                                               const ImageDataset& local_data,
-                                               const ImageDataset* test_data,
+                                               const data::ImageDataset& local_data,
+                                               const data::ImageDataset* test_data,
                                                const std::string& out_dir) {
   const auto start = std::chrono::steady_clock::now();
   auto log = [&](const std::string& m) {
@@ -230,14 +230,14 @@ absl::StatusOr<DistillReport> DistillAndExport(const DistillOptions& options,
       (NumImages(*test_data) == 0 || test_data->size() != NumImages(*test_data))) {
     return absl::InvalidArgumentError("test data must be a non-empty labelled set");
   }
-  ASSIGN_OR_RETURN(proto::ModelSpec registered, SpecForModel(teacher_spec.model()));
-  if (absl::Status s = CheckSpecMatches(registered, teacher_spec); !s.ok()) {
+  ASSIGN_OR_RETURN(proto::ModelSpec registered, models::SpecForModel(teacher_spec.model()));
+  if (absl::Status s = models::CheckSpecMatches(registered, teacher_spec); !s.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("teacher is not a ", teacher_spec.model(), ": ", s.message()));
   }
-  if (static_cast<int64_t>(teacher_weights.size()) != NumParameters(registered)) {
+  if (static_cast<int64_t>(teacher_weights.size()) != models::NumParameters(registered)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("teacher ", teacher_spec.model(), " needs ", NumParameters(registered),
+        absl::StrCat("teacher ", teacher_spec.model(), " needs ", models::NumParameters(registered),
                      " float32 weights, got ", teacher_weights.size()));
   }
   ASSIGN_OR_RETURN(StudentArch arch, ChooseStudent(options));
@@ -249,11 +249,11 @@ absl::StatusOr<DistillReport> DistillAndExport(const DistillOptions& options,
   report.student = arch.name;
   report.out_dir = out_dir;
   // ---- the local training set ----
-  ImageDataset subset_storage;
-  const ImageDataset* train = &local_data;
+  data::ImageDataset subset_storage;
+  const data::ImageDataset* train = &local_data;
   std::mt19937_64 rng(options.seed ^ 0x5eed5eedULL);
   if (options.max_samples > 0 && options.max_samples < n_all) {
-    std::vector<int64_t> rows = SeededPermutation(n_all, rng);
+    std::vector<int64_t> rows = data::SeededPermutation(n_all, rng);
     rows.resize(options.max_samples);
     std::sort(rows.begin(), rows.end());
     subset_storage = Subset(local_data, rows);
@@ -321,9 +321,9 @@ absl::StatusOr<DistillReport> DistillAndExport(const DistillOptions& options,
     ASSIGN_OR_RETURN(std::vector<float> logits, student->Logits(*test_data));
     report.student_float_test_accuracy = LogitsAccuracy(logits, test_data->labels);
   }
-  ImageDataset calibration;
+  data::ImageDataset calibration;
   {
-    std::vector<int64_t> rows = SeededPermutation(n, rng);
+    std::vector<int64_t> rows = data::SeededPermutation(n, rng);
     rows.resize(std::min<int64_t>(n, options.calibration_samples));
     std::sort(rows.begin(), rows.end());
     calibration = Subset(*train, rows);
@@ -376,13 +376,13 @@ absl::StatusOr<DistillReport> DistillAndExport(const DistillOptions& options,
     report.mcu_unavailable_reason = "no toolchain configured";
   }
   if (!options.host_compiler.empty()) {
-    const ImageDataset& source = test_data != nullptr ? *test_data : *train;
+    const data::ImageDataset& source = test_data != nullptr ? *test_data : *train;
     const int64_t total = NumImages(source);
     const int64_t k =
         options.host_check_samples > 0 ? std::min(options.host_check_samples, total) : total;
     std::vector<int64_t> rows(k);
     for (int64_t i = 0; i < k; ++i) rows[i] = i;
-    const ImageDataset images = Subset(source, rows);
+    const data::ImageDataset images = Subset(source, rows);
     std::vector<int8_t> expected;
     if (test_data != nullptr) {
       expected.assign(int8_test_logits.begin(), int8_test_logits.begin() + k * kStudentNumClasses);
@@ -539,4 +539,4 @@ absl::StatusOr<DistillReport> DistillAndExport(const DistillOptions& options,
   return report;
 }
 
-}  // namespace edgefl::models
+}  // namespace edgefl::students

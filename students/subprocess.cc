@@ -1,4 +1,4 @@
-#include "models/subprocess.h"
+#include "students/subprocess.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -18,7 +18,7 @@
 
 extern char** environ;
 
-namespace edgefl::models {
+namespace edgefl::students {
 namespace {
 
 constexpr size_t kMaxOutput = 4 << 20;
@@ -122,4 +122,4 @@ absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
   return result;
 }
 
-}  // namespace edgefl::models
+}  // namespace edgefl::students

@@ -11,8 +11,8 @@
 // Activations are HWC (channels last). No malloc, no floating point, no library calls beyond
 // <stdint.h>; requires a compiler whose >> of negative integers is arithmetic (checked at compile
 // time; true of gcc, clang, armcc and IAR).
-#ifndef EDGEFL_MODELS_C_EXPORT_H_
-#define EDGEFL_MODELS_C_EXPORT_H_
+#ifndef EDGEFL_STUDENTS_C_EXPORT_H_
+#define EDGEFL_STUDENTS_C_EXPORT_H_
 
 #include <cstdint>
 #include <map>
@@ -24,10 +24,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "models/dataset.h"
-#include "models/int8_model.h"
+#include "data/dataset.h"
+#include "students/int8_model.h"
 
-namespace edgefl::models {
+namespace edgefl::students {
 
 // The library's source files by name. INVALID_ARGUMENT if the model fails ValidateInt8Model or
 // `class_names` does not have one entry per class.
@@ -79,7 +79,7 @@ inline constexpr char kDefaultHostCflags[] = "-std=c99 -O2";
 // run (bounded by 120 s to compile, 600 s to run). Mismatches are reported, not an error.
 absl::StatusOr<HostCheck> CheckLibraryOnHost(const std::string& library_dir,
                                              const std::string& compiler, const std::string& cflags,
-                                             const ImageDataset& images,
+                                             const data::ImageDataset& images,
                                              absl::Span<const int8_t> expected_logits);
 
 // An export folder built next to its final place and swapped in whole, so readers see the old
@@ -119,6 +119,6 @@ class StagedDirectory {
 // Removes a folder holding only regular files (an export or a staging folder). Best effort.
 void RemoveFlatDirectory(const std::string& dir);
 
-}  // namespace edgefl::models
+}  // namespace edgefl::students
 
-#endif  // EDGEFL_MODELS_C_EXPORT_H_
+#endif  // EDGEFL_STUDENTS_C_EXPORT_H_

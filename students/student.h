@@ -2,8 +2,8 @@
 // knowledge-distillation training, post-training int8 quantization, and the LibTorch integer
 // reference that the exported C library is checked against. Torch-free interface; the LibTorch
 // code lives in student.cc only.
-#ifndef EDGEFL_MODELS_STUDENT_H_
-#define EDGEFL_MODELS_STUDENT_H_
+#ifndef EDGEFL_STUDENTS_STUDENT_H_
+#define EDGEFL_STUDENTS_STUDENT_H_
 
 #include <cstdint>
 #include <memory>
@@ -13,12 +13,12 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "models/dataset.h"
-#include "models/int8_model.h"
+#include "data/dataset.h"
+#include "students/int8_model.h"
 #include "models/model_runner.h"
 #include "protos/edgefl.pb.h"
 
-namespace edgefl::models {
+namespace edgefl::students {
 
 inline constexpr int kStudentNumClasses = 10;
 
@@ -62,7 +62,7 @@ absl::StatusOr<StudentFootprint> FootprintOf(const StudentArch& arch,
 
 // Number of images in `data` (pixels / (rows * cols)); unlike data.size() this also counts an
 // unlabelled data set (empty `labels`).
-int64_t NumImages(const ImageDataset& data);
+int64_t NumImages(const data::ImageDataset& data);
 
 // Logits [NumImages(data) x 10], row-major, of the registered model `spec.model()` with `weights`
 // (pixels scaled to [0, 1], eval mode). INVALID_ARGUMENT if the spec does not match the registry's
@@ -70,7 +70,7 @@ int64_t NumImages(const ImageDataset& data);
 // intra-op threads. Not safe to run concurrently with other users of torch's global RNG.
 absl::StatusOr<std::vector<float>> TeacherLogits(const proto::ModelSpec& spec,
                                                  absl::Span<const float> weights,
-                                                 const ImageDataset& data, int threads);
+                                                 const data::ImageDataset& data, int threads);
 
 // Top-1 accuracy of float logits / int8 logits [n x 10] against `labels` (first maximum wins).
 double LogitsAccuracy(absl::Span<const float> logits, absl::Span<const uint8_t> labels);
@@ -112,19 +112,19 @@ class StudentModel {
   // order (required when options.alpha > 0, else ignored and may be empty); labels are required
   // when options.alpha < 1. INVALID_ARGUMENT on missing data, mismatched sizes or bad options.
   // Deterministic for a seed, starting weights and thread count. `progress` may be empty.
-  virtual absl::StatusOr<DistillTrainResult> Train(const ImageDataset& data,
+  virtual absl::StatusOr<DistillTrainResult> Train(const data::ImageDataset& data,
                                                    absl::Span<const float> teacher_logits,
                                                    const DistillTrainOptions& options,
-                                                   const ProgressFn& progress) = 0;
+                                                   const models::ProgressFn& progress) = 0;
 
   // Float logits [NumImages(data) x 10] in eval mode (batch norm uses its running statistics).
-  virtual absl::StatusOr<std::vector<float>> Logits(const ImageDataset& data) = 0;
+  virtual absl::StatusOr<std::vector<float>> Logits(const data::ImageDataset& data) = 0;
 
   // Post-training quantization: folds batch norm, quantizes weights per output channel
   // (symmetric int8) and activations per tensor, with ranges from running `calibration`
   // (NumImages >= 1) through the float network. Input: q = pixel - 128 (scale 1/255, zero point
   // -128). The result passes ValidateInt8Model. INVALID_ARGUMENT on empty calibration data.
-  virtual absl::StatusOr<Int8Model> Quantize(const ImageDataset& calibration) = 0;
+  virtual absl::StatusOr<Int8Model> Quantize(const data::ImageDataset& calibration) = 0;
 };
 
 // The LibTorch integer reference: int8 logits [NumImages(data) x num_classes] of `model` on
@@ -133,8 +133,8 @@ class StudentModel {
 // arithmetic. INVALID_ARGUMENT if the model fails ValidateInt8Model or its input is not
 // (1/255, -128) or the images do not match its input shape.
 absl::StatusOr<std::vector<int8_t>> Int8ReferenceLogits(const Int8Model& model,
-                                                        const ImageDataset& data);
+                                                        const data::ImageDataset& data);
 
-}  // namespace edgefl::models
+}  // namespace edgefl::students
 
-#endif  // EDGEFL_MODELS_STUDENT_H_
+#endif  // EDGEFL_STUDENTS_STUDENT_H_

@@ -1,4 +1,4 @@
-#include "models/dataset.h"
+#include "data/dataset.h"
 
 #include <sys/stat.h>
 #include <zlib.h>
@@ -14,7 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 
-namespace edgefl::models {
+namespace edgefl::data {
 namespace {
 
 constexpr uint32_t kLabelsMagic = 2049;  // 0x00000801: unsigned byte, 1 dimension
@@ -221,4 +221,4 @@ absl::StatusOr<ImageDataset> LoadFashionMnist(const std::string& dir, Split spli
   return data;
 }
 
-}  // namespace edgefl::models
+}  // namespace edgefl::data
