@@ -6,7 +6,7 @@
 
 #include "aggregation/strategy.h"
 #include "client/coordinator_client.h"
-#include "common/config.h"
+#include "server/config.h"
 #include "gtest/gtest.h"
 #include "server/client_registry.h"
 #include "server/coordinator_service.h"

@@ -10,7 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "aggregation/sampling.h"
-#include "common/config.h"
+#include "server/config.h"
 #include "common/log.h"
 #include "common/model_layout.h"
 #include "common/sha256.h"

@@ -4,7 +4,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
-#include "common/config.h"
+#include "server/config.h"
 #include "common/model_layout.h"
 #include "compression/update_codec.h"
 #include "gtest/gtest.h"

@@ -12,7 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "common/config.h"
+#include "server/config.h"
 #include "common/file_util.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"

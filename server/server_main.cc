@@ -19,7 +19,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "aggregation/strategy.h"
-#include "common/config.h"
+#include "server/config.h"
 #include "common/crypto.h"
 #include "common/file_util.h"
 #include "common/flags.h"

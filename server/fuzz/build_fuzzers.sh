@@ -53,7 +53,7 @@ done
 
 sources=(
   "$out/gen/protos/config.pb.cc" "$out/gen/protos/edgefl.pb.cc"
-  "$root/common/chunking.cc" "$root/common/clock.cc" "$root/common/config.cc"
+  "$root/common/chunking.cc" "$root/common/clock.cc" "$root/server/config.cc"
   "$root/common/crypto.cc" "$root/common/file_util.cc" "$root/common/log.cc"
   "$root/common/sha256.cc"
   "$root/compression/chain.cc" "$root/compression/error_feedback.cc"

@@ -15,11 +15,12 @@
 #include <cmath>
 #include <string>
 
-#include "common/config.h"
+#include "server/config.h"
 #include "compression/chain.h"
 #include "fuzz_common.h"
 
 using namespace edgefl;
+using namespace edgefl::server;
 
 namespace {
 

@@ -1,7 +1,7 @@
 // Experiment configuration: JSON <-> proto (protobuf's own JSON parser), --set overrides,
 // defaults, validation, and the per-round resolution of the schedule.
-#ifndef EDGEFL_COMMON_CONFIG_H_
-#define EDGEFL_COMMON_CONFIG_H_
+#ifndef EDGEFL_SERVER_CONFIG_H_
+#define EDGEFL_SERVER_CONFIG_H_
 
 #include <string>
 
@@ -10,7 +10,7 @@
 #include "protos/config.pb.h"
 #include "protos/edgefl.pb.h"
 
-namespace edgefl {
+namespace edgefl::server {
 
 // Parses JSON text into an ExperimentConfig. INVALID_ARGUMENT naming the unknown key or the field
 // with a wrong type.
@@ -42,6 +42,6 @@ std::string ResolveDownlink(const proto::ExperimentConfig& config, int64_t round
 // The deadline in force for `round` (schedule entries may override it).
 double ResolveDeadlineSeconds(const proto::ExperimentConfig& config, int64_t round);
 
-}  // namespace edgefl
+}  // namespace edgefl::server
 
-#endif  // EDGEFL_COMMON_CONFIG_H_
+#endif  // EDGEFL_SERVER_CONFIG_H_

@@ -1,4 +1,4 @@
-#include "common/config.h"
+#include "server/config.h"
 
 #include "compression/chain.h"
 
@@ -22,7 +22,7 @@
 #include "google/protobuf/message.h"
 #include "google/protobuf/util/json_util.h"
 
-namespace edgefl {
+namespace edgefl::server {
 namespace {
 
 namespace pb = ::google::protobuf;
@@ -635,4 +635,4 @@ double ResolveDeadlineSeconds(const proto::ExperimentConfig& config, int64_t rou
   return deadline;
 }
 
-}  // namespace edgefl
+}  // namespace edgefl::server

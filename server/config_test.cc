@@ -1,4 +1,4 @@
-#include "common/config.h"
+#include "server/config.h"
 
 #include <stdlib.h>
 
@@ -8,7 +8,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace edgefl {
+namespace edgefl::server {
 namespace {
 
 using ::testing::HasSubstr;
@@ -403,4 +403,4 @@ TEST(Config, ResolveTaskConfigLaterEntryWinsAndDefaultsWithoutFill) {
 }
 
 }  // namespace
-}  // namespace edgefl
+}  // namespace edgefl::server
