@@ -7,7 +7,6 @@
 
 #include <atomic>
 #include <cerrno>
-#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -15,23 +14,8 @@
 namespace edgefl {
 namespace {
 
-absl::Status ErrnoError(int err, const std::string& what, const std::string& path) {
-  std::string message = absl::StrCat(what, " ", path, ": ", std::strerror(err));
-  switch (err) {
-    case ENOENT:
-      return absl::NotFoundError(message);
-    case EACCES:
-    case EPERM:
-    case EROFS:
-      return absl::PermissionDeniedError(message);
-    case EEXIST:
-      return absl::AlreadyExistsError(message);
-    case ENOSPC:
-    case EDQUOT:
-      return absl::ResourceExhaustedError(message);
-    default:
-      return absl::InternalError(message);
-  }
+absl::Status ErrnoError(int err, absl::string_view what, const std::string& path) {
+  return ErrnoToStatus(err, absl::StrCat(what, " ", path));
 }
 
 // Closes the descriptor on scope exit unless released.
@@ -83,6 +67,13 @@ absl::Status FsyncDir(const std::string& dir) {
 }
 
 }  // namespace
+
+absl::Status ErrnoToStatus(int err, absl::string_view message) {
+  if (err == 0) {
+    return absl::InternalError(absl::StrCat(message, ": failed without an errno"));
+  }
+  return absl::ErrnoToStatus(err, message);
+}
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);

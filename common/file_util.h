@@ -11,6 +11,19 @@
 
 namespace edgefl {
 
+// The one errno -> absl::Status mapping of edgefl: "<message>: <strerror(err)>" with the code
+// absl::ErrnoToStatusCode(err) picks. The codes callers rely on:
+//   ENOENT                      NOT_FOUND
+//   EACCES, EPERM, EROFS        PERMISSION_DENIED
+//   EEXIST                      ALREADY_EXISTS
+//   ENOTDIR, EISDIR, ENOTEMPTY  FAILED_PRECONDITION
+//   ENOSPC, EDQUOT, EMFILE      RESOURCE_EXHAUSTED
+//   EINTR, EAGAIN               UNAVAILABLE
+//   EINVAL, ENAMETOOLONG        INVALID_ARGUMENT
+//   EIO, unlisted values        UNKNOWN
+// Never OK: err == 0 (a call that failed without setting errno) gives INTERNAL.
+absl::Status ErrnoToStatus(int err, absl::string_view message);
+
 // Reads the whole file. NOT_FOUND if it does not exist, other codes with errno text otherwise.
 absl::StatusOr<std::string> ReadFile(const std::string& path);
 

@@ -5,7 +5,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -34,6 +37,40 @@ std::vector<std::string> ListDir(const std::string& dir) {
 
 bool Contains(absl::string_view haystack, absl::string_view needle) {
   return haystack.find(needle) != absl::string_view::npos;
+}
+
+// The codes file_util.h documents, for every errno edgefl's file code can meet.
+TEST(FileUtil, ErrnoToStatusMapsTheDocumentedCodes) {
+  const std::vector<std::pair<int, absl::StatusCode>> cases = {
+      {ENOENT, absl::StatusCode::kNotFound},
+      {EACCES, absl::StatusCode::kPermissionDenied},
+      {EPERM, absl::StatusCode::kPermissionDenied},
+      {EROFS, absl::StatusCode::kPermissionDenied},
+      {EEXIST, absl::StatusCode::kAlreadyExists},
+      {ENOTDIR, absl::StatusCode::kFailedPrecondition},
+      {EISDIR, absl::StatusCode::kFailedPrecondition},
+      {ENOTEMPTY, absl::StatusCode::kFailedPrecondition},
+      {ENOSPC, absl::StatusCode::kResourceExhausted},
+      {EDQUOT, absl::StatusCode::kResourceExhausted},
+      {EMFILE, absl::StatusCode::kResourceExhausted},
+      {EINTR, absl::StatusCode::kUnavailable},
+      {EAGAIN, absl::StatusCode::kUnavailable},
+      {EINVAL, absl::StatusCode::kInvalidArgument},
+      {ENAMETOOLONG, absl::StatusCode::kInvalidArgument},
+      {EIO, absl::StatusCode::kUnknown},
+      {12345, absl::StatusCode::kUnknown},
+  };
+  for (const auto& [err, code] : cases) {
+    const absl::Status s = ErrnoToStatus(err, "cannot open /x");
+    EXPECT_EQ(s.code(), code) << "errno " << err << ": " << s;
+    EXPECT_EQ(s.message(), std::string("cannot open /x: ") + std::strerror(err));
+  }
+}
+
+TEST(FileUtil, ErrnoToStatusIsNeverOk) {
+  const absl::Status s = ErrnoToStatus(0, "cannot create a scratch folder");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal) << s;
+  EXPECT_TRUE(Contains(s.message(), "cannot create a scratch folder")) << s;
 }
 
 TEST(FileUtil, WriteFileAtomicallyCreatesAndReplaces) {

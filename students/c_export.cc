@@ -270,27 +270,6 @@ std::string Shape(const TensorShape& s) { return absl::StrCat(s.h, "x", s.w, "x"
 
 // ---- staging helpers ----
 
-absl::Status ErrnoStatus(int err, const std::string& message) {
-  const std::string m = absl::StrCat(message, ": ", std::strerror(err));
-  switch (err) {
-    case ENOENT:
-      return absl::NotFoundError(m);
-    case EACCES:
-    case EPERM:
-    case EROFS:
-      return absl::PermissionDeniedError(m);
-    case ENOTDIR:
-    case EEXIST:
-    case ENOTEMPTY:
-      return absl::FailedPreconditionError(m);
-    case ENOSPC:
-    case EDQUOT:
-      return absl::ResourceExhaustedError(m);
-    default:
-      return absl::UnavailableError(m);
-  }
-}
-
 std::string Parent(const std::string& path) {
   const size_t slash = path.find_last_of('/');
   if (slash == std::string::npos) return ".";
@@ -320,7 +299,7 @@ absl::Status CheckReplaceable(const std::string& out_dir) {
   struct stat st;
   if (lstat(out_dir.c_str(), &st) != 0) {
     if (errno == ENOENT) return absl::OkStatus();
-    return ErrnoStatus(errno, absl::StrCat("cannot inspect ", out_dir));
+    return ErrnoToStatus(errno, absl::StrCat("cannot inspect ", out_dir));
   }
   if (!S_ISDIR(st.st_mode)) {
     return absl::FailedPreconditionError(
@@ -338,11 +317,11 @@ absl::Status CheckReplaceable(const std::string& out_dir) {
 
 absl::Status FsyncPath(const std::string& path) {
   const int fd = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus(errno, absl::StrCat("cannot open ", path));
+  if (fd < 0) return ErrnoToStatus(errno, absl::StrCat("cannot open ", path));
   const int rc = fsync(fd);
   const int err = errno;
   close(fd);
-  if (rc != 0) return ErrnoStatus(err, absl::StrCat("cannot fsync ", path));
+  if (rc != 0) return ErrnoToStatus(err, absl::StrCat("cannot fsync ", path));
   return absl::OkStatus();
 }
 
@@ -592,7 +571,7 @@ absl::StatusOr<McuFootprint> MeasureMcuFootprint(const std::string& library_dir,
   fp.compiler = version.output.substr(0, version.output.find('\n'));
 
   const std::string scratch = MakeScratch();
-  if (scratch.empty()) return ErrnoStatus(errno, "cannot create a scratch folder in /tmp");
+  if (scratch.empty()) return ErrnoToStatus(errno, "cannot create a scratch folder in /tmp");
   struct Cleanup {
     std::string dir;
     ~Cleanup() { RemoveFlatDirectory(dir); }
@@ -698,7 +677,7 @@ absl::StatusOr<HostCheck> CheckLibraryOnHost(const std::string& library_dir,
   ASSIGN_OR_RETURN(CommandResult version, RunCommand({compiler, "--version"}, kToolTimeoutSeconds));
   check.compiler = version.output.substr(0, version.output.find('\n'));
   const std::string scratch = MakeScratch();
-  if (scratch.empty()) return ErrnoStatus(errno, "cannot create a scratch folder in /tmp");
+  if (scratch.empty()) return ErrnoToStatus(errno, "cannot create a scratch folder in /tmp");
   struct Cleanup {
     std::string dir;
     ~Cleanup() { RemoveFlatDirectory(dir); }
@@ -771,8 +750,8 @@ absl::StatusOr<std::unique_ptr<StagedDirectory>> StagedDirectory::Create(
   }
   std::string tmpl = absl::StrCat(parent, "/.", base, ".tmp-XXXXXX");
   if (mkdtemp(tmpl.data()) == nullptr) {
-    return ErrnoStatus(errno, absl::StrCat("cannot write output folder ", out_dir,
-                                           " (creating a folder in ", parent, ")"));
+    return ErrnoToStatus(errno, absl::StrCat("cannot write output folder ", out_dir,
+                                             " (creating a folder in ", parent, ")"));
   }
   return std::unique_ptr<StagedDirectory>(new StagedDirectory(out_dir, tmpl));
 }
@@ -788,7 +767,7 @@ absl::Status StagedDirectory::WriteFile(const std::string& name, std::string_vie
   if (committed_) return absl::FailedPreconditionError("already committed");
   const std::string path = absl::StrCat(staging_, "/", name);
   const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoStatus(errno, absl::StrCat("cannot create ", path));
+  if (fd < 0) return ErrnoToStatus(errno, absl::StrCat("cannot create ", path));
   size_t done = 0;
   while (done < data.size()) {
     const ssize_t w = write(fd, data.data() + done, data.size() - done);
@@ -796,16 +775,16 @@ absl::Status StagedDirectory::WriteFile(const std::string& name, std::string_vie
     if (w < 0) {
       const int err = errno;
       close(fd);
-      return ErrnoStatus(err, absl::StrCat("cannot write ", path));
+      return ErrnoToStatus(err, absl::StrCat("cannot write ", path));
     }
     done += static_cast<size_t>(w);
   }
   if (fsync(fd) != 0) {
     const int err = errno;
     close(fd);
-    return ErrnoStatus(err, absl::StrCat("cannot fsync ", path));
+    return ErrnoToStatus(err, absl::StrCat("cannot fsync ", path));
   }
-  if (close(fd) != 0) return ErrnoStatus(errno, absl::StrCat("cannot close ", path));
+  if (close(fd) != 0) return ErrnoToStatus(errno, absl::StrCat("cannot close ", path));
   return absl::OkStatus();
 }
 
@@ -817,13 +796,13 @@ absl::Status StagedDirectory::Commit() {
   if (lstat(out_dir_.c_str(), &st) == 0) {
     // Swap the new export in atomically; the old one ends up at the staging path.
     if (renameat2(AT_FDCWD, staging_.c_str(), AT_FDCWD, out_dir_.c_str(), RENAME_EXCHANGE) != 0) {
-      return ErrnoStatus(errno, absl::StrCat("cannot replace ", out_dir_));
+      return ErrnoToStatus(errno, absl::StrCat("cannot replace ", out_dir_));
     }
     committed_ = true;
     RemoveFlatDirectory(staging_);
   } else {
     if (rename(staging_.c_str(), out_dir_.c_str()) != 0) {
-      return ErrnoStatus(errno, absl::StrCat("cannot rename ", staging_, " to ", out_dir_));
+      return ErrnoToStatus(errno, absl::StrCat("cannot rename ", staging_, " to ", out_dir_));
     }
     committed_ = true;
   }

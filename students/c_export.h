@@ -90,7 +90,8 @@ class StagedDirectory {
   // Creates the staging folder "<parent>/.<name>.tmp-XXXXXX" of `out_dir` (creating the parent if
   // missing). FAILED_PRECONDITION if `out_dir` exists and is not a folder, or is a non-empty
   // folder without a previous export's manifest.json (it is never deleted then);
-  // PERMISSION_DENIED (or the errno's code) naming the folder if it cannot be written.
+  // PERMISSION_DENIED (or the errno's code, see ErrnoToStatus in common/file_util.h) naming the
+  // folder if it cannot be written.
   static absl::StatusOr<std::unique_ptr<StagedDirectory>> Create(const std::string& out_dir);
   // Removes the staging folder and its files unless Commit() succeeded.
   ~StagedDirectory();

@@ -129,7 +129,8 @@ absl::Status CheckDistillTarget(const DistillOptions& options, const std::string
 //   NOT_FOUND          unknown teacher model or student
 //   FAILED_PRECONDITION the student does not fit the budgets (message names both numbers), or
 //                      `out_dir` is a file or a non-empty folder that is not a previous export
-//   PERMISSION_DENIED / UNAVAILABLE / RESOURCE_EXHAUSTED  `out_dir` cannot be written
+//   PERMISSION_DENIED / RESOURCE_EXHAUSTED  `out_dir` cannot be written (or another code of
+//                      the errno, as ErrnoToStatus in common/file_util.h maps it)
 //   INTERNAL           LibTorch failures, the library failed to compile, or the host-compiled
 //                      library disagreed with the integer reference
 // The output folder is probed before training, so an unwritable folder fails in milliseconds.
