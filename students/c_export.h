@@ -7,7 +7,8 @@
 //   edgefl_student.c          the model: weights as `static const` arrays (flash), the layer
 //                             table, the static activation arena, predict()
 //   edgefl_student_kernels.h  int8 kernels: conv, depthwise conv, dense, 2x2 max pool (ReLU is
-//   edgefl_student_kernels.c  the activation clamp); fixed-point requantization
+//   edgefl_student_kernels.c  the activation clamp); fixed-point requantization. The same for
+//                             every model: students/c/ byte for byte (embedded at build time)
 // Activations are HWC (channels last). No malloc, no floating point, no library calls beyond
 // <stdint.h>; requires a compiler whose >> of negative integers is arithmetic (checked at compile
 // time; true of gcc, clang, armcc and IAR).
