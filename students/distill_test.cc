@@ -265,27 +265,15 @@ TEST(Mcu, CortexM4UnderQemuMatchesHost) {
   absl::StatusOr<std::vector<int8_t>> ref = Int8ReferenceLogits(*report->model, test);
   ASSERT_TRUE(ref.ok()) << ref.status();
 
-  std::string main_c = "#include <stdio.h>\n#include \"edgefl_student.h\"\n";
-  absl::StrAppend(&main_c, "static const uint8_t images[", test.size(), "][784] = {\n");
+  // The images for mcu/student_main.c.
+  std::string images_h = absl::StrCat("#include <stdint.h>\nstatic const uint8_t images[",
+                                      test.size(), "][784] = {\n");
   for (int64_t i = 0; i < test.size(); ++i) {
     std::vector<int> px(test.pixels.begin() + i * 784, test.pixels.begin() + (i + 1) * 784);
-    absl::StrAppend(&main_c, "{", absl::StrJoin(px, ","), "},\n");
+    absl::StrAppend(&images_h, "{", absl::StrJoin(px, ","), "},\n");
   }
-  absl::StrAppend(&main_c, "};\n", R"(int main(void) {
-  int8_t input[EDGEFL_STUDENT_INPUT_SIZE], logits[EDGEFL_STUDENT_NUM_CLASSES];
-  unsigned i;
-  int c;
-  for (i = 0; i < sizeof(images) / sizeof(images[0]); ++i) {
-    edgefl_student_quantize_input(images[i], input);
-    printf("EDGEFL %u %d", i, edgefl_student_predict(input, logits));
-    for (c = 0; c < EDGEFL_STUDENT_NUM_CLASSES; ++c) printf(" %d", logits[c]);
-    printf("\n");
-  }
-  printf("EDGEFL_DONE\n");
-  return 0;
-}
-)");
-  ASSERT_TRUE(WriteFileAtomically(root + "/main.c", main_c).ok());
+  absl::StrAppend(&images_h, "};\n");
+  ASSERT_TRUE(WriteFileAtomically(root + "/student_images.h", images_h).ok());
   const std::string mcu = EDGEFL_MCU_DIR;
   const std::string elf = root + "/student.elf";
   CommandResult cc = RunTool({"arm-none-eabi-gcc",
@@ -304,10 +292,12 @@ TEST(Mcu, CortexM4UnderQemuMatchesHost) {
                               "-Wl,--gc-sections",
                               "-I",
                               out,
+                              "-I",
+                              root,
                               mcu + "/startup.c",
                               out + "/edgefl_student.c",
                               out + "/edgefl_student_kernels.c",
-                              root + "/main.c",
+                              mcu + "/student_main.c",
                               "-o",
                               elf});
   ASSERT_EQ(cc.exit_code, 0) << cc.output;
