@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "client/shard_flags.h"
 #include "common/file_util.h"
 #include "common/flags.h"
 #include "common/log.h"
@@ -33,13 +34,7 @@ struct DistillFlags {
   std::string checkpoint;
   std::string model;
   std::string out;
-  std::string data = "fmnist";
-  std::string data_dir = models::kDefaultFashionMnistDir;
-  std::string partition_file;
-  std::string partition = "iid";
-  int num_partitions = 1;
-  int client_index = 0;
-  int64_t seed = 0;
+  ShardFlags shard;  // --data ... --seed
   int threads = 1;
   bool test = true;
   int64_t max_test_rows = 0;
@@ -139,15 +134,7 @@ int Main(int argc, char** argv) {
                "the teacher: a server checkpoint.pb, or a raw float32 file with --model");
   flags.String("model", &f.model, "the teacher's model name (required for a raw float32 file)");
   flags.String("out", &f.out, "output folder for the C library (replaced atomically)");
-  flags.String("data", &f.data, "local data set: fmnist (Fashion-MNIST training images)");
-  flags.String("data_dir", &f.data_dir, "folder with the Fashion-MNIST .gz files");
-  flags.String("partition_file", &f.partition_file,
-               "workload partition file (lines '<client> <n> <idx...>'); wins over --partition");
-  flags.String("partition", &f.partition,
-               "how to split the training set: iid, dirichlet:<alpha>, labels:<n>");
-  flags.Int("num_partitions", &f.num_partitions, "number of shards for --partition");
-  flags.Int("client_index", &f.client_index, "which shard this device holds (0-based)");
-  flags.Int64("seed", &f.seed, "seed of the partition and of the distillation");
+  RegisterShardFlags(flags, &f.shard, "seed of the partition and of the distillation");
   flags.Int("threads", &f.threads, "torch and OpenBLAS compute threads");
   flags.String("student", &o.student,
                absl::StrCat("student architecture: ", absl::StrJoin(models::StudentNames(), ", "),
@@ -182,10 +169,12 @@ int Main(int argc, char** argv) {
   if (f.checkpoint.empty()) ExitUsageError(kProgram, "--checkpoint is required");
   if (f.out.empty()) ExitUsageError(kProgram, "--out is required");
   if (f.threads < 1) ExitUsageError(kProgram, "--threads must be >= 1");
-  if (f.num_partitions < 1) ExitUsageError(kProgram, "--num_partitions must be >= 1");
+  if (absl::Status s = ValidateShardFlags(f.shard); !s.ok()) {
+    ExitUsageError(kProgram, std::string(s.message()));
+  }
   if (f.max_test_rows < 0) ExitUsageError(kProgram, "--max_test_rows must be >= 0");
   o.use_labels = labels;
-  o.seed = static_cast<uint64_t>(f.seed);
+  o.seed = static_cast<uint64_t>(f.shard.seed);
   o.threads = f.threads;
   SetLogTag("distill");
   SetBlasThreads(f.threads);
@@ -196,12 +185,12 @@ int Main(int argc, char** argv) {
   o.teacher_source = teacher->source;
   o.teacher_round = teacher->round;
   absl::StatusOr<models::ImageDataset> local =
-      models::LoadDeviceShard(models::ShardSourceFromFlags(f));
+      models::LoadDeviceShard(ShardSourceFrom(f.shard));
   if (!local.ok()) Fail(local.status());
   std::optional<models::ImageDataset> test;
   if (f.test) {
     absl::StatusOr<models::ImageDataset> t =
-        models::LoadFashionMnist(f.data_dir, models::Split::kTest, std::nullopt, f.max_test_rows);
+        models::LoadFashionMnist(f.shard.data_dir, models::Split::kTest, std::nullopt, f.max_test_rows);
     if (!t.ok()) Fail(t.status());
     test = std::move(*t);
   }
