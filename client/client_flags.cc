@@ -73,8 +73,7 @@ void RegisterClientFlags(FlagSet& flags, ClientFlags* f) {
                "CA certificate (PEM) that signed the server's certificate; 'system' = the "
                "system roots");
   flags.String("tls_cert", &f->tls_cert, "client certificate (PEM) for mutual TLS");
-  flags.String("tls_key", &f->tls_key,
-               "its private key (PEM; refused if group/other can read it)");
+  flags.String("tls_key", &f->tls_key, "its private key (PEM; refused if group/other can read it)");
   flags.String("tls_server_name", &f->tls_server_name,
                "name to verify the server certificate against instead of --server's host");
   flags.String("token_file", &f->token_file,

@@ -46,8 +46,7 @@ class Coordinator {
   // sent. FAILED_PRECONDITION / PERMISSION_DENIED / INVALID_ARGUMENT: the update was refused.
   virtual absl::StatusOr<proto::ReportResponse> Report(proto::ReportHeader header,
                                                        std::string_view payload,
-                                                       absl::Time deadline,
-                                                       uint64_t* bytes_up) = 0;
+                                                       absl::Time deadline, uint64_t* bytes_up) = 0;
 
   // ---- the session (thread-safe)
   // Installs a session (e.g. one saved across a restart of the client); "" clears it.

@@ -145,9 +145,9 @@ absl::StatusOr<std::unique_ptr<DeviceRuntime>> DeviceRuntime::Create(
     return absl::InvalidArgumentError("distill_final_only needs a distiller");
   }
   if (!runners) runners = &models::ModelRunner::Create;
-  std::unique_ptr<DeviceRuntime> runtime(new DeviceRuntime(options, std::move(coordinator),
-                                                           std::move(data), clock,
-                                                           std::move(distiller), std::move(runners)));
+  std::unique_ptr<DeviceRuntime> runtime(
+      new DeviceRuntime(options, std::move(coordinator), std::move(data), clock,
+                        std::move(distiller), std::move(runners)));
   runtime->LoadSession();
   return runtime;
 }
@@ -188,9 +188,8 @@ void DeviceRuntime::SaveSession() {
   if (options_.session_file.empty()) return;
   const std::string token = rpc_->session_token();
   const std::string text =
-      token.empty()
-          ? std::string()
-          : absl::StrCat(token, "\n", absl::ToUnixSeconds(rpc_->session_expires()), "\n");
+      token.empty() ? std::string()
+                    : absl::StrCat(token, "\n", absl::ToUnixSeconds(rpc_->session_expires()), "\n");
   if (absl::Status s = WriteFileAtomically(options_.session_file, text, 0600); !s.ok()) {
     EDGEFL_LOG_WARN("could not save the session: ", s.message());
   }
@@ -286,8 +285,7 @@ absl::Status DeviceRuntime::HandleError(const absl::Status& s, const char* what)
   }
   const bool transient = absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) ||
                          absl::IsCancelled(s) || absl::IsDataLoss(s) || absl::IsAborted(s) ||
-                         absl::IsResourceExhausted(s) || absl::IsInternal(s) ||
-                         absl::IsUnknown(s);
+                         absl::IsResourceExhausted(s) || absl::IsInternal(s) || absl::IsUnknown(s);
   if (!transient) {
     EDGEFL_LOG_ERROR(what, " failed: ", s.ToString());
     return absl::Status(s.code(), absl::StrCat(what, " failed: ", s.message()));
@@ -295,10 +293,9 @@ absl::Status DeviceRuntime::HandleError(const absl::Status& s, const char* what)
   const absl::Time now = clock_->Now();
   if (!unreachable_since_) unreachable_since_ = now;
   if (now - *unreachable_since_ > options_.max_unreachable) {
-    return absl::Status(
-        s.code(), absl::StrFormat("gave up after %.0f s without reaching %s: %s",
-                                  absl::ToDoubleSeconds(options_.max_unreachable), options_.server,
-                                  s.message()));
+    return absl::Status(s.code(), absl::StrFormat("gave up after %.0f s without reaching %s: %s",
+                                                  absl::ToDoubleSeconds(options_.max_unreachable),
+                                                  options_.server, s.message()));
   }
   const absl::Duration wait = backoff_.Next();
   EDGEFL_LOG_WARN(what, ": ", s.ToString(), "; retrying in ",
@@ -381,8 +378,8 @@ absl::StatusOr<DeviceRuntime::Trained> DeviceRuntime::Train(const proto::Task& t
   opts.weight_decay = task.config().weight_decay();
   opts.max_samples = task.config().max_samples();
   opts.seed = TrainingSeed(task, options_.client_index);
-  EDGEFL_LOG_INFO("round ", task.round(), ": training on ", data_.size(), " samples (",
-                  opts.epochs, " epoch(s), batch ", opts.batch_size, ", lr ", opts.lr, ")");
+  EDGEFL_LOG_INFO("round ", task.round(), ": training on ", data_.size(), " samples (", opts.epochs,
+                  " epoch(s), batch ", opts.batch_size, ", lr ", opts.lr, ")");
   absl::Time last_draw = absl::InfinitePast();
   int64_t batches = 0;
   auto progress = [&](int64_t done, int64_t total, double loss) {
@@ -472,8 +469,8 @@ absl::Status DeviceRuntime::Upload(const proto::Task& task, const models::TrainR
     absl::StatusOr<proto::ReportResponse> r = rpc_->Report(header, payload, deadline, &bytes_up);
     if (r.ok()) {
       ++rounds_done_;
-      last_trained_ = std::make_pair(static_cast<int64_t>(task.round()),
-                                     static_cast<int64_t>(task.attempt()));
+      last_trained_ =
+          std::make_pair(static_cast<int64_t>(task.round()), static_cast<int64_t>(task.attempt()));
       if (absl::Status s = pipeline_.Commit(); !s.ok()) {
         EDGEFL_LOG_WARN("could not save the error-feedback residual: ", s.ToString());
       }
@@ -524,8 +521,7 @@ absl::Status DeviceRuntime::Distil(const proto::Task& task, absl::Span<const flo
 absl::Status DeviceRuntime::DistilFinal(Coordinator::CheckInResult result) {
   const proto::Task& task = result.task;
   UnspillModel();
-  if (absl::Status s =
-          UpdatePipeline::ApplyDownload(task, result.payload, have_version_, &model_);
+  if (absl::Status s = UpdatePipeline::ApplyDownload(task, result.payload, have_version_, &model_);
       !s.ok()) {
     EDGEFL_LOG_ERROR("cannot use the final model: ", s.ToString());
     return absl::Status(s.code(), absl::StrCat("cannot use the final model: ", s.message()));
@@ -534,8 +530,7 @@ absl::Status DeviceRuntime::DistilFinal(Coordinator::CheckInResult result) {
   result.payload = std::string();
   EDGEFL_LOG_INFO("distilling the final global model (version ", task.model_version(), ")");
   if (absl::Status s = Distil(task, model_); !s.ok()) {
-    return absl::Status(s.code(),
-                        absl::StrCat("distilling the final model failed: ", s.message()));
+    return absl::Status(s.code(), absl::StrCat("distilling the final model failed: ", s.message()));
   }
   return absl::OkStatus();
 }

@@ -59,13 +59,13 @@ proto::DeviceProfile DescribeThisDevice();
 class DeviceRuntime {
  public:
   struct Options {
-    std::string server;         // the coordinator's address, for messages only
-    int client_index = 0;       // the shard index: log tag, training seed, state file names
-    uint64_t seed = 0;          // with client_index, seeds the retry jitter
-    int threads = 1;            // compute threads handed to the runner
+    std::string server;    // the coordinator's address, for messages only
+    int client_index = 0;  // the shard index: log tag, training seed, state file names
+    uint64_t seed = 0;     // with client_index, seeds the retry jitter
+    int threads = 1;       // compute threads handed to the runner
     // Give up (UNAVAILABLE) once the coordinator has been unreachable this long.
     absl::Duration max_unreachable = absl::Seconds(900);
-    Backoff::Options backoff;   // delays between retries of a failed call
+    Backoff::Options backoff;    // delays between retries of a failed call
     bool show_progress = false;  // draw a training progress line on stderr
     // Folder for the device's state (error-feedback residual "client-<index>.ef"); "" = memory
     // only. Must exist.
@@ -135,8 +135,8 @@ class DeviceRuntime {
 
  private:
   DeviceRuntime(const Options& options, std::unique_ptr<Coordinator> coordinator,
-                models::ImageDataset data, const Clock* clock,
-                std::unique_ptr<Distiller> distiller, RunnerFactory runners);
+                models::ImageDataset data, const Clock* clock, std::unique_ptr<Distiller> distiller,
+                RunnerFactory runners);
   class Spill;
   void LoadSession();
   void SaveSession();
@@ -161,7 +161,7 @@ class DeviceRuntime {
   UpdatePipeline pipeline_;
   Backoff backoff_;
   std::string client_id_;
-  std::vector<float> model_;     // the global model version have_version_ (downlink base)
+  std::vector<float> model_;        // the global model version have_version_ (downlink base)
   std::unique_ptr<Spill> spilled_;  // model_'s content while Train runs, or null
   int64_t have_version_ = -1;
   absl::Duration poll_timeout_ = absl::Seconds(35);

@@ -137,9 +137,8 @@ class FakeCoordinator : public Coordinator {
     return step;
   }
 
-  absl::StatusOr<proto::ReportResponse> Report(proto::ReportHeader header,
-                                               std::string_view payload, absl::Time deadline,
-                                               uint64_t* bytes_up) override {
+  absl::StatusOr<proto::ReportResponse> Report(proto::ReportHeader header, std::string_view payload,
+                                               absl::Time deadline, uint64_t* bytes_up) override {
     reports.push_back({header, std::string(payload)});
     if (bytes_up != nullptr) *bytes_up = payload.size();
     if (!report_answers.empty()) {
@@ -240,7 +239,7 @@ class DeviceRuntimeTest : public ::testing::Test {
  protected:
   DeviceRuntimeTest() : clock_(kStart), coordinator_(new FakeCoordinator(&clock_)) {
     options_.server = "fake:1";
-    options_.state_dir = "";  // memory only unless a test sets it
+    options_.state_dir = "";      // memory only unless a test sets it
     options_.backoff.jitter = 0;  // exact delays
   }
 
@@ -267,10 +266,9 @@ TEST_F(DeviceRuntimeTest, BacksOffWithGrowingDelaysWhileTheServerIsDown) {
   ASSERT_TRUE(rt.Run().ok());
   EXPECT_EQ(coordinator_->joins.size(), 8u);
   // 0.5 s doubling, capped at 30 s; nothing slept once the server answered.
-  EXPECT_THAT(clock_.sleeps(),
-              ElementsAre(absl::Milliseconds(500), absl::Seconds(1), absl::Seconds(2),
-                          absl::Seconds(4), absl::Seconds(8), absl::Seconds(16),
-                          absl::Seconds(30)));
+  EXPECT_THAT(clock_.sleeps(), ElementsAre(absl::Milliseconds(500), absl::Seconds(1),
+                                           absl::Seconds(2), absl::Seconds(4), absl::Seconds(8),
+                                           absl::Seconds(16), absl::Seconds(30)));
   EXPECT_EQ(rt.rounds_done(), 1);
   EXPECT_TRUE(rt.finished());
 }
@@ -399,7 +397,8 @@ TEST_F(DeviceRuntimeTest, ReportLostUntilTheDeadlineRollsBackToo) {
   const std::vector<float> committed = Residual(rt);
   // Round 2 closes 2 s from now: the retry 5 s later fails again, and then the round is over.
   Coordinator::CheckInResult late = MlpTask(2, uplink);
-  late.task.set_deadline_unix_seconds(static_cast<double>(absl::ToUnixSeconds(clock_.Now() + absl::Seconds(2))));
+  late.task.set_deadline_unix_seconds(
+      static_cast<double>(absl::ToUnixSeconds(clock_.Now() + absl::Seconds(2))));
   coordinator_->checkins.push_back(std::move(late));
   ASSERT_TRUE(rt.Run().ok());
   EXPECT_EQ(coordinator_->reports.size(), 3u);
@@ -453,8 +452,7 @@ TEST_F(DeviceRuntimeTest, SavedSessionIsUsedAfterARestartOfTheClient) {
   const std::string file = absl::StrCat(dir, "/client-0.session");
   ASSERT_TRUE(WriteFileAtomically(
                   file,
-                  absl::StrCat("saved-token\n",
-                               absl::ToUnixSeconds(kStart + absl::Hours(1)), "\n"),
+                  absl::StrCat("saved-token\n", absl::ToUnixSeconds(kStart + absl::Hours(1)), "\n"),
                   0600)
                   .ok());
   options_.session_file = file;
@@ -551,9 +549,9 @@ TEST_F(DeviceRuntimeTest, BadDownloadSkipsTheRoundAndAsksForTheFullModel) {
 
 TEST(DeviceRuntime, CreateRefusesAnEmptyShard) {
   SimulatedClock clock(kStart);
-  absl::StatusOr<std::unique_ptr<DeviceRuntime>> r = DeviceRuntime::Create(
-      DeviceRuntime::Options(), std::make_unique<FakeCoordinator>(&clock), models::ImageDataset(),
-      &clock);
+  absl::StatusOr<std::unique_ptr<DeviceRuntime>> r =
+      DeviceRuntime::Create(DeviceRuntime::Options(), std::make_unique<FakeCoordinator>(&clock),
+                            models::ImageDataset(), &clock);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
