@@ -63,7 +63,8 @@ class DeviceRuntime {
     int client_index = 0;  // the shard index: log tag, training seed, state file names
     uint64_t seed = 0;     // with client_index, seeds the retry jitter
     int threads = 1;       // compute threads handed to the runner
-    // Give up (UNAVAILABLE) once the coordinator has been unreachable this long.
+    // Give up (with the last failed call's code) once the coordinator has been unreachable for
+    // longer than this.
     absl::Duration max_unreachable = absl::Seconds(900);
     Backoff::Options backoff;    // delays between retries of a failed call
     bool show_progress = false;  // draw a training progress line on stderr
@@ -96,7 +97,8 @@ class DeviceRuntime {
   // distill_final_only, the final model's distillation failing (finished() true, its code).
   // Messages are one line, without the program name. A round that fails (bad download, training
   // or encoding error, refused or lost update) is logged and skipped; the loop goes on. A task
-  // this session already reported (same or older round) is not trained again.
+  // this session already reported (the same round and attempt, or an older round) is not
+  // trained again: the loop pauses 1 s and checks in again. Every Join starts a new session.
   absl::Status Run();
 
   // ---- the steps of one round. PrepareModel, Train and Encode log nothing: their errors'
