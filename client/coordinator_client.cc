@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "common/channel_args.h"
 #include "common/chunking.h"
 #include "common/grpc_status.h"
 #include "common/sha256.h"
@@ -130,12 +131,13 @@ std::unique_ptr<CoordinatorClient> CoordinatorClient::Create(const Options& opti
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_mb << 20);
   args.SetMaxSendMessageSize(options.max_message_mb << 20);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, channel_args::kKeepaliveTimeMs);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, channel_args::kKeepaliveTimeoutMs);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, channel_args::kKeepalivePermitWithoutCalls);
   // Reconnect quickly after a server restart (gRPC's own backoff otherwise grows to 120 s).
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, channel_args::kClientMaxReconnectBackoffMs);
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+              channel_args::kClientInitialReconnectBackoffMs);
   std::shared_ptr<grpc::ChannelCredentials> creds;
   if (options.insecure) {
     creds = grpc::InsecureChannelCredentials();

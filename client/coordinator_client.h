@@ -21,11 +21,12 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "client/coordinator.h"
 #include "protos/edgefl.grpc.pb.h"
 
 namespace edgefl::client {
 
-class CoordinatorClient {
+class CoordinatorClient : public Coordinator {
  public:
   struct Options {
     std::string target = "localhost:50051";
@@ -41,15 +42,7 @@ class CoordinatorClient {
     std::string tls_server_name;  // name to verify instead of the target's host ("" = host)
   };
 
-  struct CheckInResult {
-    // kFinalModel: the federation is finished and `payload` is its final model (only when asked
-    // for with want_final_model).
-    enum class Kind { kIdle, kFinished, kTask, kFinalModel };
-    Kind kind = Kind::kIdle;
-    proto::Task task;
-    std::string payload;      // the model, verified against task.sha256()
-    uint64_t bytes_down = 0;  // payload bytes received
-  };
+  using CheckInResult = Coordinator::CheckInResult;
 
   // Creates the channel (TLS unless options.insecure) with keepalive and raised message limits.
   // Thread-safe.
@@ -65,22 +58,27 @@ class CoordinatorClient {
   // On success Join keeps the returned session for later calls. If Join with a held session is
   // refused as UNAUTHENTICATED (expired, revoked, or issued by another server), the session is
   // dropped and Join is tried once more with the enrollment token (or no credential if none).
-  absl::StatusOr<proto::JoinResponse> Join(const proto::JoinRequest& request);
+  absl::StatusOr<proto::JoinResponse> Join(const proto::JoinRequest& request) override;
   absl::StatusOr<CheckInResult> CheckIn(const std::string& client_id, int64_t have_version,
-                                        absl::Duration timeout, bool want_final_model = false);
+                                        absl::Duration timeout, bool want_final_model) override;
+  // The same, without asking for the final model.
+  absl::StatusOr<CheckInResult> CheckIn(const std::string& client_id, int64_t have_version,
+                                        absl::Duration timeout) {
+    return CheckIn(client_id, have_version, timeout, /*want_final_model=*/false);
+  }
   // Fills header.total_bytes and header.sha256 from `payload` and streams it in chunks. The call's
   // deadline is `deadline` (at least rpc_timeout from now).
   absl::StatusOr<proto::ReportResponse> Report(proto::ReportHeader header,
                                                std::string_view payload, absl::Time deadline,
-                                               uint64_t* bytes_up);
+                                               uint64_t* bytes_up) override;
 
   // ---- credentials (thread-safe)
   void SetEnrollmentToken(std::string token);
   // Installs a session (e.g. one saved across a restart of the client); "" clears it.
-  void SetSession(std::string token, absl::Time expires);
+  void SetSession(std::string token, absl::Time expires) override;
   void ClearSession() { SetSession("", absl::InfinitePast()); }
-  std::string session_token() const;
-  absl::Time session_expires() const;
+  std::string session_token() const override;
+  absl::Time session_expires() const override;
 
  private:
   explicit CoordinatorClient(const Options& options, std::shared_ptr<grpc::Channel> channel);

@@ -1,21 +1,18 @@
 // fl-distill: distils a saved global model into a microcontroller student on one device's data
 // and exports it as a C99 library (models/distill.h does the work).
 #include <cstdio>
-#include <cstring>
 #include <optional>
 #include <string>
-#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
-#include "common/file_util.h"
+#include "client/shard_flags.h"
+#include "client/teacher.h"
 #include "common/flags.h"
 #include "common/log.h"
 #include "common/memory.h"
-#include "common/sha256.h"
-#include "common/status_macros.h"
 #include "common/threads.h"
 #include "data/dataset.h"
 #include "data/device_data.h"
@@ -33,77 +30,11 @@ struct DistillFlags {
   std::string checkpoint;
   std::string model;
   std::string out;
-  std::string data = "fmnist";
-  std::string data_dir = data::kDefaultFashionMnistDir;
-  std::string partition_file;
-  std::string partition = "iid";
-  int num_partitions = 1;
-  int client_index = 0;
-  int64_t seed = 0;
+  ShardFlags shard;  // --data ... --seed
   int threads = 1;
   bool test = true;
   int64_t max_test_rows = 0;
 };
-
-struct Teacher {
-  proto::ModelSpec spec;
-  std::vector<float> weights;
-  std::string source;
-  int64_t round = -1;
-};
-
-// checkpoint.pb (edgefl.proto.Checkpoint) or, with --model, a raw little-endian float32 file.
-absl::StatusOr<Teacher> LoadTeacher(const std::string& path, const std::string& model) {
-  ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
-  proto::Checkpoint ckpt;
-  std::string why_not;
-  if (!ckpt.ParseFromString(bytes) || ckpt.spec().tensors_size() == 0 || ckpt.weights().empty()) {
-    why_not = "not an edgefl checkpoint.pb";
-  } else if (ckpt.sha256() != Sha256::Of(ckpt.weights())) {
-    why_not = "a checkpoint whose weights fail their sha256";
-  }
-  Teacher t;
-  if (why_not.empty()) {
-    if (!model.empty() && model != ckpt.spec().model()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, " is a checkpoint of ", ckpt.spec().model(), ", not of ", model));
-    }
-    ASSIGN_OR_RETURN(proto::ModelSpec registered, models::SpecForModel(ckpt.spec().model()));
-    if (absl::Status s = models::CheckSpecMatches(registered, ckpt.spec()); !s.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, " does not hold a ", registered.model(), ": ", s.message()));
-    }
-    const int64_t n = models::NumParameters(registered);
-    if (static_cast<int64_t>(ckpt.weights().size()) != 4 * n) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": ", ckpt.weights().size(), " weight bytes for ", n, " parameters"));
-    }
-    t.weights.resize(n);
-    for (int64_t i = 0; i < n; ++i) {
-      const auto* p = reinterpret_cast<const uint8_t*>(ckpt.weights().data()) + 4 * i;
-      const uint32_t u =
-          uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
-      std::memcpy(&t.weights[i], &u, 4);
-    }
-    t.spec = registered;
-    t.round = ckpt.round();
-    t.source = absl::StrCat(path, " (round ", ckpt.round(), ")");
-    return t;
-  }
-  if (model.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, " is ", why_not, "; for a raw float32 weights file (model_final.f32) give --model"));
-  }
-  ASSIGN_OR_RETURN(t.spec, models::SpecForModel(model));
-  absl::StatusOr<std::vector<float>> w = models::LoadRawWeights(path, t.spec);
-  if (!w.ok()) {
-    return absl::Status(w.status().code(),
-                        absl::StrCat(w.status().message(), " (a checkpoint of another model?)"));
-  }
-  t.weights = std::move(*w);
-  t.source = path;
-  return t;
-}
 
 std::string OneLine(absl::string_view s) {
   return absl::StrReplaceAll(s, {{"\n", " "}, {"\r", " "}});
@@ -139,15 +70,7 @@ int Main(int argc, char** argv) {
                "the teacher: a server checkpoint.pb, or a raw float32 file with --model");
   flags.String("model", &f.model, "the teacher's model name (required for a raw float32 file)");
   flags.String("out", &f.out, "output folder for the C library (replaced atomically)");
-  flags.String("data", &f.data, "local data set: fmnist (Fashion-MNIST training images)");
-  flags.String("data_dir", &f.data_dir, "folder with the Fashion-MNIST .gz files");
-  flags.String("partition_file", &f.partition_file,
-               "workload partition file (lines '<client> <n> <idx...>'); wins over --partition");
-  flags.String("partition", &f.partition,
-               "how to split the training set: iid, dirichlet:<alpha>, labels:<n>");
-  flags.Int("num_partitions", &f.num_partitions, "number of shards for --partition");
-  flags.Int("client_index", &f.client_index, "which shard this device holds (0-based)");
-  flags.Int64("seed", &f.seed, "seed of the partition and of the distillation");
+  RegisterShardFlags(flags, &f.shard, "seed of the partition and of the distillation");
   flags.Int("threads", &f.threads, "torch and OpenBLAS compute threads");
   flags.String("student", &o.student,
                absl::StrCat("student architecture: ", absl::StrJoin(students::StudentNames(), ", "),
@@ -182,10 +105,12 @@ int Main(int argc, char** argv) {
   if (f.checkpoint.empty()) ExitUsageError(kProgram, "--checkpoint is required");
   if (f.out.empty()) ExitUsageError(kProgram, "--out is required");
   if (f.threads < 1) ExitUsageError(kProgram, "--threads must be >= 1");
-  if (f.num_partitions < 1) ExitUsageError(kProgram, "--num_partitions must be >= 1");
+  if (absl::Status s = ValidateShardFlags(f.shard); !s.ok()) {
+    ExitUsageError(kProgram, std::string(s.message()));
+  }
   if (f.max_test_rows < 0) ExitUsageError(kProgram, "--max_test_rows must be >= 0");
   o.use_labels = labels;
-  o.seed = static_cast<uint64_t>(f.seed);
+  o.seed = static_cast<uint64_t>(f.shard.seed);
   o.threads = f.threads;
   SetLogTag("distill");
   SetBlasThreads(f.threads);
@@ -195,13 +120,12 @@ int Main(int argc, char** argv) {
   if (!teacher.ok()) Fail(teacher.status());
   o.teacher_source = teacher->source;
   o.teacher_round = teacher->round;
-  absl::StatusOr<data::ImageDataset> local =
-      data::LoadDeviceShard(data::ShardSourceFromFlags(f));
+  absl::StatusOr<data::ImageDataset> local = data::LoadDeviceShard(ShardSourceFrom(f.shard));
   if (!local.ok()) Fail(local.status());
   std::optional<data::ImageDataset> test;
   if (f.test) {
-    absl::StatusOr<data::ImageDataset> t =
-        data::LoadFashionMnist(f.data_dir, data::Split::kTest, std::nullopt, f.max_test_rows);
+    absl::StatusOr<data::ImageDataset> t = data::LoadFashionMnist(
+        f.shard.data_dir, data::Split::kTest, std::nullopt, f.max_test_rows);
     if (!t.ok()) Fail(t.status());
     test = std::move(*t);
   }

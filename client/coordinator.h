@@ -1,0 +1,60 @@
+// What the device loop needs from the coordinator: the four calls of the wire contract and the
+// session they share. CoordinatorClient (coordinator_client.h) implements it over gRPC; tests
+// implement it in memory (device_runtime_test.cc), so the loop runs without processes.
+#ifndef EDGEFL_CLIENT_COORDINATOR_H_
+#define EDGEFL_CLIENT_COORDINATOR_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "protos/edgefl.pb.h"
+
+namespace edgefl::client {
+
+// Implementations must be safe to call from one thread at a time (the device loop); the session
+// accessors may be called from any thread.
+class Coordinator {
+ public:
+  struct CheckInResult {
+    // kFinalModel: the federation is finished and `payload` is its final model (only when asked
+    // for with want_final_model).
+    enum class Kind { kIdle, kFinished, kTask, kFinalModel };
+    Kind kind = Kind::kIdle;
+    proto::Task task;
+    std::string payload;      // the model, verified against task.sha256()
+    uint64_t bytes_down = 0;  // payload bytes received
+  };
+
+  virtual ~Coordinator() = default;
+
+  // Errors are the server's status: NOT_FOUND for an unknown client (the server restarted),
+  // UNAUTHENTICATED for a refused credential (expired or revoked session), UNAVAILABLE when the
+  // server is unreachable, DEADLINE_EXCEEDED, FAILED_PRECONDITION for a transport that retrying
+  // cannot fix (TLS), DATA_LOSS for a model that fails its digest.
+  //
+  // Join registers the device and keeps the session it returns (session_token/session_expires)
+  // for later calls; it presents the held session when there is one, else the enrollment token.
+  virtual absl::StatusOr<proto::JoinResponse> Join(const proto::JoinRequest& request) = 0;
+  // Long-polls for work for at most `timeout`; a task comes with its (verified) model download.
+  virtual absl::StatusOr<CheckInResult> CheckIn(const std::string& client_id, int64_t have_version,
+                                                absl::Duration timeout, bool want_final_model) = 0;
+  // Uploads one update. `header.total_bytes` and `header.sha256` are filled in from `payload`.
+  // The call's deadline is `deadline` (or later); `*bytes_up` (if not null) receives the bytes
+  // sent. FAILED_PRECONDITION / PERMISSION_DENIED / INVALID_ARGUMENT: the update was refused.
+  virtual absl::StatusOr<proto::ReportResponse> Report(proto::ReportHeader header,
+                                                       std::string_view payload,
+                                                       absl::Time deadline, uint64_t* bytes_up) = 0;
+
+  // ---- the session (thread-safe)
+  // Installs a session (e.g. one saved across a restart of the client); "" clears it.
+  virtual void SetSession(std::string token, absl::Time expires) = 0;
+  virtual std::string session_token() const = 0;
+  virtual absl::Time session_expires() const = 0;
+};
+
+}  // namespace edgefl::client
+
+#endif  // EDGEFL_CLIENT_COORDINATOR_H_

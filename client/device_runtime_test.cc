@@ -1,0 +1,577 @@
+// The device loop against an in-memory coordinator and a simulated clock: no processes, no
+// sockets, no real sleeping. Training is the real ModelRunner on the tiny "mlp" and a few
+// synthetic images; distillation is a recording fake (the real one is exercised by distill_test
+// and federation_test).
+#include "client/device_runtime.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "common/file_util.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "models/model_spec.h"
+
+namespace edgefl::client {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using Kind = Coordinator::CheckInResult::Kind;
+
+// Time moves only when the code under test sleeps or waits (or the test advances it).
+class SimulatedClock : public Clock {
+ public:
+  explicit SimulatedClock(absl::Time start) : now_(start) {}
+  absl::Time Now() const override {
+    absl::MutexLock lock(&mu_);
+    return now_;
+  }
+  bool AwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond,
+                         absl::Time deadline) const override {
+    if (cond.Eval()) return true;
+    absl::MutexLock lock(&mu_);
+    if (deadline > now_) now_ = deadline;
+    return cond.Eval();
+  }
+  void SleepFor(absl::Duration d) const override {
+    absl::MutexLock lock(&mu_);
+    sleeps_.push_back(d);
+    if (d > absl::ZeroDuration()) now_ += d;
+  }
+  void Advance(absl::Duration d) {
+    absl::MutexLock lock(&mu_);
+    now_ += d;
+  }
+  std::vector<absl::Duration> sleeps() const {
+    absl::MutexLock lock(&mu_);
+    return sleeps_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  mutable absl::Time now_;
+  mutable std::vector<absl::Duration> sleeps_;
+};
+
+const absl::Time kStart = absl::FromUnixSeconds(1'800'000'000);
+
+// A coordinator in memory. Each call takes the next scripted answer; once the CheckIn script is
+// used up the federation is finished, so every loop in these tests ends.
+class FakeCoordinator : public Coordinator {
+ public:
+  using CheckInStep = absl::StatusOr<CheckInResult>;
+
+  explicit FakeCoordinator(SimulatedClock* clock) : clock_(clock) {}
+
+  // ---- the script
+  std::deque<absl::Status> join_errors;  // returned (in order) before Joins succeed
+  std::deque<CheckInStep> checkins;
+  std::deque<absl::Status> report_answers;  // default: accepted
+  absl::Duration session_lifetime = absl::Hours(24);
+  absl::Duration idle_poll = absl::Seconds(30);  // an idle CheckIn long-polls this long
+  // Any Join fails with this once `join_errors` is used up (OK: Joins succeed).
+  absl::Status join_always = absl::OkStatus();
+
+  // ---- what happened
+  struct JoinCall {
+    std::string presented;  // the session presented, "" for the enrollment credential
+  };
+  struct CheckInCall {
+    std::string client_id;
+    int64_t have_version;
+    bool want_final_model;
+  };
+  struct ReportCall {
+    proto::ReportHeader header;
+    std::string payload;
+  };
+  std::vector<JoinCall> joins;
+  std::vector<CheckInCall> checkin_calls;
+  std::vector<ReportCall> reports;
+
+  absl::StatusOr<proto::JoinResponse> Join(const proto::JoinRequest& request) override {
+    EXPECT_GT(request.profile().num_samples(), 0);
+    joins.push_back({session_expires_ > clock_->Now() ? session_token_ : ""});
+    if (!join_errors.empty()) {
+      absl::Status s = join_errors.front();
+      join_errors.pop_front();
+      return s;
+    }
+    if (!join_always.ok()) return join_always;
+    ++sessions_;
+    session_token_ = absl::StrCat("session-", sessions_);
+    session_expires_ = clock_->Now() + session_lifetime;
+    proto::JoinResponse r;
+    r.set_client_id(absl::StrCat("c-", sessions_));
+    r.set_checkin_poll_seconds(20);
+    return r;
+  }
+
+  absl::StatusOr<CheckInResult> CheckIn(const std::string& client_id, int64_t have_version,
+                                        absl::Duration timeout, bool want_final_model) override {
+    EXPECT_GT(timeout, absl::ZeroDuration());
+    checkin_calls.push_back({client_id, have_version, want_final_model});
+    if (checkins.empty()) {
+      CheckInResult done;
+      done.kind = Kind::kFinished;
+      return done;
+    }
+    CheckInStep step = std::move(checkins.front());
+    checkins.pop_front();
+    if (step.ok() && step->kind == Kind::kIdle) clock_->Advance(idle_poll);
+    return step;
+  }
+
+  absl::StatusOr<proto::ReportResponse> Report(proto::ReportHeader header, std::string_view payload,
+                                               absl::Time deadline, uint64_t* bytes_up) override {
+    reports.push_back({header, std::string(payload)});
+    if (bytes_up != nullptr) *bytes_up = payload.size();
+    if (!report_answers.empty()) {
+      absl::Status s = report_answers.front();
+      report_answers.pop_front();
+      if (!s.ok()) return s;
+    }
+    return proto::ReportResponse();
+  }
+
+  void SetSession(std::string token, absl::Time expires) override {
+    session_token_ = std::move(token);
+    session_expires_ = expires;
+  }
+  std::string session_token() const override { return session_token_; }
+  absl::Time session_expires() const override { return session_expires_; }
+
+ private:
+  SimulatedClock* clock_;
+  int sessions_ = 0;
+  std::string session_token_;
+  absl::Time session_expires_ = absl::InfinitePast();
+};
+
+class FakeDistiller : public Distiller {
+ public:
+  struct Call {
+    int64_t round;
+    int64_t model_version;
+    bool final_model;
+    std::vector<float> global;
+  };
+  std::vector<Call> calls;
+  absl::Status fail_with = absl::OkStatus();
+
+  absl::StatusOr<students::DistillReport> Distill(const proto::Task& task,
+                                                absl::Span<const float> global,
+                                                const data::ImageDataset& local) override {
+    EXPECT_GT(local.size(), 0);
+    calls.push_back({task.round(), task.model_version(), task.final_model(),
+                     std::vector<float>(global.begin(), global.end())});
+    if (!fail_with.ok()) return fail_with;
+    students::DistillReport r;
+    r.student = "student_fake";
+    r.out_dir = "/nowhere";
+    r.student_int8_local_accuracy = 0.625;
+    return r;
+  }
+};
+
+data::ImageDataset SyntheticShard(int n) {
+  data::ImageDataset d;
+  std::mt19937 rng(7);
+  d.pixels.resize(static_cast<size_t>(n) * d.rows * d.cols);
+  for (uint8_t& p : d.pixels) p = static_cast<uint8_t>(rng() & 0xff);
+  for (int i = 0; i < n; ++i) d.labels.push_back(static_cast<uint8_t>(i % 10));
+  return d;
+}
+
+const std::vector<float>& MlpWeights() {
+  static const std::vector<float>* w = [] {
+    absl::StatusOr<std::vector<float>> v = models::InitialWeights("mlp", 1);
+    EXPECT_TRUE(v.ok()) << v.status();
+    return new std::vector<float>(v.ok() ? *v : std::vector<float>());
+  }();
+  return *w;
+}
+
+// A task for round `round` with the full "mlp" model (version round - 1) as its download.
+Coordinator::CheckInResult MlpTask(int64_t round, const std::string& uplink = "dense",
+                                   int64_t attempt = 1) {
+  Coordinator::CheckInResult r;
+  r.kind = Kind::kTask;
+  proto::Task& t = r.task;
+  t.set_round(round);
+  t.set_attempt(attempt);
+  t.set_model_version(round - 1);
+  t.set_base_version(-1);
+  t.set_downlink_codec("dense");
+  t.set_deadline_unix_seconds(static_cast<double>(absl::ToUnixSeconds(kStart + absl::Hours(100))));
+  *t.mutable_spec() = *models::SpecForModel("mlp");
+  auto* c = t.mutable_config();
+  c->set_epochs(1);
+  c->set_batch_size(4);
+  c->set_lr(0.05);
+  c->set_seed(11);
+  c->set_uplink(uplink);
+  c->set_ef_max_staleness(3);
+  const std::vector<float>& w = MlpWeights();
+  r.payload.assign(reinterpret_cast<const char*>(w.data()), w.size() * sizeof(float));
+  r.bytes_down = r.payload.size();
+  return r;
+}
+
+Coordinator::CheckInResult Idle() { return Coordinator::CheckInResult(); }
+
+class DeviceRuntimeTest : public ::testing::Test {
+ protected:
+  DeviceRuntimeTest() : clock_(kStart), coordinator_(new FakeCoordinator(&clock_)) {
+    options_.server = "fake:1";
+    options_.state_dir = "";      // memory only unless a test sets it
+    options_.backoff.jitter = 0;  // exact delays
+  }
+
+  // Creates the runtime (taking the fake coordinator, still reachable through coordinator_).
+  DeviceRuntime& Make(std::unique_ptr<Distiller> distiller = nullptr) {
+    absl::StatusOr<std::unique_ptr<DeviceRuntime>> r =
+        DeviceRuntime::Create(options_, std::unique_ptr<Coordinator>(coordinator_),
+                              SyntheticShard(12), &clock_, std::move(distiller));
+    EXPECT_TRUE(r.ok()) << r.status();
+    runtime_ = std::move(*r);
+    return *runtime_;
+  }
+
+  SimulatedClock clock_;
+  FakeCoordinator* coordinator_;  // owned by runtime_ once Make ran
+  DeviceRuntime::Options options_;
+  std::unique_ptr<DeviceRuntime> runtime_;
+};
+
+TEST_F(DeviceRuntimeTest, BacksOffWithGrowingDelaysWhileTheServerIsDown) {
+  for (int i = 0; i < 7; ++i) coordinator_->join_errors.push_back(absl::UnavailableError("down"));
+  coordinator_->checkins.push_back(MlpTask(1));
+  DeviceRuntime& rt = Make();
+  ASSERT_TRUE(rt.Run().ok());
+  EXPECT_EQ(coordinator_->joins.size(), 8u);
+  // 0.5 s doubling, capped at 30 s; nothing slept once the server answered.
+  EXPECT_THAT(clock_.sleeps(), ElementsAre(absl::Milliseconds(500), absl::Seconds(1),
+                                           absl::Seconds(2), absl::Seconds(4), absl::Seconds(8),
+                                           absl::Seconds(16), absl::Seconds(30)));
+  EXPECT_EQ(rt.rounds_done(), 1);
+  EXPECT_TRUE(rt.finished());
+}
+
+TEST_F(DeviceRuntimeTest, GivesUpAfterMaxUnreachableWithJitteredBoundedDelays) {
+  options_.backoff.jitter = 0.5;
+  options_.max_unreachable = absl::Minutes(5);
+  coordinator_->join_always = absl::UnavailableError("connection refused");
+  DeviceRuntime& rt = Make();
+  const absl::Status s = rt.Run();
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("gave up after 300 s without reaching fake:1: connection refused"));
+  EXPECT_FALSE(rt.finished());
+  const std::vector<absl::Duration> sleeps = clock_.sleeps();
+  ASSERT_GE(sleeps.size(), 10u);
+  EXPECT_LT(sleeps.size(), 40u);  // bounded: ~30 s apart once the delay reached its cap
+  for (absl::Duration d : sleeps) {
+    EXPECT_GE(d, absl::Milliseconds(250));
+    EXPECT_LE(d, absl::Seconds(45));
+  }
+  EXPECT_GE(clock_.Now() - kStart, absl::Minutes(5));
+  EXPECT_LT(clock_.Now() - kStart, absl::Minutes(6));
+}
+
+TEST_F(DeviceRuntimeTest, ACallRetryingCannotFixEndsTheRun) {
+  coordinator_->join_errors.push_back(
+      absl::FailedPreconditionError("TLS: the server certificate has expired"));
+  DeviceRuntime& rt = Make();
+  const absl::Status s = rt.Run();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s.message(), "Join failed: TLS: the server certificate has expired");
+  EXPECT_TRUE(clock_.sleeps().empty());
+}
+
+TEST_F(DeviceRuntimeTest, ServerRestartMidRunRejoinsAndCarriesOn) {
+  char dir[] = "/tmp/edgefl-runtime-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  options_.state_dir = dir;  // the global model is spilled to disk while training
+  coordinator_->checkins.push_back(MlpTask(1));
+  // The server restarts: it no longer knows c-1 (and is briefly unreachable).
+  coordinator_->checkins.push_back(absl::UnavailableError("restarting"));
+  coordinator_->checkins.push_back(absl::NotFoundError("unknown client c-1"));
+  // The resumed server reopens round 1 for the new session: trained again, for this server.
+  coordinator_->checkins.push_back(MlpTask(1));
+  coordinator_->checkins.push_back(MlpTask(2));
+  DeviceRuntime& rt = Make();
+  ASSERT_TRUE(rt.Run().ok());
+  EXPECT_EQ(coordinator_->joins.size(), 2u);
+  ASSERT_EQ(coordinator_->reports.size(), 3u);
+  EXPECT_EQ(coordinator_->reports[0].header.client_id(), "c-1");
+  EXPECT_EQ(coordinator_->reports[1].header.client_id(), "c-2");
+  EXPECT_EQ(coordinator_->reports[1].header.round(), 1);
+  EXPECT_EQ(coordinator_->reports[2].header.round(), 2);
+  // The same model, data and seed train to the same update, bit for bit.
+  EXPECT_EQ(coordinator_->reports[0].payload, coordinator_->reports[1].payload);
+  EXPECT_EQ(rt.rounds_done(), 3);
+  EXPECT_EQ(rt.have_version(), 1);
+  EXPECT_EQ(clock_.sleeps().size(), 1u);  // one backoff for the UNAVAILABLE CheckIn
+  // After the restart the client asked with the model it held.
+  EXPECT_EQ(coordinator_->checkin_calls[1].have_version, 0);
+  EXPECT_EQ(coordinator_->checkin_calls[3].client_id, "c-2");
+  std::system(absl::StrCat("rm -rf ", dir).c_str());
+}
+
+TEST_F(DeviceRuntimeTest, DuplicateOrStaleTaskIsNotTrainedTwice) {
+  coordinator_->checkins.push_back(MlpTask(2));
+  coordinator_->checkins.push_back(MlpTask(2));  // the same task again
+  coordinator_->checkins.push_back(MlpTask(1));  // an older round
+  coordinator_->checkins.push_back(MlpTask(3));
+  coordinator_->checkins.push_back(MlpTask(3, "dense", /*attempt=*/2));  // a retry of round 3
+  DeviceRuntime& rt = Make();
+  ASSERT_TRUE(rt.Run().ok());
+  EXPECT_EQ(rt.tasks_trained(), 3);
+  ASSERT_EQ(coordinator_->reports.size(), 3u);
+  EXPECT_EQ(coordinator_->reports[0].header.round(), 2);
+  EXPECT_EQ(coordinator_->reports[1].header.round(), 3);
+  EXPECT_EQ(coordinator_->reports[2].header.attempt(), 2);
+  // Each skipped task costs a pause, not a spin.
+  EXPECT_THAT(clock_.sleeps(), ElementsAre(absl::Seconds(1), absl::Seconds(1)));
+}
+
+// The residual after the last run, copied.
+std::vector<float> Residual(const DeviceRuntime& rt) {
+  const compression::ErrorFeedback* ef = rt.pipeline().residual();
+  if (ef == nullptr) return {};
+  return std::vector<float>(ef->residual().begin(), ef->residual().end());
+}
+
+TEST_F(DeviceRuntimeTest, RejectedReportRollsBackTheErrorFeedbackResidual) {
+  const std::string uplink = "topk:0.1|int8|ef";
+  coordinator_->report_answers.push_back(absl::OkStatus());
+  coordinator_->report_answers.push_back(absl::FailedPreconditionError("round 2 is closed"));
+  coordinator_->checkins.push_back(MlpTask(1, uplink));
+  DeviceRuntime& rt = Make();
+  ASSERT_TRUE(rt.Run().ok());  // round 1 only: accepted, residual committed
+  const std::vector<float> committed = Residual(rt);
+  float mass = 0;
+  for (float x : committed) mass += std::abs(x);
+  EXPECT_GT(mass, 0);  // top-k left most of the delta behind
+
+  // Round 2 trains and encodes (which changes the residual) but the server refuses the update.
+  coordinator_->checkins.push_back(MlpTask(2, uplink));
+  ASSERT_TRUE(rt.Run().ok());
+  ASSERT_EQ(coordinator_->reports.size(), 2u);
+  EXPECT_EQ(rt.tasks_trained(), 2);
+  EXPECT_EQ(rt.rounds_done(), 1);
+  EXPECT_EQ(Residual(rt), committed);
+
+  // Round 3 is accepted and moves the residual on from round 1's.
+  coordinator_->checkins.push_back(MlpTask(3, uplink));
+  ASSERT_TRUE(rt.Run().ok());
+  EXPECT_EQ(rt.rounds_done(), 2);
+  EXPECT_NE(Residual(rt), committed);
+}
+
+TEST_F(DeviceRuntimeTest, ReportLostUntilTheDeadlineRollsBackToo) {
+  const std::string uplink = "topk:0.1|int8|ef";
+  options_.backoff.initial = absl::Seconds(5);
+  coordinator_->report_answers.push_back(absl::OkStatus());
+  coordinator_->report_answers.push_back(absl::UnavailableError("uplink dropped"));
+  coordinator_->report_answers.push_back(absl::UnavailableError("uplink dropped"));
+  coordinator_->checkins.push_back(MlpTask(1, uplink));
+  DeviceRuntime& rt = Make();
+  ASSERT_TRUE(rt.Run().ok());
+  const std::vector<float> committed = Residual(rt);
+  // Round 2 closes 2 s from now: the retry 5 s later fails again, and then the round is over.
+  Coordinator::CheckInResult late = MlpTask(2, uplink);
+  late.task.set_deadline_unix_seconds(
+      static_cast<double>(absl::ToUnixSeconds(clock_.Now() + absl::Seconds(2))));
+  coordinator_->checkins.push_back(std::move(late));
+  ASSERT_TRUE(rt.Run().ok());
+  EXPECT_EQ(coordinator_->reports.size(), 3u);
+  EXPECT_THAT(clock_.sleeps(), ElementsAre(absl::Seconds(5)));
+  EXPECT_EQ(rt.rounds_done(), 1);
+  EXPECT_EQ(Residual(rt), committed);
+}
+
+TEST_F(DeviceRuntimeTest, RenewsTheSessionHalfWayThroughItsLife) {
+  coordinator_->session_lifetime = absl::Seconds(100);
+  coordinator_->idle_poll = absl::Seconds(30);
+  for (int i = 0; i < 4; ++i) coordinator_->checkins.push_back(Idle());
+  DeviceRuntime& rt = Make();
+  ASSERT_TRUE(rt.Run().ok());
+  // Renewed at 60 s (after the second idle poll) and at 120 s, each time with the held session.
+  ASSERT_EQ(coordinator_->joins.size(), 3u);
+  EXPECT_EQ(coordinator_->joins[0].presented, "");
+  EXPECT_EQ(coordinator_->joins[1].presented, "session-1");
+  EXPECT_EQ(coordinator_->joins[2].presented, "session-2");
+  EXPECT_EQ(rt.client_id(), "c-3");
+  EXPECT_EQ(coordinator_->checkin_calls.back().client_id, "c-3");
+  EXPECT_TRUE(clock_.sleeps().empty());
+}
+
+TEST_F(DeviceRuntimeTest, RefusedSessionRejoinsWithANewToken) {
+  coordinator_->checkins.push_back(absl::UnauthenticatedError("session expired"));
+  coordinator_->checkins.push_back(MlpTask(1));
+  DeviceRuntime& rt = Make();
+  ASSERT_TRUE(rt.Run().ok());
+  ASSERT_EQ(coordinator_->joins.size(), 2u);
+  EXPECT_EQ(coordinator_->session_token(), "session-2");
+  ASSERT_EQ(coordinator_->reports.size(), 1u);
+  EXPECT_EQ(coordinator_->reports[0].header.client_id(), "c-2");
+  EXPECT_TRUE(clock_.sleeps().empty());
+}
+
+TEST_F(DeviceRuntimeTest, SessionRefusedOverAndOverEndsTheRun) {
+  for (int i = 0; i < 10; ++i) {
+    coordinator_->checkins.push_back(absl::UnauthenticatedError("revoked"));
+  }
+  DeviceRuntime& rt = Make();
+  const absl::Status s = rt.Run();
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(s.message(), "CheckIn failed: revoked");
+  EXPECT_EQ(coordinator_->joins.size(), 4u);  // the first Join and three re-joins
+}
+
+TEST_F(DeviceRuntimeTest, SavedSessionIsUsedAfterARestartOfTheClient) {
+  char dir[] = "/tmp/edgefl-runtime-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string file = absl::StrCat(dir, "/client-0.session");
+  ASSERT_TRUE(WriteFileAtomically(
+                  file,
+                  absl::StrCat("saved-token\n", absl::ToUnixSeconds(kStart + absl::Hours(1)), "\n"),
+                  0600)
+                  .ok());
+  options_.session_file = file;
+  DeviceRuntime& rt = Make();
+  ASSERT_TRUE(rt.Run().ok());
+  ASSERT_EQ(coordinator_->joins.size(), 1u);
+  EXPECT_EQ(coordinator_->joins[0].presented, "saved-token");
+  // The new session is saved for the next start.
+  absl::StatusOr<std::string> saved = ReadFile(file);
+  ASSERT_TRUE(saved.ok());
+  EXPECT_THAT(*saved, HasSubstr("session-1\n"));
+  std::system(absl::StrCat("rm -rf ", dir).c_str());
+}
+
+TEST_F(DeviceRuntimeTest, DistilsEachNewModelItReportedOn) {
+  coordinator_->checkins.push_back(MlpTask(1));
+  coordinator_->checkins.push_back(MlpTask(2));
+  coordinator_->report_answers.push_back(absl::OkStatus());
+  coordinator_->report_answers.push_back(absl::OkStatus());
+  auto distiller = std::make_unique<FakeDistiller>();
+  FakeDistiller* d = distiller.get();
+  DeviceRuntime& rt = Make(std::move(distiller));
+  ASSERT_TRUE(rt.Run().ok());
+  ASSERT_EQ(d->calls.size(), 2u);
+  EXPECT_EQ(d->calls[0].round, 1);
+  EXPECT_EQ(d->calls[1].model_version, 1);
+  EXPECT_FALSE(d->calls[0].final_model);
+  // The teacher is the global model the round trained from, not the locally trained one.
+  EXPECT_EQ(d->calls[0].global, MlpWeights());
+  // The student's accuracy travels with the next report.
+  ASSERT_EQ(coordinator_->reports.size(), 2u);
+  EXPECT_EQ(coordinator_->reports[0].header.metrics().student_local_accuracy(), 0);
+  EXPECT_DOUBLE_EQ(coordinator_->reports[1].header.metrics().student_local_accuracy(), 0.625);
+  EXPECT_EQ(rt.last_student_accuracy().value_or(-1), 0.625);
+  EXPECT_FALSE(coordinator_->checkin_calls[0].want_final_model);
+}
+
+TEST_F(DeviceRuntimeTest, NoDistillationForARefusedUpdate) {
+  coordinator_->checkins.push_back(MlpTask(1));
+  coordinator_->report_answers.push_back(absl::PermissionDeniedError("not selected"));
+  auto distiller = std::make_unique<FakeDistiller>();
+  FakeDistiller* d = distiller.get();
+  DeviceRuntime& rt = Make(std::move(distiller));
+  ASSERT_TRUE(rt.Run().ok());
+  EXPECT_TRUE(d->calls.empty());
+}
+
+TEST_F(DeviceRuntimeTest, DistilFinalOnlyDistilsTheFinalModelOnce) {
+  options_.distill_final_only = true;
+  coordinator_->checkins.push_back(MlpTask(1));
+  Coordinator::CheckInResult final_model = MlpTask(2);
+  final_model.kind = Kind::kFinalModel;
+  final_model.task.set_final_model(true);
+  coordinator_->checkins.push_back(std::move(final_model));
+  auto distiller = std::make_unique<FakeDistiller>();
+  FakeDistiller* d = distiller.get();
+  DeviceRuntime& rt = Make(std::move(distiller));
+  ASSERT_TRUE(rt.Run().ok());
+  EXPECT_TRUE(rt.finished());
+  ASSERT_EQ(d->calls.size(), 1u);
+  EXPECT_TRUE(d->calls[0].final_model);
+  EXPECT_EQ(d->calls[0].model_version, 1);
+  EXPECT_TRUE(coordinator_->checkin_calls[0].want_final_model);
+  EXPECT_EQ(rt.rounds_done(), 1);
+}
+
+TEST_F(DeviceRuntimeTest, FailedFinalDistillationFailsTheRun) {
+  options_.distill_final_only = true;
+  Coordinator::CheckInResult final_model = MlpTask(1);
+  final_model.kind = Kind::kFinalModel;
+  final_model.task.set_final_model(true);
+  coordinator_->checkins.push_back(std::move(final_model));
+  auto distiller = std::make_unique<FakeDistiller>();
+  distiller->fail_with = absl::ResourceExhaustedError("disk full");
+  DeviceRuntime& rt = Make(std::move(distiller));
+  const absl::Status s = rt.Run();
+  EXPECT_TRUE(rt.finished());
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("disk full"));
+}
+
+TEST_F(DeviceRuntimeTest, BadDownloadSkipsTheRoundAndAsksForTheFullModel) {
+  coordinator_->checkins.push_back(MlpTask(1));
+  Coordinator::CheckInResult bad = MlpTask(2);
+  bad.payload.resize(12);
+  coordinator_->checkins.push_back(std::move(bad));
+  coordinator_->checkins.push_back(MlpTask(2));
+  DeviceRuntime& rt = Make();
+  ASSERT_TRUE(rt.Run().ok());
+  EXPECT_EQ(coordinator_->checkin_calls[1].have_version, 0);
+  EXPECT_EQ(coordinator_->checkin_calls[2].have_version, -1);
+  EXPECT_EQ(coordinator_->reports.size(), 2u);  // the resent round 2 is trained
+}
+
+TEST(DeviceRuntime, CreateRefusesAnEmptyShard) {
+  SimulatedClock clock(kStart);
+  absl::StatusOr<std::unique_ptr<DeviceRuntime>> r =
+      DeviceRuntime::Create(DeviceRuntime::Options(), std::make_unique<FakeCoordinator>(&clock),
+                            data::ImageDataset(), &clock);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Clock, DefaultSleepForWaitsInTheClocksOwnTime) {
+  // A clock that only simulates AwaitWithDeadline sleeps in simulated time too.
+  class AwaitOnlyClock : public Clock {
+   public:
+    absl::Time Now() const override { return now; }
+    bool AwaitWithDeadline(absl::Mutex*, const absl::Condition& cond,
+                           absl::Time deadline) const override {
+      now = std::max(now, deadline);
+      return cond.Eval();
+    }
+    mutable absl::Time now = kStart;
+  } clock;
+  clock.SleepFor(absl::Seconds(5));
+  EXPECT_EQ(clock.now, kStart + absl::Seconds(5));
+  clock.SleepFor(-absl::Seconds(1));
+  EXPECT_EQ(clock.now, kStart + absl::Seconds(5));
+}
+
+}  // namespace
+}  // namespace edgefl::client
