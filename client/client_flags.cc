@@ -42,7 +42,7 @@ const char kClientDescription[] =
 
 void RegisterClientFlags(FlagSet& flags, ClientFlags* f) {
   flags.String("server", &f->server, "coordinator address host:port");
-  RegisterShardFlags(flags, &f->shard, "seed of the partition and of local shuffling");
+  data::RegisterShardFlags(flags, &f->shard, "seed of the partition and of local shuffling");
   flags.Int("threads", &f->threads, "torch and OpenBLAS compute threads");
   flags.Double("max_retry_seconds", &f->max_retry_seconds,
                "give up after the server has been unreachable this long");
@@ -83,7 +83,7 @@ void RegisterClientFlags(FlagSet& flags, ClientFlags* f) {
 
 absl::Status ValidateClientFlags(const ClientFlags& f) {
   if (f.threads < 1) return absl::InvalidArgumentError("--threads must be >= 1");
-  if (absl::Status s = ValidateShardFlags(f.shard); !s.ok()) return s;
+  if (absl::Status s = data::ValidateShardFlags(f.shard); !s.ok()) return s;
   if (f.progress != "auto" && f.progress != "always" && f.progress != "never") {
     return absl::InvalidArgumentError("--progress must be auto, always or never");
   }
@@ -199,7 +199,7 @@ absl::StatusOr<std::unique_ptr<DeviceRuntime>> DeviceRuntimeFromFlags(const Clie
   // LibTorch's start-up (operator registration above all) touched tens of MiB of library pages
   // that nothing uses again; drop them before loading the shard.
   ReleaseIdleLibraryPages();
-  absl::StatusOr<data::ImageDataset> data = data::LoadDeviceShard(ShardSourceFrom(f.shard));
+  absl::StatusOr<data::ImageDataset> data = data::LoadDeviceShard(data::ShardSourceFrom(f.shard));
   if (!data.ok()) return absl::InvalidArgumentError(data.status().message());
   if (data->size() == 0) return absl::InvalidArgumentError("the local shard is empty");
   if (!f.state_dir.empty()) {

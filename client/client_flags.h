@@ -11,7 +11,7 @@
 #include "absl/status/statusor.h"
 #include "client/coordinator_client.h"
 #include "client/device_runtime.h"
-#include "client/shard_flags.h"
+#include "data/shard_flags.h"
 #include "common/channel_args.h"
 #include "common/flags.h"
 #include "students/distill.h"
@@ -21,7 +21,7 @@ namespace edgefl::client {
 // Defaults are the flags' defaults.
 struct ClientFlags {
   std::string server = "localhost:50051";
-  ShardFlags shard;  // --data ... --seed
+  data::ShardFlags shard;  // --data ... --seed
   int threads = 1;
   double max_retry_seconds = 900;
   double rpc_timeout = 60;

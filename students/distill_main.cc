@@ -8,8 +8,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
-#include "client/shard_flags.h"
-#include "client/teacher.h"
+#include "data/shard_flags.h"
+#include "students/teacher.h"
 #include "common/flags.h"
 #include "common/log.h"
 #include "common/memory.h"
@@ -21,7 +21,7 @@
 #include "students/student.h"
 #include "protos/edgefl.pb.h"
 
-namespace edgefl::client {
+namespace edgefl::students {
 namespace {
 
 constexpr char kProgram[] = "fl-distill";
@@ -30,7 +30,7 @@ struct DistillFlags {
   std::string checkpoint;
   std::string model;
   std::string out;
-  ShardFlags shard;  // --data ... --seed
+  data::ShardFlags shard;  // --data ... --seed
   int threads = 1;
   bool test = true;
   int64_t max_test_rows = 0;
@@ -70,7 +70,7 @@ int Main(int argc, char** argv) {
                "the teacher: a server checkpoint.pb, or a raw float32 file with --model");
   flags.String("model", &f.model, "the teacher's model name (required for a raw float32 file)");
   flags.String("out", &f.out, "output folder for the C library (replaced atomically)");
-  RegisterShardFlags(flags, &f.shard, "seed of the partition and of the distillation");
+  data::RegisterShardFlags(flags, &f.shard, "seed of the partition and of the distillation");
   flags.Int("threads", &f.threads, "torch and OpenBLAS compute threads");
   flags.String("student", &o.student,
                absl::StrCat("student architecture: ", absl::StrJoin(students::StudentNames(), ", "),
@@ -105,7 +105,7 @@ int Main(int argc, char** argv) {
   if (f.checkpoint.empty()) ExitUsageError(kProgram, "--checkpoint is required");
   if (f.out.empty()) ExitUsageError(kProgram, "--out is required");
   if (f.threads < 1) ExitUsageError(kProgram, "--threads must be >= 1");
-  if (absl::Status s = ValidateShardFlags(f.shard); !s.ok()) {
+  if (absl::Status s = data::ValidateShardFlags(f.shard); !s.ok()) {
     ExitUsageError(kProgram, std::string(s.message()));
   }
   if (f.max_test_rows < 0) ExitUsageError(kProgram, "--max_test_rows must be >= 0");
@@ -120,7 +120,7 @@ int Main(int argc, char** argv) {
   if (!teacher.ok()) Fail(teacher.status());
   o.teacher_source = teacher->source;
   o.teacher_round = teacher->round;
-  absl::StatusOr<data::ImageDataset> local = data::LoadDeviceShard(ShardSourceFrom(f.shard));
+  absl::StatusOr<data::ImageDataset> local = data::LoadDeviceShard(data::ShardSourceFrom(f.shard));
   if (!local.ok()) Fail(local.status());
   std::optional<data::ImageDataset> test;
   if (f.test) {
@@ -150,6 +150,6 @@ int Main(int argc, char** argv) {
 }
 
 }  // namespace
-}  // namespace edgefl::client
+}  // namespace edgefl::students
 
-int main(int argc, char** argv) { return edgefl::client::Main(argc, argv); }
+int main(int argc, char** argv) { return edgefl::students::Main(argc, argv); }

@@ -1,6 +1,6 @@
-#include "client/shard_flags.h"
+#include "data/shard_flags.h"
 
-namespace edgefl::client {
+namespace edgefl::data {
 
 void RegisterShardFlags(FlagSet& flags, ShardFlags* shard, const std::string& seed_help) {
   flags.String("data", &shard->data, "local data set: fmnist (Fashion-MNIST training images)");
@@ -22,8 +22,8 @@ absl::Status ValidateShardFlags(const ShardFlags& shard) {
   return absl::OkStatus();
 }
 
-data::ShardSource ShardSourceFrom(const ShardFlags& shard) {
-  return data::ShardSourceFromFlags(shard);
+ShardSource ShardSourceFrom(const ShardFlags& shard) {
+  return ShardSourceFromFlags(shard);
 }
 
-}  // namespace edgefl::client
+}  // namespace edgefl::data

@@ -1,4 +1,4 @@
-#include "client/teacher.h"
+#include "students/teacher.h"
 
 #include <cstring>
 
@@ -8,7 +8,7 @@
 #include "common/status_macros.h"
 #include "models/model_spec.h"
 
-namespace edgefl::client {
+namespace edgefl::students {
 
 absl::StatusOr<Teacher> LoadTeacher(const std::string& path, const std::string& model) {
   ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
@@ -62,4 +62,4 @@ absl::StatusOr<Teacher> LoadTeacher(const std::string& path, const std::string& 
   return t;
 }
 
-}  // namespace edgefl::client
+}  // namespace edgefl::students

@@ -1,8 +1,8 @@
 // The teacher fl-distill distils: a global model saved by fl-server, read from a checkpoint.pb
 // (edgefl.proto.Checkpoint, verified against its sha256 and the registered model's spec) or from
 // a raw little-endian float32 weights file (model_final.f32) of a named model.
-#ifndef EDGEFL_CLIENT_TEACHER_H_
-#define EDGEFL_CLIENT_TEACHER_H_
+#ifndef EDGEFL_STUDENTS_TEACHER_H_
+#define EDGEFL_STUDENTS_TEACHER_H_
 
 #include <cstdint>
 #include <string>
@@ -11,7 +11,7 @@
 #include "absl/status/statusor.h"
 #include "protos/edgefl.pb.h"
 
-namespace edgefl::client {
+namespace edgefl::students {
 
 struct Teacher {
   proto::ModelSpec spec;       // the registered model's spec
@@ -26,6 +26,6 @@ struct Teacher {
 // digest or do not fit the model; NOT_FOUND for a missing file or an unknown model name.
 absl::StatusOr<Teacher> LoadTeacher(const std::string& path, const std::string& model);
 
-}  // namespace edgefl::client
+}  // namespace edgefl::students
 
-#endif  // EDGEFL_CLIENT_TEACHER_H_
+#endif  // EDGEFL_STUDENTS_TEACHER_H_

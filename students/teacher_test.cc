@@ -1,4 +1,4 @@
-#include "client/teacher.h"
+#include "students/teacher.h"
 
 #include <unistd.h>
 
@@ -12,7 +12,7 @@
 #include "gtest/gtest.h"
 #include "models/model_spec.h"
 
-namespace edgefl::client {
+namespace edgefl::students {
 namespace {
 
 using ::testing::HasSubstr;
@@ -74,4 +74,4 @@ TEST(Teacher, ReadsRawWeightsOfANamedModel) {
 }
 
 }  // namespace
-}  // namespace edgefl::client
+}  // namespace edgefl::students

@@ -1,7 +1,7 @@
 // The flags that name a device's training shard, shared by fl-client and fl-distill so that both
 // spell, document and check them the same way.
-#ifndef EDGEFL_CLIENT_SHARD_FLAGS_H_
-#define EDGEFL_CLIENT_SHARD_FLAGS_H_
+#ifndef EDGEFL_DATA_SHARD_FLAGS_H_
+#define EDGEFL_DATA_SHARD_FLAGS_H_
 
 #include <cstdint>
 #include <string>
@@ -11,7 +11,7 @@
 #include "data/dataset.h"
 #include "data/device_data.h"
 
-namespace edgefl::client {
+namespace edgefl::data {
 
 // Defaults are the flags' defaults.
 struct ShardFlags {
@@ -34,8 +34,8 @@ void RegisterShardFlags(FlagSet& flags, ShardFlags* shard, const std::string& se
 absl::Status ValidateShardFlags(const ShardFlags& shard);
 
 // What data::LoadDeviceShard reads.
-data::ShardSource ShardSourceFrom(const ShardFlags& shard);
+ShardSource ShardSourceFrom(const ShardFlags& shard);
 
-}  // namespace edgefl::client
+}  // namespace edgefl::data
 
-#endif  // EDGEFL_CLIENT_SHARD_FLAGS_H_
+#endif  // EDGEFL_DATA_SHARD_FLAGS_H_
