@@ -6,6 +6,7 @@
 #include "absl/synchronization/notification.h"
 #include "common/config.h"
 #include "common/model_layout.h"
+#include "common/testing/simulated_clock.h"
 #include "compression/update_codec.h"
 #include "gtest/gtest.h"
 
@@ -27,7 +28,7 @@ class SchedulerFixture : public ::testing::Test {
                       double quorum = 0.5, double fraction = 1.0, int min_clients = 1) {
     ClientRegistry::Options ro;
     ro.id_seed = 1;
-    registry_ = std::make_unique<ClientRegistry>(ro, Clock::Real());
+    registry_ = std::make_unique<ClientRegistry>(ro, clock_);
     for (int i = 0; i < clients; ++i) ids_.push_back(*registry_->Join(proto::DeviceProfile()));
     proto::ExperimentConfig config;
     config.set_rounds(rounds);
@@ -58,7 +59,7 @@ class SchedulerFixture : public ::testing::Test {
           done_.push_back(stats);
           models_.push_back(*model);
         },
-        Clock::Real());
+        clock_);
     ASSERT_TRUE(s.ok()) << s.status();
     scheduler_ = std::move(*s);
   }
@@ -90,6 +91,12 @@ class SchedulerFixture : public ::testing::Test {
     if (!release_worker_.HasBeenNotified()) release_worker_.Notify();
   }
 
+  // Deadline tests use simulated_clock_ (set before SetUpScheduler), so that a deadline passes
+  // when the test advances the time, not after a real wait.
+  void UseSimulatedClock() { clock_ = &simulated_clock_; }
+
+  SimulatedClock simulated_clock_;
+  const Clock* clock_ = Clock::Real();
   proto::UpdateBounds bounds_;    // set before SetUpScheduler
   bool block_worker_ = false;     // RoundDoneFn waits for release_worker_
   absl::Notification release_worker_;
@@ -155,6 +162,7 @@ TEST_F(SchedulerFixture, RoundClosedHookDoesNotWaitForTheWorker) {
 }
 
 TEST_F(SchedulerFixture, DeadlineClosesRoundWithQuorum) {
+  UseSimulatedClock();
   SetUpScheduler(/*clients=*/3, /*deadline_s=*/0.5, /*rounds=*/1);
   StartRun();
   TaskGrant g[3];
@@ -162,7 +170,12 @@ TEST_F(SchedulerFixture, DeadlineClosesRoundWithQuorum) {
   std::vector<float> d = {1, 1, 1, 1};
   ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], g[0], 1), d).ok());
   ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[1], g[1], 1), d).ok());
-  ASSERT_TRUE(JoinRun().ok());  // the third never reports; the deadline closes the round
+  // Two of three reported: the round stays open until its deadline.
+  simulated_clock_.AdvanceTime(absl::Milliseconds(499));
+  EXPECT_TRUE(scheduler_->CheckReport(Header(ids_[2], g[2], 1)).ok());
+  // The third never reports; the deadline closes the round.
+  simulated_clock_.AdvanceTime(absl::Milliseconds(2));
+  ASSERT_TRUE(JoinRun().ok());
   ASSERT_EQ(done_.size(), 1u);
   EXPECT_EQ(done_[0].clients_reported, 2);
   EXPECT_EQ(done_[0].clients_failed, 1);
@@ -173,18 +186,23 @@ TEST_F(SchedulerFixture, DeadlineClosesRoundWithQuorum) {
 }
 
 TEST_F(SchedulerFixture, MissedQuorumRetriesThenFails) {
+  UseSimulatedClock();
   SetUpScheduler(/*clients=*/2, /*deadline_s=*/0.2, /*rounds=*/1, /*max_attempts=*/2,
                  /*quorum=*/1.0);
   StartRun();
   TaskGrant g;
   ASSERT_TRUE(GetTask(ids_[0], &g));
   EXPECT_EQ(g.task.attempt(), 1);
-  // Only one of two reports: below quorum 1.0 -> retried.
+  // Only one of two reports: below quorum 1.0 -> retried once the deadline passes.
   std::vector<float> d = {1, 1, 1, 1};
   ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], g, 1), d).ok());
+  simulated_clock_.AdvanceTime(absl::Milliseconds(200));
   TaskGrant g2;
   ASSERT_TRUE(GetTask(ids_[0], &g2));
   EXPECT_EQ(g2.task.attempt(), 2);
+  // The second attempt's deadline counts from its own opening.
+  EXPECT_NEAR(g2.task.deadline_unix_seconds() - g.task.deadline_unix_seconds(), 0.2, 1e-3);
+  simulated_clock_.AdvanceTime(absl::Milliseconds(200));
   EXPECT_EQ(JoinRun().code(), absl::StatusCode::kUnavailable);
   EXPECT_TRUE(done_.empty());
 }
