@@ -37,7 +37,7 @@ TEST(LargeModel, HundredMegabytesTravelBothWays) {
   std::vector<float> final_model;
   auto scheduler = RoundScheduler::Create(
       std::move(opts), &registry, *aggregation::CreateFedAvg(kFloats),
-      [&](const RoundStats&, std::shared_ptr<const std::vector<float>> model) {
+      [&](const proto::RoundRecord&, std::shared_ptr<const std::vector<float>> model) {
         final_model = *model;
       },
       Clock::Real());

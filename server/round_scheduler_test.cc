@@ -45,15 +45,15 @@ class SchedulerFixture : public ::testing::Test {
     o.config = config;
     o.spec = TinySpec();
     o.weights = {1, 2, 3, 4};
-    o.on_round_closed = [this](const RoundStats& stats,
+    o.on_round_closed = [this](const proto::RoundRecord& stats,
                                std::shared_ptr<const std::vector<float>> model) {
       absl::MutexLock lock(&mu_);
-      closed_.push_back(stats.round);
+      closed_.push_back(stats.round());
       closed_models_.push_back(*model);
     };
     auto s = RoundScheduler::Create(
         o, registry_.get(), *aggregation::CreateFedAvg(4),
-        [this](const RoundStats& stats, std::shared_ptr<const std::vector<float>> model) {
+        [this](const proto::RoundRecord& stats, std::shared_ptr<const std::vector<float>> model) {
           if (block_worker_) release_worker_.WaitForNotification();
           absl::MutexLock lock(&mu_);
           done_.push_back(stats);
@@ -107,7 +107,7 @@ class SchedulerFixture : public ::testing::Test {
   std::thread runner_;
   absl::Status run_status_;
   absl::Mutex mu_;
-  std::vector<RoundStats> done_;
+  std::vector<proto::RoundRecord> done_;
   std::vector<std::vector<float>> models_;
   std::vector<int64_t> closed_;  // rounds passed to on_round_closed
   std::vector<std::vector<float>> closed_models_;
@@ -126,8 +126,8 @@ TEST_F(SchedulerFixture, RoundClosesWhenAllReportedWithWeightedMean) {
   ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[1], g1, 3), d1).ok());
   ASSERT_TRUE(JoinRun().ok());
   ASSERT_EQ(done_.size(), 1u);
-  EXPECT_EQ(done_[0].clients_reported, 2);
-  EXPECT_EQ(done_[0].clients_failed, 0);
+  EXPECT_EQ(done_[0].clients_reported(), 2);
+  EXPECT_EQ(done_[0].clients_failed(), 0);
   // mean delta = (1*1 + 3*4) / 4 = 3.25
   EXPECT_EQ(models_[0], (std::vector<float>{4.25f, 5.25f, 6.25f, 7.25f}));
   EXPECT_TRUE(scheduler_->finished());
@@ -157,7 +157,7 @@ TEST_F(SchedulerFixture, RoundClosedHookDoesNotWaitForTheWorker) {
   release_worker_.Notify();
   ASSERT_TRUE(JoinRun().ok());
   ASSERT_EQ(done_.size(), 3u);
-  EXPECT_EQ(done_[2].round, 3);
+  EXPECT_EQ(done_[2].round(), 3);
   EXPECT_EQ(models_, closed_models_);
 }
 
@@ -177,9 +177,9 @@ TEST_F(SchedulerFixture, DeadlineClosesRoundWithQuorum) {
   simulated_clock_.AdvanceTime(absl::Milliseconds(2));
   ASSERT_TRUE(JoinRun().ok());
   ASSERT_EQ(done_.size(), 1u);
-  EXPECT_EQ(done_[0].clients_reported, 2);
-  EXPECT_EQ(done_[0].clients_failed, 1);
-  EXPECT_EQ(done_[0].attempts, 1);
+  EXPECT_EQ(done_[0].clients_reported(), 2);
+  EXPECT_EQ(done_[0].clients_failed(), 1);
+  EXPECT_EQ(done_[0].attempts(), 1);
   // A report after the close is refused.
   EXPECT_EQ(scheduler_->SubmitUpdate(Header(ids_[2], g[2], 1), d).code(),
             absl::StatusCode::kFailedPrecondition);
@@ -245,7 +245,7 @@ TEST_F(SchedulerFixture, SamplingSelectsFractionAndRefusesOthers) {
   std::vector<float> d = {0, 0, 0, 0};
   for (const auto& id : chosen) ASSERT_TRUE(scheduler_->SubmitUpdate(Header(id, g, 1), d).ok());
   ASSERT_TRUE(JoinRun().ok());
-  EXPECT_EQ(done_[0].clients_selected, 2);
+  EXPECT_EQ(done_[0].clients_selected(), 2);
 }
 
 TEST_F(SchedulerFixture, NormBoundRejectsLargeDenseUpdates) {
@@ -262,7 +262,7 @@ TEST_F(SchedulerFixture, NormBoundRejectsLargeDenseUpdates) {
   ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], g, 1), ok).ok());
   ASSERT_TRUE(JoinRun().ok());
   EXPECT_EQ(models_[0], (std::vector<float>{2, 3, 4, 5}));
-  EXPECT_EQ(done_[0].updates_clipped, 0);
+  EXPECT_EQ(done_[0].updates_clipped(), 0);
 }
 
 TEST_F(SchedulerFixture, NormBoundClipsDenseUpdates) {
@@ -276,7 +276,7 @@ TEST_F(SchedulerFixture, NormBoundClipsDenseUpdates) {
   ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], g, 1), big).ok());
   ASSERT_TRUE(JoinRun().ok());
   EXPECT_EQ(models_[0], (std::vector<float>{2, 3, 4, 5}));
-  EXPECT_EQ(done_[0].updates_clipped, 1);
+  EXPECT_EQ(done_[0].updates_clipped(), 1);
 }
 
 TEST_F(SchedulerFixture, NormBoundAppliesToEncodedUpdates) {
@@ -300,7 +300,7 @@ TEST_F(SchedulerFixture, NormBoundAppliesToEncodedUpdates) {
   ASSERT_TRUE(JoinRun().ok());
   // Both deltas are {1,1,1,1} after clipping; the weights (1 and 3) keep their shares.
   EXPECT_EQ(models_[0], (std::vector<float>{2, 3, 4, 5}));
-  EXPECT_EQ(done_[0].updates_clipped, 1);
+  EXPECT_EQ(done_[0].updates_clipped(), 1);
 }
 
 TEST_F(SchedulerFixture, NormBoundRejectsEncodedUpdates) {

@@ -326,10 +326,10 @@ int Main(int argc, char** argv) {
   if (absl::Status s = store->WriteConfig(config); !s.ok()) {
     ExitUsageError(kProgram, std::string(s.message()));
   }
-  // Fills the test figures of m->stats.round when the config evaluates that round. Runs on the
+  // Fills the test figures of m->stats.round() when the config evaluates that round. Runs on the
   // main thread on resume, then only on the scheduler's worker.
   auto evaluate_round = [&](const std::vector<float>& model, RoundMetrics* m) {
-    const int64_t round = m->stats.round;
+    const int64_t round = m->stats.round();
     if (round % config.evaluation().every() != 0 && round != config.rounds()) return;
     absl::Status s = (*evaluator)->SetWeights(model);
     absl::StatusOr<models::EvalResult> r =
@@ -425,31 +425,31 @@ int Main(int argc, char** argv) {
   // Closed rounds whose metrics line is not written yet; each checkpoint carries them, so that a
   // restart loses no round's line however far evaluation lags.
   absl::Mutex pending_mu;
-  std::map<int64_t, RoundStats> pending_rounds;  // guarded by pending_mu
+  std::map<int64_t, proto::RoundRecord> pending_rounds;  // guarded by pending_mu
   // As each round closes, before the next one opens: the checkpoint (and, after the last round,
   // the final model), so that --resume continues from the last closed round.
-  auto on_round_closed = [&](const RoundStats& stats,
+  auto on_round_closed = [&](const proto::RoundRecord& stats,
                              std::shared_ptr<const std::vector<float>> model) {
     const double elapsed = elapsed_before + absl::ToDoubleSeconds(absl::Now() - started);
-    proto::Checkpoint ckpt = MakeCheckpoint(stats.round, model_spec, *model, config, elapsed);
+    proto::Checkpoint ckpt = MakeCheckpoint(stats.round(), model_spec, *model, config, elapsed);
     {
       absl::MutexLock lock(&pending_mu);
-      pending_rounds[stats.round] = stats;
+      pending_rounds[stats.round()] = stats;
       for (const auto& [round, pending] : pending_rounds) {
-        *ckpt.add_pending_rounds() = ToRecord(pending);
+        *ckpt.add_pending_rounds() = pending;
       }
     }
     absl::Status s = run_store->WriteCheckpoint(ckpt);
-    if (s.ok() && stats.round == total_rounds) s = run_store->WriteFinalModel(model_spec, *model);
+    if (s.ok() && stats.round() == total_rounds) s = run_store->WriteFinalModel(model_spec, *model);
     if (!s.ok()) {
-      EDGEFL_LOG_ERROR("could not write the checkpoint of round ", stats.round, ": ",
+      EDGEFL_LOG_ERROR("could not write the checkpoint of round ", stats.round(), ": ",
                        s.ToString());
       worker_failed = true;
     }
   };
   // On the scheduler's worker thread, lagging behind the rounds while clients train: evaluation
   // and the round's metrics line.
-  auto on_round_done = [&](const RoundStats& stats,
+  auto on_round_done = [&](const proto::RoundRecord& stats,
                            std::shared_ptr<const std::vector<float>> model) {
     RoundMetrics m;
     m.stats = stats;
@@ -457,19 +457,19 @@ int Main(int argc, char** argv) {
     absl::Status s = run_store->AppendMetrics(m);
     if (s.ok()) {
       absl::MutexLock lock(&pending_mu);
-      pending_rounds.erase(stats.round);
+      pending_rounds.erase(stats.round());
     } else {
-      EDGEFL_LOG_ERROR("could not write the metrics of round ", stats.round, ": ", s.ToString());
+      EDGEFL_LOG_ERROR("could not write the metrics of round ", stats.round(), ": ", s.ToString());
       worker_failed = true;
     }
     EDGEFL_LOG_INFO(absl::StrFormat(
         "round %d/%d: test_accuracy %s test_loss %s clients %d/%d (failed %d) round %.1fs eval "
         "%.1fs up %.1f MB down %.1f MB",
-        stats.round, total_rounds,
+        stats.round(), total_rounds,
         m.test_accuracy ? absl::StrFormat("%.4f", *m.test_accuracy) : "-",
-        m.test_loss ? absl::StrFormat("%.4f", *m.test_loss) : "-", stats.clients_reported,
-        stats.clients_selected, stats.clients_failed, stats.round_seconds, m.eval_seconds,
-        stats.bytes_up / 1e6, stats.bytes_down / 1e6));
+        m.test_loss ? absl::StrFormat("%.4f", *m.test_loss) : "-", stats.clients_reported(),
+        stats.clients_selected(), stats.clients_failed(), stats.round_seconds(), m.eval_seconds,
+        stats.bytes_up() / 1e6, stats.bytes_down() / 1e6));
   };
 
   absl::StatusOr<std::unique_ptr<aggregation::Strategy>> strategy =
