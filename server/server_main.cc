@@ -1,6 +1,5 @@
 // fl-server: the edgefl coordinator.
 #include <grpcpp/grpcpp.h>
-#include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -34,10 +33,12 @@
 #include "server/client_registry.h"
 #include "server/coordinator_service.h"
 #include "server/enrollment_ledger.h"
+#include "server/grpc_server.h"
 #include "server/round_scheduler.h"
 #include "server/run_store.h"
 #include "server/token_cli.h"
 #include "server/tokens.h"
+#include "server/transport.h"
 
 namespace edgefl::server {
 namespace {
@@ -64,7 +65,7 @@ struct ServerFlags {
   double poll_seconds = 20;
   double finish_grace_seconds = 10;
   std::string port_file;
-  int max_message_mb = 16;
+  int max_message_mb = channel_args::kDefaultMaxMessageMb;
   // Transport security.
   std::string tls_cert;
   std::string tls_key;
@@ -79,57 +80,6 @@ struct ServerFlags {
   double checkin_per_minute = 60;
   int64_t max_update_bytes_per_round = 0;
 };
-
-// The server's TLS material, read and checked before anything else starts.
-struct TransportSecurity {
-  std::shared_ptr<grpc::ServerCredentials> credentials;
-  std::string description;  // for the start-up log line
-};
-
-TransportSecurity LoadTransportSecurity(const ServerFlags& f) {
-  const bool any_tls = !f.tls_cert.empty() || !f.tls_key.empty() || !f.client_ca.empty();
-  if (f.insecure) {
-    if (any_tls) {
-      ExitUsageError(kProgram,
-                     "--insecure cannot be combined with --tls_cert, --tls_key or "
-                     "--client_ca");
-    }
-    return {grpc::InsecureServerCredentials(), "PLAINTEXT (--insecure)"};
-  }
-  if (f.tls_cert.empty() || f.tls_key.empty()) {
-    ExitUsageError(kProgram,
-                   "no TLS certificate: pass --tls_cert and --tls_key (development ones: "
-                   "deploy/certs/make-dev-certs.sh), or --insecure to serve plaintext on a "
-                   "trusted network");
-  }
-  absl::StatusOr<std::string> cert = ReadFile(f.tls_cert);
-  if (!cert.ok()) ExitUsageError(kProgram, absl::StrCat("--tls_cert: ", cert.status().message()));
-  absl::StatusOr<std::string> key = ReadPrivateFile(f.tls_key, "TLS private key");
-  if (!key.ok()) ExitUsageError(kProgram, absl::StrCat("--tls_key: ", key.status().message()));
-  if (cert->find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
-    ExitUsageError(kProgram, absl::StrCat("--tls_cert: ", f.tls_cert, " holds no PEM certificate"));
-  }
-  if (key->find("PRIVATE KEY-----") == std::string::npos) {
-    ExitUsageError(kProgram, absl::StrCat("--tls_key: ", f.tls_key, " holds no PEM private key"));
-  }
-  grpc::SslServerCredentialsOptions options(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
-  options.pem_key_cert_pairs.push_back({std::move(*key), std::move(*cert)});
-  std::string description = "TLS";
-  if (!f.client_ca.empty()) {
-    absl::StatusOr<std::string> ca = ReadFile(f.client_ca);
-    if (!ca.ok()) ExitUsageError(kProgram, absl::StrCat("--client_ca: ", ca.status().message()));
-    if (ca->find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
-      ExitUsageError(kProgram,
-                     absl::StrCat("--client_ca: ", f.client_ca, " holds no PEM certificate"));
-    }
-    options.pem_root_certs = std::move(*ca);
-    options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
-    description = "mutual TLS (client certificates required, ids from certificates)";
-  }
-  std::shared_ptr<grpc::ServerCredentials> creds = grpc::SslServerCredentials(options);
-  if (creds == nullptr) ExitUsageError(kProgram, "the TLS certificate or key cannot be used");
-  return {std::move(creds), description};
-}
 
 std::string NewestRunDir() {
   std::error_code ec;
@@ -238,7 +188,9 @@ int Main(int argc, char** argv) {
   // chunk buffers freed by many gRPC threads are reused instead of parked in per-thread arenas.
   TuneMallocForServing();
   // Refuse to start without transport security before anything else is loaded.
-  const TransportSecurity transport = LoadTransportSecurity(f);
+  absl::StatusOr<ServerTransport> transport =
+      LoadServerTransport({f.tls_cert, f.tls_key, f.client_ca, f.insecure});
+  if (!transport.ok()) ExitUsageError(kProgram, std::string(transport.status().message()));
   absl::StatusOr<absl::Duration> session_ttl = ParsePositiveDuration(f.session_ttl);
   if (!session_ttl.ok()) {
     ExitUsageError(kProgram, absl::StrCat("--session_ttl: ", session_ttl.status().message()));
@@ -490,25 +442,17 @@ int Main(int argc, char** argv) {
   svc_opts.checkin_poll = absl::Seconds(f.poll_seconds);
   CoordinatorService service(svc_opts, *spec, &registry, scheduler->get(), access->get());
 
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(f.listen, transport.credentials, &port);
-  builder.RegisterService(&service);
-  builder.SetMaxReceiveMessageSize(f.max_message_mb << 20);
-  builder.SetMaxSendMessageSize(f.max_message_mb << 20);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
-    EDGEFL_LOG_ERROR("could not listen on ", f.listen);
-    std::fprintf(stderr, "%s: could not listen on %s\n", kProgram, f.listen.c_str());
-    return 2;
+  GrpcServerOptions grpc_opts;
+  grpc_opts.listen = f.listen;
+  grpc_opts.credentials = transport->credentials;
+  grpc_opts.max_message_mb = f.max_message_mb;
+  absl::StatusOr<StartedGrpcServer> grpc_server = StartGrpcServer(grpc_opts, {&service});
+  if (!grpc_server.ok()) {
+    EDGEFL_LOG_ERROR(grpc_server.status().message());
+    ExitUsageError(kProgram, std::string(grpc_server.status().message()));
   }
-  server->GetHealthCheckService()->SetServingStatus(true);
+  std::unique_ptr<grpc::Server> server = std::move(grpc_server->server);
+  const int port = grpc_server->port;
   if (!f.port_file.empty()) {
     if (absl::Status s = WriteFileAtomically(f.port_file, absl::StrCat(port, "\n")); !s.ok()) {
       EDGEFL_LOG_ERROR(s.ToString());
@@ -521,7 +465,7 @@ int Main(int argc, char** argv) {
         "unencrypted and unauthenticated. Use --tls_cert/--tls_key outside a trusted "
         "network.");
   }
-  EDGEFL_LOG_INFO("serving ", transport.description, " on ",
+  EDGEFL_LOG_INFO("serving ", transport->description, " on ",
                   f.listen.substr(0, f.listen.rfind(':')), ":", port, "; model ", config.model(),
                   " (", models::NumParameters(*spec), " parameters), ", config.rounds(),
                   " rounds, output ", store->dir());
