@@ -21,7 +21,7 @@ struct TransportOptions {
 
 struct ServerTransport {
   std::shared_ptr<grpc::ServerCredentials> credentials;  // never null on success
-  std::string description;  // for the start-up log line, e.g. "TLS"
+  std::string description;                               // for the start-up log line, e.g. "TLS"
 };
 
 // INVALID_ARGUMENT for inconsistent flags (--insecure with TLS files, TLS without a certificate
