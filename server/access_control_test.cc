@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "common/status_reason.h"
+#include "common/testing/simulated_clock.h"
 #include "gtest/gtest.h"
 #include "server/enrollment_ledger.h"
 #include "server/rate_limiter.h"
@@ -21,25 +22,6 @@ namespace edgefl::server {
 namespace {
 
 constexpr char kSecret[] = "0123456789abcdef0123456789abcdef-test-secret";
-
-class FakeClock : public Clock {
- public:
-  absl::Time Now() const override {
-    absl::MutexLock lock(&mu_);
-    return now_;
-  }
-  bool AwaitWithDeadline(absl::Mutex*, const absl::Condition& cond, absl::Time) const override {
-    return cond.Eval();
-  }
-  void Advance(absl::Duration d) {
-    absl::MutexLock lock(&mu_);
-    now_ += d;
-  }
-
- private:
-  mutable absl::Mutex mu_;
-  absl::Time now_ = absl::FromUnixSeconds(1800000000);
-};
 
 std::string TempDir() {
   std::string tmpl =
@@ -198,7 +180,7 @@ TEST(EnrollmentLedger, ParsesRevocationLists) {
 // ---- rate limiter -------------------------------------------------------------------------------
 
 TEST(RateLimiter, BurstThenRefill) {
-  FakeClock clock;
+  SimulatedClock clock;
   RateLimiter limiter({/*per_minute=*/60, /*burst=*/3, /*max_keys=*/2}, &clock);
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(limiter.Admit("a", "Join").ok());
   absl::Status s = limiter.Admit("a", "Join");
@@ -206,12 +188,12 @@ TEST(RateLimiter, BurstThenRefill) {
   EXPECT_NE(s.message().find("retry in"), absl::string_view::npos) << s;
   EXPECT_TRUE(limiter.Admit("b", "Join").ok());  // other keys are not affected
   EXPECT_TRUE(limiter.Admit("b", "Join").ok());
-  clock.Advance(absl::Seconds(1));  // one token back
+  clock.AdvanceTime(absl::Seconds(1));  // one token back
   EXPECT_TRUE(limiter.Admit("a", "Join").ok());
   EXPECT_FALSE(limiter.Admit("a", "Join").ok());
   // The key table is bounded: a third key fits only once an idle bucket can be dropped.
   EXPECT_EQ(limiter.Admit("c", "Join").code(), absl::StatusCode::kResourceExhausted);
-  clock.Advance(absl::Minutes(1));
+  clock.AdvanceTime(absl::Minutes(1));
   EXPECT_TRUE(limiter.Admit("c", "Join").ok());
 }
 
@@ -301,7 +283,7 @@ class AccessControlTest : public ::testing::Test {
     return PeerCredentials{std::move(cert), std::move(bearer), "ipv4:127.0.0.1:1234"};
   }
 
-  FakeClock clock_;
+  SimulatedClock clock_;
   std::string dir_;
   std::unique_ptr<ClientRegistry> registry_;
   std::unique_ptr<EnrollmentLedger> ledger_;
@@ -331,12 +313,12 @@ TEST_F(AccessControlTest, EnrollmentTokensPayForJoinsAndSessionsBindIds) {
   EXPECT_EQ(ReasonOrEmpty(acl->Authenticate(Peer("")).status()), "unauthenticated_missing");
   EXPECT_EQ(ReasonOrEmpty(acl->Authenticate(Peer(token)).status()), "unauthenticated_malformed");
   // Renewal half-way keeps the id, does not spend a token use, and extends the session.
-  clock_.Advance(absl::Minutes(5));
+  clock_.AdvanceTime(absl::Minutes(5));
   auto renewed = acl->Join(Peer(grant->session_token), {});
   ASSERT_TRUE(renewed.ok()) << renewed.status();
   EXPECT_EQ(renewed->client_id, grant->client_id);
   // Sessions expire.
-  clock_.Advance(absl::Minutes(6));
+  clock_.AdvanceTime(absl::Minutes(6));
   EXPECT_EQ(ReasonOrEmpty(acl->Authenticate(Peer(grant->session_token)).status()),
             "unauthenticated_expired");
   EXPECT_EQ(*acl->Authenticate(Peer(renewed->session_token)), grant->client_id);
@@ -363,7 +345,7 @@ TEST_F(AccessControlTest, ExpiredEnrollmentTokenIsRefused) {
   o.enrollment_tokens = true;
   auto acl = Make(o);
   const std::string token = Token(5, absl::Seconds(30));
-  clock_.Advance(absl::Seconds(31));
+  clock_.AdvanceTime(absl::Seconds(31));
   EXPECT_EQ(ReasonOrEmpty(acl->Join(Peer(token), {}).status()), "unauthenticated_expired");
   EXPECT_EQ(ledger_->uses(token.substr(5, 16)), 0);  // nothing was spent
 }

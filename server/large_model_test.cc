@@ -1,7 +1,5 @@
 // A 100 MB model travels both ways through the real gRPC service: chunked download with its
 // digest checked, chunked upload folded into the aggregate (in-process server on 127.0.0.1).
-#include <grpcpp/grpcpp.h>
-
 #include <thread>
 
 #include "aggregation/strategy.h"
@@ -10,6 +8,7 @@
 #include "gtest/gtest.h"
 #include "server/client_registry.h"
 #include "server/coordinator_service.h"
+#include "server/grpc_server.h"
 #include "server/round_scheduler.h"
 
 namespace edgefl::server {
@@ -37,19 +36,17 @@ TEST(LargeModel, HundredMegabytesTravelBothWays) {
   std::vector<float> final_model;
   auto scheduler = RoundScheduler::Create(
       std::move(opts), &registry, *aggregation::CreateFedAvg(kFloats),
-      [&](const RoundStats&, std::shared_ptr<const std::vector<float>> model) {
+      [&](const proto::RoundRecord&, std::shared_ptr<const std::vector<float>> model) {
         final_model = *model;
       },
       Clock::Real());
   ASSERT_TRUE(scheduler.ok());
   CoordinatorService service(CoordinatorService::Options(), spec, &registry, scheduler->get());
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&service);
-  builder.SetMaxReceiveMessageSize(16 << 20);
-  auto server = builder.BuildAndStart();
-  ASSERT_NE(port, 0);
+  GrpcServerOptions server_options;
+  server_options.listen = "127.0.0.1:0";  // plaintext, a free port
+  absl::StatusOr<StartedGrpcServer> server = StartGrpcServer(server_options, {&service});
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = server->port;
   absl::Status run_status;
   std::thread runner([&] { run_status = (*scheduler)->Run(); });
 
@@ -92,7 +89,7 @@ TEST(LargeModel, HundredMegabytesTravelBothWays) {
   ASSERT_EQ(final_model.size(), static_cast<size_t>(kFloats));
   EXPECT_EQ(final_model[0], 1.5f);
   EXPECT_EQ(final_model[12345], -1.0f);
-  server->Shutdown();
+  server->server->Shutdown();
 }
 
 }  // namespace

@@ -187,8 +187,8 @@ void RoundScheduler::OpenAttempt(int64_t round, int attempt,
   task_.set_total_bytes(snapshot_->payload.size());
   task_.set_sha256(snapshot_->sha256);
   task_.set_deadline_unix_seconds(absl::ToDoubleSeconds(deadline_ - absl::UnixEpoch()));
-  stats_.clients_selected = static_cast<int>(selected.size());
-  stats_.attempts = attempt;
+  stats_.set_clients_selected(static_cast<int>(selected.size()));
+  stats_.set_attempts(attempt);
   open_ = true;
 }
 
@@ -199,8 +199,8 @@ absl::Status RoundScheduler::Run() {
     const absl::Time round_start = clock_->Now();
     {
       absl::MutexLock lock(&mu_);
-      stats_ = RoundStats();
-      stats_.round = round;
+      stats_.Clear();
+      stats_.set_round(round);
     }
     bool closed_ok = false;
     for (int attempt = 1; attempt <= config.max_round_attempts() && !closed_ok; ++attempt) {
@@ -227,9 +227,9 @@ absl::Status RoundScheduler::Run() {
       if (shutdown_) return absl::CancelledError("server shutting down");
       const int reported = static_cast<int>(reported_.size());
       if (reported >= need) {
-        stats_.clients_reported = reported;
-        stats_.clients_failed = static_cast<int>(selected_.size()) - reported;
-        absl::Status s = strategy_->Aggregate(absl::MakeSpan(global_), stats_.clients_failed);
+        stats_.set_clients_reported(reported);
+        stats_.set_clients_failed(static_cast<int>(selected_.size()) - reported);
+        absl::Status s = strategy_->Aggregate(absl::MakeSpan(global_), stats_.clients_failed());
         if (!s.ok()) return s;
         closed_ok = true;
       } else {
@@ -243,14 +243,14 @@ absl::Status RoundScheduler::Run() {
                                                  config.max_round_attempts(),
                                                  " attempts (max_round_attempts)"));
     }
-    RoundStats stats;
+    proto::RoundRecord stats;
     std::shared_ptr<const std::vector<float>> model;
     {
       absl::MutexLock lock(&mu_);
       PublishLocked(round);
-      stats_.round_seconds = absl::ToDoubleSeconds(clock_->Now() - round_start);
-      stats_.unix_time = absl::ToDoubleSeconds(clock_->Now() - absl::UnixEpoch());
-      stats_.rejected_total = total_rejections_;
+      stats_.set_round_seconds(absl::ToDoubleSeconds(clock_->Now() - round_start));
+      stats_.set_unix_time(absl::ToDoubleSeconds(clock_->Now() - absl::UnixEpoch()));
+      stats_.set_rejected_total(total_rejections_);
       stats = stats_;
       model = std::make_shared<const std::vector<float>>(global_);
     }
@@ -280,7 +280,7 @@ void RoundScheduler::WorkerLoop() {
     EDGEFL_LOG_WARN("could not lower the evaluation thread's priority");
   }
   while (true) {
-    std::pair<RoundStats, std::shared_ptr<const std::vector<float>>> item;
+    std::pair<proto::RoundRecord, std::shared_ptr<const std::vector<float>>> item;
     {
       absl::MutexLock lock(&queue_mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
@@ -374,8 +374,8 @@ absl::Status RoundScheduler::SubmitLocked(const proto::ReportHeader& header,
   reported_.insert(header.client_id());
   const double student = header.metrics().student_local_accuracy();
   if (std::isfinite(student) && student > 0 && student <= 1) {
-    stats_.student_accuracy_sum += student;
-    ++stats_.student_reports;
+    stats_.set_student_accuracy_sum(stats_.student_accuracy_sum() + student);
+    stats_.set_student_reports(stats_.student_reports() + 1);
   }
   return absl::OkStatus();
 }
@@ -422,7 +422,7 @@ absl::Status RoundScheduler::SubmitUpdate(const proto::ReportHeader& header,
     }
     return strategy_->Accumulate(delta, header.num_samples());
   });
-  if (s.ok() && scale < 1.0) ++stats_.updates_clipped;
+  if (s.ok() && scale < 1.0) stats_.set_updates_clipped(stats_.updates_clipped() + 1);
   return s;
 }
 
@@ -455,7 +455,7 @@ absl::Status RoundScheduler::SubmitEncodedUpdate(const proto::ReportHeader& head
     if (scale < 1.0) return strategy_->Accumulate(clipped, header.num_samples());
     return strategy_->AccumulateEncoded(encoded, layout_, chain, header.num_samples());
   });
-  if (s.ok() && scale < 1.0) ++stats_.updates_clipped;
+  if (s.ok() && scale < 1.0) stats_.set_updates_clipped(stats_.updates_clipped() + 1);
   return s;
 }
 
@@ -466,17 +466,17 @@ std::string RoundScheduler::current_uplink() const {
 
 void RoundScheduler::AddBytesDown(int64_t round, uint64_t bytes) {
   absl::MutexLock lock(&mu_);
-  if (round == stats_.round) stats_.bytes_down += bytes;
+  if (round == stats_.round()) stats_.set_bytes_down(stats_.bytes_down() + bytes);
 }
 
 void RoundScheduler::AddBytesUp(int64_t round, uint64_t bytes) {
   absl::MutexLock lock(&mu_);
-  if (round == stats_.round) stats_.bytes_up += bytes;
+  if (round == stats_.round()) stats_.set_bytes_up(stats_.bytes_up() + bytes);
 }
 
 void RoundScheduler::CountRejection(const std::string& reason) {
   absl::MutexLock lock(&mu_);
-  ++stats_.rejected[reason];
+  ++(*stats_.mutable_rejected())[reason];
   ++total_rejections_;
 }
 

@@ -7,13 +7,12 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <map>
 #include <memory>
-#include "absl/container/flat_hash_set.h"
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -45,25 +44,6 @@ struct ModelSnapshot {
   std::string delta_sha256;
 };
 
-// What a closed round looked like; handed to the RoundDoneFn.
-struct RoundStats {
-  int64_t round = 0;
-  int attempts = 0;             // 1 unless the quorum was missed and the round retried
-  int clients_selected = 0;     // in the successful attempt
-  int clients_reported = 0;     // accepted updates
-  int clients_failed = 0;       // selected but not accepted by the close
-  int updates_clipped = 0;      // accepted after scaling down to update_bounds.max_l2_norm
-  uint64_t bytes_down = 0;      // model bytes streamed for this round (all attempts)
-  uint64_t bytes_up = 0;        // update bytes received for this round (all attempts)
-  double round_seconds = 0;     // from the first attempt's opening to the new model's publication
-  double unix_time = 0;         // when the round closed
-  std::map<std::string, int64_t> rejected;  // rejected requests by reason during the round
-  int64_t rejected_total = 0;   // rejected requests since this process started
-  // Mean int8 local accuracy of the students that reporting clients exported (--distill_to).
-  double student_accuracy_sum = 0;
-  int student_reports = 0;
-};
-
 struct TaskGrant {
   proto::Task task;
   std::shared_ptr<const ModelSnapshot> model;
@@ -77,8 +57,9 @@ class RoundScheduler {
   // Called with a closed round's figures and the new global model; must not call back into the
   // scheduler. As Create's `on_round_done` it runs on the scheduler's own worker thread, in round
   // order: evaluation and metrics happen there while the next rounds are already training.
-  using RoundDoneFn =
-      std::function<void(const RoundStats& stats, std::shared_ptr<const std::vector<float>> model)>;
+  // `stats` is the same record that metrics.jsonl and the checkpoint's pending rounds carry.
+  using RoundDoneFn = std::function<void(const proto::RoundRecord& stats,
+                                         std::shared_ptr<const std::vector<float>> model)>;
 
   struct Options {
     proto::ExperimentConfig config;   // FillDefaults + ValidateConfig already applied
@@ -125,7 +106,7 @@ class RoundScheduler {
   // round's aggregate unchanged.
   // With config.update_bounds.max_l2_norm set, an update whose L2 norm exceeds it is refused
   // (INVALID_ARGUMENT, reason "update_norm") under on_violation "reject", or scaled down to the
-  // bound and counted in RoundStats::updates_clipped under "clip".
+  // bound and counted in RoundRecord.updates_clipped under "clip".
   absl::Status SubmitUpdate(const proto::ReportHeader& header, absl::Span<const float> delta);
   // Same for an encoded update under the round's uplink chain, decoded straight into the
   // strategy (no dense copy). INVALID_ARGUMENT for a malformed encoding or another chain.
@@ -189,12 +170,12 @@ class RoundScheduler {
   proto::Task task_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> selected_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> reported_ ABSL_GUARDED_BY(mu_);
-  RoundStats stats_ ABSL_GUARDED_BY(mu_);
+  proto::RoundRecord stats_ ABSL_GUARDED_BY(mu_);  // of the open round
   int64_t total_rejections_ ABSL_GUARDED_BY(mu_) = 0;
 
   // Worker queue (round done callbacks).
   absl::Mutex queue_mu_;
-  std::deque<std::pair<RoundStats, std::shared_ptr<const std::vector<float>>>> queue_
+  std::deque<std::pair<proto::RoundRecord, std::shared_ptr<const std::vector<float>>>> queue_
       ABSL_GUARDED_BY(queue_mu_);
   bool queue_closed_ ABSL_GUARDED_BY(queue_mu_) = false;
   std::thread worker_;

@@ -6,6 +6,7 @@
 #include "absl/synchronization/notification.h"
 #include "server/config.h"
 #include "common/model_layout.h"
+#include "common/testing/simulated_clock.h"
 #include "compression/update_codec.h"
 #include "gtest/gtest.h"
 
@@ -27,7 +28,7 @@ class SchedulerFixture : public ::testing::Test {
                       double quorum = 0.5, double fraction = 1.0, int min_clients = 1) {
     ClientRegistry::Options ro;
     ro.id_seed = 1;
-    registry_ = std::make_unique<ClientRegistry>(ro, Clock::Real());
+    registry_ = std::make_unique<ClientRegistry>(ro, clock_);
     for (int i = 0; i < clients; ++i) ids_.push_back(*registry_->Join(proto::DeviceProfile()));
     proto::ExperimentConfig config;
     config.set_rounds(rounds);
@@ -44,21 +45,21 @@ class SchedulerFixture : public ::testing::Test {
     o.config = config;
     o.spec = TinySpec();
     o.weights = {1, 2, 3, 4};
-    o.on_round_closed = [this](const RoundStats& stats,
+    o.on_round_closed = [this](const proto::RoundRecord& stats,
                                std::shared_ptr<const std::vector<float>> model) {
       absl::MutexLock lock(&mu_);
-      closed_.push_back(stats.round);
+      closed_.push_back(stats.round());
       closed_models_.push_back(*model);
     };
     auto s = RoundScheduler::Create(
         o, registry_.get(), *aggregation::CreateFedAvg(4),
-        [this](const RoundStats& stats, std::shared_ptr<const std::vector<float>> model) {
+        [this](const proto::RoundRecord& stats, std::shared_ptr<const std::vector<float>> model) {
           if (block_worker_) release_worker_.WaitForNotification();
           absl::MutexLock lock(&mu_);
           done_.push_back(stats);
           models_.push_back(*model);
         },
-        Clock::Real());
+        clock_);
     ASSERT_TRUE(s.ok()) << s.status();
     scheduler_ = std::move(*s);
   }
@@ -90,6 +91,12 @@ class SchedulerFixture : public ::testing::Test {
     if (!release_worker_.HasBeenNotified()) release_worker_.Notify();
   }
 
+  // Deadline tests use simulated_clock_ (set before SetUpScheduler), so that a deadline passes
+  // when the test advances the time, not after a real wait.
+  void UseSimulatedClock() { clock_ = &simulated_clock_; }
+
+  SimulatedClock simulated_clock_;
+  const Clock* clock_ = Clock::Real();
   proto::UpdateBounds bounds_;    // set before SetUpScheduler
   bool block_worker_ = false;     // RoundDoneFn waits for release_worker_
   absl::Notification release_worker_;
@@ -100,7 +107,7 @@ class SchedulerFixture : public ::testing::Test {
   std::thread runner_;
   absl::Status run_status_;
   absl::Mutex mu_;
-  std::vector<RoundStats> done_;
+  std::vector<proto::RoundRecord> done_;
   std::vector<std::vector<float>> models_;
   std::vector<int64_t> closed_;  // rounds passed to on_round_closed
   std::vector<std::vector<float>> closed_models_;
@@ -119,8 +126,8 @@ TEST_F(SchedulerFixture, RoundClosesWhenAllReportedWithWeightedMean) {
   ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[1], g1, 3), d1).ok());
   ASSERT_TRUE(JoinRun().ok());
   ASSERT_EQ(done_.size(), 1u);
-  EXPECT_EQ(done_[0].clients_reported, 2);
-  EXPECT_EQ(done_[0].clients_failed, 0);
+  EXPECT_EQ(done_[0].clients_reported(), 2);
+  EXPECT_EQ(done_[0].clients_failed(), 0);
   // mean delta = (1*1 + 3*4) / 4 = 3.25
   EXPECT_EQ(models_[0], (std::vector<float>{4.25f, 5.25f, 6.25f, 7.25f}));
   EXPECT_TRUE(scheduler_->finished());
@@ -150,11 +157,12 @@ TEST_F(SchedulerFixture, RoundClosedHookDoesNotWaitForTheWorker) {
   release_worker_.Notify();
   ASSERT_TRUE(JoinRun().ok());
   ASSERT_EQ(done_.size(), 3u);
-  EXPECT_EQ(done_[2].round, 3);
+  EXPECT_EQ(done_[2].round(), 3);
   EXPECT_EQ(models_, closed_models_);
 }
 
 TEST_F(SchedulerFixture, DeadlineClosesRoundWithQuorum) {
+  UseSimulatedClock();
   SetUpScheduler(/*clients=*/3, /*deadline_s=*/0.5, /*rounds=*/1);
   StartRun();
   TaskGrant g[3];
@@ -162,29 +170,39 @@ TEST_F(SchedulerFixture, DeadlineClosesRoundWithQuorum) {
   std::vector<float> d = {1, 1, 1, 1};
   ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], g[0], 1), d).ok());
   ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[1], g[1], 1), d).ok());
-  ASSERT_TRUE(JoinRun().ok());  // the third never reports; the deadline closes the round
+  // Two of three reported: the round stays open until its deadline.
+  simulated_clock_.AdvanceTime(absl::Milliseconds(499));
+  EXPECT_TRUE(scheduler_->CheckReport(Header(ids_[2], g[2], 1)).ok());
+  // The third never reports; the deadline closes the round.
+  simulated_clock_.AdvanceTime(absl::Milliseconds(2));
+  ASSERT_TRUE(JoinRun().ok());
   ASSERT_EQ(done_.size(), 1u);
-  EXPECT_EQ(done_[0].clients_reported, 2);
-  EXPECT_EQ(done_[0].clients_failed, 1);
-  EXPECT_EQ(done_[0].attempts, 1);
+  EXPECT_EQ(done_[0].clients_reported(), 2);
+  EXPECT_EQ(done_[0].clients_failed(), 1);
+  EXPECT_EQ(done_[0].attempts(), 1);
   // A report after the close is refused.
   EXPECT_EQ(scheduler_->SubmitUpdate(Header(ids_[2], g[2], 1), d).code(),
             absl::StatusCode::kFailedPrecondition);
 }
 
 TEST_F(SchedulerFixture, MissedQuorumRetriesThenFails) {
+  UseSimulatedClock();
   SetUpScheduler(/*clients=*/2, /*deadline_s=*/0.2, /*rounds=*/1, /*max_attempts=*/2,
                  /*quorum=*/1.0);
   StartRun();
   TaskGrant g;
   ASSERT_TRUE(GetTask(ids_[0], &g));
   EXPECT_EQ(g.task.attempt(), 1);
-  // Only one of two reports: below quorum 1.0 -> retried.
+  // Only one of two reports: below quorum 1.0 -> retried once the deadline passes.
   std::vector<float> d = {1, 1, 1, 1};
   ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], g, 1), d).ok());
+  simulated_clock_.AdvanceTime(absl::Milliseconds(200));
   TaskGrant g2;
   ASSERT_TRUE(GetTask(ids_[0], &g2));
   EXPECT_EQ(g2.task.attempt(), 2);
+  // The second attempt's deadline counts from its own opening.
+  EXPECT_NEAR(g2.task.deadline_unix_seconds() - g.task.deadline_unix_seconds(), 0.2, 1e-3);
+  simulated_clock_.AdvanceTime(absl::Milliseconds(200));
   EXPECT_EQ(JoinRun().code(), absl::StatusCode::kUnavailable);
   EXPECT_TRUE(done_.empty());
 }
@@ -227,7 +245,7 @@ TEST_F(SchedulerFixture, SamplingSelectsFractionAndRefusesOthers) {
   std::vector<float> d = {0, 0, 0, 0};
   for (const auto& id : chosen) ASSERT_TRUE(scheduler_->SubmitUpdate(Header(id, g, 1), d).ok());
   ASSERT_TRUE(JoinRun().ok());
-  EXPECT_EQ(done_[0].clients_selected, 2);
+  EXPECT_EQ(done_[0].clients_selected(), 2);
 }
 
 TEST_F(SchedulerFixture, NormBoundRejectsLargeDenseUpdates) {
@@ -244,7 +262,7 @@ TEST_F(SchedulerFixture, NormBoundRejectsLargeDenseUpdates) {
   ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], g, 1), ok).ok());
   ASSERT_TRUE(JoinRun().ok());
   EXPECT_EQ(models_[0], (std::vector<float>{2, 3, 4, 5}));
-  EXPECT_EQ(done_[0].updates_clipped, 0);
+  EXPECT_EQ(done_[0].updates_clipped(), 0);
 }
 
 TEST_F(SchedulerFixture, NormBoundClipsDenseUpdates) {
@@ -258,7 +276,7 @@ TEST_F(SchedulerFixture, NormBoundClipsDenseUpdates) {
   ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], g, 1), big).ok());
   ASSERT_TRUE(JoinRun().ok());
   EXPECT_EQ(models_[0], (std::vector<float>{2, 3, 4, 5}));
-  EXPECT_EQ(done_[0].updates_clipped, 1);
+  EXPECT_EQ(done_[0].updates_clipped(), 1);
 }
 
 TEST_F(SchedulerFixture, NormBoundAppliesToEncodedUpdates) {
@@ -282,7 +300,7 @@ TEST_F(SchedulerFixture, NormBoundAppliesToEncodedUpdates) {
   ASSERT_TRUE(JoinRun().ok());
   // Both deltas are {1,1,1,1} after clipping; the weights (1 and 3) keep their shares.
   EXPECT_EQ(models_[0], (std::vector<float>{2, 3, 4, 5}));
-  EXPECT_EQ(done_[0].updates_clipped, 1);
+  EXPECT_EQ(done_[0].updates_clipped(), 1);
 }
 
 TEST_F(SchedulerFixture, NormBoundRejectsEncodedUpdates) {

@@ -16,6 +16,7 @@
 #include "common/file_util.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
+#include "server/round_scheduler.h"  // FloatsToBytes
 
 namespace edgefl::server {
 
@@ -63,31 +64,33 @@ absl::StatusOr<proto::Checkpoint> RunStore::ReadCheckpoint() const {
 }
 
 std::string RunStore::MetricsToJson(const RoundMetrics& m) {
-  const RoundStats& s = m.stats;
+  const proto::RoundRecord& s = m.stats;
   std::vector<std::string> fields = {
-      absl::StrFormat("\"round\":%d", s.round),
+      absl::StrFormat("\"round\":%d", s.round()),
   };
   if (m.test_accuracy) fields.push_back(absl::StrFormat("\"test_accuracy\":%.6f", *m.test_accuracy));
   if (m.test_loss) fields.push_back(absl::StrFormat("\"test_loss\":%.6f", *m.test_loss));
-  fields.push_back(absl::StrFormat("\"clients_selected\":%d", s.clients_selected));
-  fields.push_back(absl::StrFormat("\"clients_reported\":%d", s.clients_reported));
-  fields.push_back(absl::StrFormat("\"clients_failed\":%d", s.clients_failed));
-  fields.push_back(absl::StrFormat("\"updates_clipped\":%d", s.updates_clipped));
-  fields.push_back(absl::StrFormat("\"attempts\":%d", s.attempts));
-  fields.push_back(absl::StrFormat("\"bytes_down\":%d", s.bytes_down));
-  fields.push_back(absl::StrFormat("\"bytes_up\":%d", s.bytes_up));
-  fields.push_back(absl::StrFormat("\"round_seconds\":%.3f", s.round_seconds));
+  fields.push_back(absl::StrFormat("\"clients_selected\":%d", s.clients_selected()));
+  fields.push_back(absl::StrFormat("\"clients_reported\":%d", s.clients_reported()));
+  fields.push_back(absl::StrFormat("\"clients_failed\":%d", s.clients_failed()));
+  fields.push_back(absl::StrFormat("\"updates_clipped\":%d", s.updates_clipped()));
+  fields.push_back(absl::StrFormat("\"attempts\":%d", s.attempts()));
+  fields.push_back(absl::StrFormat("\"bytes_down\":%d", s.bytes_down()));
+  fields.push_back(absl::StrFormat("\"bytes_up\":%d", s.bytes_up()));
+  fields.push_back(absl::StrFormat("\"round_seconds\":%.3f", s.round_seconds()));
   fields.push_back(absl::StrFormat("\"eval_seconds\":%.3f", m.eval_seconds));
-  fields.push_back(absl::StrFormat("\"unix_time\":%.3f", s.unix_time));
+  fields.push_back(absl::StrFormat("\"unix_time\":%.3f", s.unix_time()));
   std::vector<std::string> rejected;
-  for (const auto& [reason, count] : s.rejected) {
+  // In reason order (a proto map iterates in no fixed order).
+  const std::map<std::string, int64_t> by_reason(s.rejected().begin(), s.rejected().end());
+  for (const auto& [reason, count] : by_reason) {
     rejected.push_back(absl::StrFormat("\"%s\":%d", reason, count));
   }
   fields.push_back(absl::StrCat("\"rejected\":{", absl::StrJoin(rejected, ","), "}"));
-  fields.push_back(absl::StrFormat("\"rejected_total\":%d", s.rejected_total));
-  if (s.student_reports > 0) {
+  fields.push_back(absl::StrFormat("\"rejected_total\":%d", s.rejected_total()));
+  if (s.student_reports() > 0) {
     fields.push_back(absl::StrFormat("\"student_local_accuracy\":%.6f",
-                                     s.student_accuracy_sum / s.student_reports));
+                                     s.student_accuracy_sum() / s.student_reports()));
   }
   return absl::StrCat("{", absl::StrJoin(fields, ","), "}");
 }
@@ -125,10 +128,10 @@ absl::StatusOr<int64_t> RunStore::TruncateMetricsAfter(int64_t round) {
 absl::StatusOr<int> RunStore::RestoreMetrics(const proto::Checkpoint& checkpoint,
                                              const std::function<void(RoundMetrics*)>& evaluate) {
   ASSIGN_OR_RETURN(const int64_t last, TruncateMetricsAfter(checkpoint.round()));
-  std::map<int64_t, RoundStats> missing;
+  std::map<int64_t, proto::RoundRecord> missing;
   for (const proto::RoundRecord& record : checkpoint.pending_rounds()) {
     if (record.round() > last && record.round() <= checkpoint.round()) {
-      missing[record.round()] = FromRecord(record);
+      missing[record.round()] = record;
     }
   }
   for (const auto& [round, stats] : missing) {
@@ -138,44 +141,6 @@ absl::StatusOr<int> RunStore::RestoreMetrics(const proto::Checkpoint& checkpoint
     RETURN_IF_ERROR(AppendMetrics(m));
   }
   return static_cast<int>(missing.size());
-}
-
-proto::RoundRecord ToRecord(const RoundStats& s) {
-  proto::RoundRecord r;
-  r.set_round(s.round);
-  r.set_attempts(s.attempts);
-  r.set_clients_selected(s.clients_selected);
-  r.set_clients_reported(s.clients_reported);
-  r.set_clients_failed(s.clients_failed);
-  r.set_updates_clipped(s.updates_clipped);
-  r.set_bytes_down(s.bytes_down);
-  r.set_bytes_up(s.bytes_up);
-  r.set_round_seconds(s.round_seconds);
-  r.set_unix_time(s.unix_time);
-  r.mutable_rejected()->insert(s.rejected.begin(), s.rejected.end());
-  r.set_rejected_total(s.rejected_total);
-  r.set_student_accuracy_sum(s.student_accuracy_sum);
-  r.set_student_reports(s.student_reports);
-  return r;
-}
-
-RoundStats FromRecord(const proto::RoundRecord& r) {
-  RoundStats s;
-  s.round = r.round();
-  s.attempts = r.attempts();
-  s.clients_selected = r.clients_selected();
-  s.clients_reported = r.clients_reported();
-  s.clients_failed = r.clients_failed();
-  s.updates_clipped = r.updates_clipped();
-  s.bytes_down = r.bytes_down();
-  s.bytes_up = r.bytes_up();
-  s.round_seconds = r.round_seconds();
-  s.unix_time = r.unix_time();
-  s.rejected.insert(r.rejected().begin(), r.rejected().end());
-  s.rejected_total = r.rejected_total();
-  s.student_accuracy_sum = r.student_accuracy_sum();
-  s.student_reports = r.student_reports();
-  return s;
 }
 
 absl::Status RunStore::WriteFinalModel(const proto::ModelSpec& spec,

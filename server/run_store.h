@@ -13,13 +13,12 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "protos/edgefl.pb.h"
-#include "server/round_scheduler.h"
 
 namespace edgefl::server {
 
 // One line of metrics.jsonl.
 struct RoundMetrics {
-  RoundStats stats;
+  proto::RoundRecord stats;             // the round's figures, as the scheduler closed it
   std::optional<double> test_accuracy;  // absent for rounds that were not evaluated
   std::optional<double> test_loss;
   double eval_seconds = 0;
@@ -66,9 +65,6 @@ class RunStore {
   explicit RunStore(std::string dir) : dir_(std::move(dir)) {}
   std::string dir_;
 };
-
-proto::RoundRecord ToRecord(const RoundStats& stats);
-RoundStats FromRecord(const proto::RoundRecord& record);
 
 // Builds a checkpoint for `round` holding `weights`.
 proto::Checkpoint MakeCheckpoint(int64_t round, const proto::ModelSpec& spec,

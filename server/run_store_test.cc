@@ -21,9 +21,9 @@ std::string TempDir() {
 
 RoundMetrics Row(int64_t round, std::optional<double> accuracy) {
   RoundMetrics m;
-  m.stats.round = round;
-  m.stats.clients_selected = 3;
-  m.stats.clients_reported = 3;
+  m.stats.set_round(round);
+  m.stats.set_clients_selected(3);
+  m.stats.set_clients_reported(3);
   m.test_accuracy = accuracy;
   return m;
 }
@@ -48,7 +48,7 @@ proto::Checkpoint CheckpointAfter(int64_t round, const std::vector<int64_t>& pen
   spec.set_model("tiny");
   proto::Checkpoint ckpt =
       MakeCheckpoint(round, spec, std::vector<float>{1, 2, 3}, proto::ExperimentConfig(), 12.5);
-  for (int64_t r : pending) *ckpt.add_pending_rounds() = ToRecord(Row(r, std::nullopt).stats);
+  for (int64_t r : pending) *ckpt.add_pending_rounds() = Row(r, std::nullopt).stats;
   return ckpt;
 }
 
@@ -57,7 +57,7 @@ struct FakeEvaluation {
   std::vector<int64_t> rounds;
   std::function<void(RoundMetrics*)> Fn() {
     return [this](RoundMetrics* m) {
-      rounds.push_back(m->stats.round);
+      rounds.push_back(m->stats.round());
       m->test_accuracy = 0.75;
       m->test_loss = 0.5;
     };
@@ -67,20 +67,21 @@ struct FakeEvaluation {
 TEST(RunStore, CheckpointRoundTripsWithPendingRounds) {
   absl::StatusOr<RunStore> store = RunStore::Open(TempDir() + "/run");
   ASSERT_TRUE(store.ok()) << store.status();
-  RoundStats stats = Row(3, std::nullopt).stats;
-  stats.attempts = 2;
-  stats.clients_failed = 1;
-  stats.updates_clipped = 4;
-  stats.bytes_down = 1ull << 40;
-  stats.bytes_up = 12345;
-  stats.round_seconds = 31.25;
-  stats.unix_time = 1.8e9;
-  stats.rejected = {{"invalid_argument", 2}, {"bad_checksum", 1}};
-  stats.rejected_total = 7;
-  stats.student_accuracy_sum = 1.5;
-  stats.student_reports = 2;
+  proto::RoundRecord stats = Row(3, std::nullopt).stats;
+  stats.set_attempts(2);
+  stats.set_clients_failed(1);
+  stats.set_updates_clipped(4);
+  stats.set_bytes_down(1ull << 40);
+  stats.set_bytes_up(12345);
+  stats.set_round_seconds(31.25);
+  stats.set_unix_time(1.8e9);
+  (*stats.mutable_rejected())["invalid_argument"] = 2;
+  (*stats.mutable_rejected())["bad_checksum"] = 1;
+  stats.set_rejected_total(7);
+  stats.set_student_accuracy_sum(1.5);
+  stats.set_student_reports(2);
   proto::Checkpoint ckpt = CheckpointAfter(4, {4});
-  *ckpt.add_pending_rounds() = ToRecord(stats);
+  *ckpt.add_pending_rounds() = stats;
   ASSERT_TRUE(store->WriteCheckpoint(ckpt).ok());
   absl::StatusOr<proto::Checkpoint> back = store->ReadCheckpoint();
   ASSERT_TRUE(back.ok()) << back.status();
@@ -89,7 +90,7 @@ TEST(RunStore, CheckpointRoundTripsWithPendingRounds) {
   // Every figure of the line survives the trip.
   RoundMetrics before, after;
   before.stats = stats;
-  after.stats = FromRecord(back->pending_rounds(1));
+  after.stats = back->pending_rounds(1);
   EXPECT_EQ(RunStore::MetricsToJson(after), RunStore::MetricsToJson(before));
 }
 

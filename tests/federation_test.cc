@@ -124,11 +124,10 @@ TEST(Federation, ResumeOfAFinishedRunWritesTheLostLineAndReleasesClients) {
   absl::StatusOr<proto::Checkpoint> ckpt = store->ReadCheckpoint();
   ASSERT_TRUE(ckpt.ok()) << ckpt.status();
   ASSERT_EQ(ckpt->round(), 1);
-  server::RoundStats stats;
-  stats.round = 1;
-  stats.clients_selected = 2;
-  stats.clients_reported = 2;
-  *ckpt->add_pending_rounds() = server::ToRecord(stats);
+  proto::RoundRecord* stats = ckpt->add_pending_rounds();
+  stats->set_round(1);
+  stats->set_clients_selected(2);
+  stats->set_clients_reported(2);
   ASSERT_TRUE(store->WriteCheckpoint(*ckpt).ok());
   ASSERT_TRUE(store->TruncateMetricsAfter(0).ok());
 

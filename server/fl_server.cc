@@ -1,0 +1,278 @@
+#include "server/fl_server.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/cord.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "aggregation/strategy.h"
+#include "common/crypto.h"
+#include "common/file_util.h"
+#include "common/log.h"
+#include "common/sha256.h"
+#include "common/status_macros.h"
+#include "models/model_spec.h"
+#include "server/access_control.h"
+#include "server/client_registry.h"
+#include "server/coordinator_service.h"
+#include "server/enrollment_ledger.h"
+#include "server/grpc_server.h"
+#include "server/round_scheduler.h"
+#include "server/tokens.h"
+
+namespace edgefl::server {
+namespace {
+
+constexpr char kUsagePayloadUrl[] = "type.edgefl/usage_error";
+
+// Returns from Start with `expr`'s error marked as a usage error.
+#define RETURN_IF_USAGE_ERROR(expr)                                         \
+  do {                                                                      \
+    ::absl::Status _edgefl_usage = (expr);                                  \
+    if (!_edgefl_usage.ok()) return AsUsageError(std::move(_edgefl_usage)); \
+  } while (0)
+
+template <typename T>
+absl::Status StatusOf(const absl::StatusOr<T>& v) {
+  return v.status();
+}
+
+}  // namespace
+
+absl::Status AsUsageError(absl::Status status) {
+  if (!status.ok()) status.SetPayload(kUsagePayloadUrl, absl::Cord("1"));
+  return status;
+}
+
+bool IsUsageError(const absl::Status& status) {
+  return status.GetPayload(kUsagePayloadUrl).has_value();
+}
+
+// Destroyed in reverse order: the gRPC server first, the run's store last.
+struct FlServer::Parts {
+  ServerOptions options;
+  const Clock* clock = nullptr;
+  bool enrollment_tokens = false;
+  std::optional<LoadedRun> run;
+  std::unique_ptr<Evaluator> evaluator;
+  std::unique_ptr<RunRecorder> recorder;
+  std::unique_ptr<ClientRegistry> registry;
+  std::unique_ptr<EnrollmentLedger> ledger;
+  std::unique_ptr<AccessControl> access;
+  std::unique_ptr<RoundScheduler> scheduler;
+  std::unique_ptr<CoordinatorService> service;
+  std::unique_ptr<grpc::Server> grpc_server;
+  int port = 0;
+};
+
+FlServer::FlServer(std::unique_ptr<Parts> parts) : parts_(std::move(parts)) {}
+
+FlServer::~FlServer() {
+  if (parts_->grpc_server != nullptr) parts_->grpc_server->Shutdown();
+}
+
+int FlServer::port() const { return parts_->port; }
+const std::string& FlServer::out_dir() const { return parts_->run->store.dir(); }
+
+absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& options,
+                                                          const EvaluatorFactory& evaluators,
+                                                          const Clock* clock) {
+  auto p = std::make_unique<Parts>();
+  p->options = options;
+  p->clock = clock;
+  const ServerOptions& o = p->options;
+  // Refuse to start without transport security before anything else is loaded.
+  absl::StatusOr<ServerTransport> transport = LoadServerTransport(o.transport);
+  RETURN_IF_USAGE_ERROR(StatusOf(transport));
+  absl::StatusOr<absl::Duration> session_ttl = ParsePositiveDuration(o.session_ttl);
+  if (!session_ttl.ok()) {
+    return AsUsageError(absl::InvalidArgumentError(
+        absl::StrCat("--session_ttl: ", session_ttl.status().message())));
+  }
+  if (o.max_update_bytes_per_round < 0) {
+    return AsUsageError(absl::InvalidArgumentError("--max_update_bytes_per_round must be >= 0"));
+  }
+  // The server secret: enrollment tokens are required when there is one.
+  std::string secret_source;
+  absl::StatusOr<std::string> secret = LoadServerSecret(o.secret_file, &secret_source);
+  if (!secret.ok() && (!absl::IsNotFound(secret.status()) || !o.secret_file.empty())) {
+    return AsUsageError(secret.status());
+  }
+  p->enrollment_tokens = secret.ok();
+
+  // ---- the run ---------------------------------------------------------------------------------
+  absl::StatusOr<LoadedRun> loaded = LoadOrResumeRun(o.run, clock);
+  RETURN_IF_USAGE_ERROR(StatusOf(loaded));
+  p->run = std::move(*loaded);
+  LoadedRun& run = *p->run;
+  if (evaluators) {
+    absl::StatusOr<std::unique_ptr<Evaluator>> evaluator = evaluators(run.config);
+    RETURN_IF_USAGE_ERROR(StatusOf(evaluator));
+    p->evaluator = std::move(*evaluator);
+  }
+  RunRecorder::Options rec_opts;
+  rec_opts.config = run.config;
+  rec_opts.spec = run.spec;
+  rec_opts.elapsed_before = run.elapsed_seconds;
+  absl::StatusOr<std::unique_ptr<RunRecorder>> recorder =
+      RunRecorder::Create(std::move(rec_opts), &run.store, p->evaluator.get(), clock);
+  RETURN_IF_USAGE_ERROR(StatusOf(recorder));
+  p->recorder = std::move(*recorder);
+  if (run.resumed_from.has_value()) {
+    absl::StatusOr<int> restored = p->recorder->Restore(*run.resumed_from, run.weights);
+    if (!restored.ok()) {
+      EDGEFL_LOG_ERROR("could not restore metrics.jsonl: ", restored.status().ToString());
+      return restored.status();
+    }
+    EDGEFL_LOG_INFO("resuming ", run.store.dir(), " after round ", run.completed_rounds, " of ",
+                    run.config.rounds());
+  }
+
+  // ---- components ------------------------------------------------------------------------------
+  ClientRegistry::Options reg_opts;
+  reg_opts.lease = absl::Seconds(o.lease_seconds);
+  p->registry = std::make_unique<ClientRegistry>(reg_opts, clock);
+
+  // ---- who may call, as whom, how much ---------------------------------------------------------
+  std::string session_key;
+  if (p->enrollment_tokens) {
+    EnrollmentLedger::Options ledger_opts;
+    ledger_opts.uses_path = o.token_uses.empty() ? run.store.Path("token_uses") : o.token_uses;
+    ledger_opts.revocation_path = o.revoked.empty() ? run.store.Path("revoked_tokens") : o.revoked;
+    absl::StatusOr<std::unique_ptr<EnrollmentLedger>> opened = EnrollmentLedger::Open(ledger_opts);
+    RETURN_IF_USAGE_ERROR(StatusOf(opened));
+    p->ledger = std::move(*opened);
+    session_key = *secret;
+    EDGEFL_LOG_INFO("enrollment tokens required (secret from ", secret_source, "; uses in ",
+                    ledger_opts.uses_path, ", revocations from ", ledger_opts.revocation_path, ")");
+  } else {
+    // Sessions still bind every CheckIn and Report to the client that joined; without a
+    // configured secret their key lives only as long as this process.
+    absl::StatusOr<std::string> key = RandomBytes(32);
+    RETURN_IF_USAGE_ERROR(StatusOf(key));
+    session_key = ToHex(*key);
+    if (o.transport.client_ca.empty()) {
+      EDGEFL_LOG_WARN(
+          "open enrollment: any client that reaches this server can join; use "
+          "--client_ca (mutual TLS) or --secret_file (enrollment tokens) to restrict");
+    }
+  }
+  absl::StatusOr<TokenAuthority> authority = TokenAuthority::Create(session_key);
+  RETURN_IF_USAGE_ERROR(StatusOf(authority));
+  AccessControl::Options access_opts;
+  access_opts.require_client_cert = !o.transport.client_ca.empty();
+  access_opts.enrollment_tokens = p->enrollment_tokens;
+  access_opts.session_ttl = *session_ttl;
+  access_opts.join_rate = {o.join_per_minute, std::max(1.0, o.join_per_minute), 100000};
+  access_opts.checkin_rate = {o.checkin_per_minute, std::clamp(o.checkin_per_minute, 1.0, 30.0),
+                              100000};
+  const uint64_t dense = static_cast<uint64_t>(models::NumParameters(run.spec)) * sizeof(float);
+  access_opts.max_update_bytes_per_round = o.max_update_bytes_per_round > 0
+                                               ? static_cast<uint64_t>(o.max_update_bytes_per_round)
+                                               : 4 * dense + (1 << 20);
+  absl::StatusOr<std::unique_ptr<AccessControl>> access = AccessControl::Create(
+      access_opts, std::move(*authority), p->ledger.get(), p->registry.get(), clock);
+  RETURN_IF_USAGE_ERROR(StatusOf(access));
+  p->access = std::move(*access);
+
+  absl::StatusOr<std::unique_ptr<aggregation::Strategy>> strategy =
+      aggregation::CreateFedAvg(run.weights.size());
+  RETURN_IF_USAGE_ERROR(StatusOf(strategy));
+  RunRecorder* rec = p->recorder.get();
+  RoundScheduler::Options sched_opts;
+  sched_opts.config = run.config;
+  sched_opts.spec = run.spec;
+  sched_opts.completed_rounds = run.completed_rounds;
+  sched_opts.weights = std::move(run.weights);
+  sched_opts.on_round_closed = [rec](const proto::RoundRecord& stats,
+                                     std::shared_ptr<const std::vector<float>> model) {
+    rec->OnRoundClosed(stats, std::move(model));
+  };
+  absl::StatusOr<std::unique_ptr<RoundScheduler>> scheduler = RoundScheduler::Create(
+      std::move(sched_opts), p->registry.get(), std::move(*strategy),
+      [rec](const proto::RoundRecord& stats, std::shared_ptr<const std::vector<float>> model) {
+        rec->OnRoundDone(stats, std::move(model));
+      },
+      clock);
+  RETURN_IF_USAGE_ERROR(StatusOf(scheduler));
+  p->scheduler = std::move(*scheduler);
+
+  CoordinatorService::Options svc_opts;
+  svc_opts.checkin_poll = absl::Seconds(o.poll_seconds);
+  p->service = std::make_unique<CoordinatorService>(svc_opts, run.spec, p->registry.get(),
+                                                    p->scheduler.get(), p->access.get());
+
+  // ---- serving ---------------------------------------------------------------------------------
+  GrpcServerOptions grpc_opts;
+  grpc_opts.listen = o.listen;
+  grpc_opts.credentials = transport->credentials;
+  grpc_opts.max_message_mb = o.max_message_mb;
+  absl::StatusOr<StartedGrpcServer> started = StartGrpcServer(grpc_opts, {p->service.get()});
+  if (!started.ok()) {
+    EDGEFL_LOG_ERROR(started.status().message());
+    return AsUsageError(started.status());
+  }
+  p->grpc_server = std::move(started->server);
+  p->port = started->port;
+  if (!o.port_file.empty()) {
+    if (absl::Status s = WriteFileAtomically(o.port_file, absl::StrCat(p->port, "\n")); !s.ok()) {
+      EDGEFL_LOG_ERROR(s.ToString());
+      return AsUsageError(s);
+    }
+  }
+  if (o.transport.insecure) {
+    EDGEFL_LOG_WARN(
+        "--insecure: serving PLAINTEXT; updates, models and credentials travel "
+        "unencrypted and unauthenticated. Use --tls_cert/--tls_key outside a trusted "
+        "network.");
+  }
+  EDGEFL_LOG_INFO("serving ", transport->description, " on ",
+                  o.listen.substr(0, o.listen.rfind(':')), ":", p->port, "; model ",
+                  run.config.model(), " (", models::NumParameters(run.spec), " parameters), ",
+                  run.config.rounds(), " rounds, output ", run.store.dir());
+  return std::unique_ptr<FlServer>(new FlServer(std::move(p)));
+}
+
+void FlServer::Shutdown() { parts_->scheduler->Shutdown(); }
+
+absl::Status FlServer::Run() {
+  Parts& p = *parts_;
+  const LoadedRun& run = *p.run;
+  const int64_t total_rounds = run.config.rounds();
+  absl::Status status = p.scheduler->Run();
+  if (status.ok()) {
+    // Tell polling clients that the run is over before going away (bounded).
+    const absl::Time until = absl::Now() + absl::Seconds(p.options.finish_grace_seconds);
+    // A run resumed with every round already closed starts with an empty registry: it waits
+    // (within the grace) for as many clients as a round needs to come back for the news.
+    const int64_t returning =
+        run.completed_rounds >= total_rounds ? run.config.sampling().min_clients() : 0;
+    while (absl::Now() < until &&
+           p.service->finished_notices() <
+               std::max(returning, static_cast<int64_t>(p.registry->Eligible().size()))) {
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+  }
+  p.grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (!status.ok()) {
+    EDGEFL_LOG_ERROR("run stopped: ", status.ToString());
+    return status;
+  }
+  if (absl::Status s = p.recorder->status(); !s.ok()) {
+    return absl::InternalError(absl::StrCat("the run's files are incomplete: ", s.message()));
+  }
+  std::printf("fl-server: %lld rounds done. Metrics: %s  Final model: %s  Checkpoint: %s\n",
+              static_cast<long long>(total_rounds), run.store.Path(RunStore::kMetricsFile).c_str(),
+              run.store.Path(RunStore::kFinalModelFile).c_str(),
+              run.store.Path(RunStore::kCheckpointFile).c_str());
+  std::fflush(stdout);
+  return absl::OkStatus();
+}
+
+}  // namespace edgefl::server

@@ -1,0 +1,81 @@
+// fl-server as a library: start-up from options (transport, secret, run, evaluation, access
+// control, scheduler, gRPC), the run, and the orderly end. server_main.cc only parses flags,
+// calls this and maps the status to an exit code.
+#ifndef EDGEFL_SERVER_FL_SERVER_H_
+#define EDGEFL_SERVER_FL_SERVER_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/channel_args.h"
+#include "common/clock.h"
+#include "protos/config.pb.h"
+#include "server/run.h"
+#include "server/transport.h"
+
+namespace edgefl::server {
+
+struct ServerOptions {
+  RunOptions run;              // what to run: fresh or resumed, config, overrides, output folder
+  TransportOptions transport;  // TLS or --insecure
+  std::string listen = "0.0.0.0:50051";  // port 0 picks a free port
+  int max_message_mb = channel_args::kDefaultMaxMessageMb;
+  std::string port_file;             // "" = none; else the bound port is written there once serving
+  double lease_seconds = 300;        // a client unseen this long is dropped
+  double poll_seconds = 20;          // how long a CheckIn long poll is held
+  double finish_grace_seconds = 10;  // after the last round, how long to tell clients it is over
+  // Client identity and limits (server/access_control.h).
+  std::string secret_file;  // "" = $EDGEFL_SERVER_SECRET or none (open enrollment)
+  std::string token_uses;   // "" = <out>/token_uses
+  std::string revoked;      // "" = <out>/revoked_tokens
+  std::string session_ttl = "24h";
+  double join_per_minute = 30;
+  double checkin_per_minute = 60;
+  int64_t max_update_bytes_per_round = 0;  // 0 = 4 x the dense model size + 1 MiB
+};
+
+// Builds the evaluator of a run (server/test_set_evaluator.h CreateTestSetEvaluator in fl-server).
+using EvaluatorFactory =
+    std::function<absl::StatusOr<std::unique_ptr<Evaluator>>(const proto::ExperimentConfig&)>;
+
+// Marks `status` as a usage error: the flags, the config or a named file are wrong, and the
+// command line should say so in one line and exit with code 2.
+absl::Status AsUsageError(absl::Status status);
+bool IsUsageError(const absl::Status& status);
+
+class FlServer {
+ public:
+  // Everything up to serving: checks the transport flags first, then loads or resumes the run
+  // (server/run.h), builds the evaluator, writes config.json, on resume restores the metrics
+  // lines the restart lost, and starts the gRPC server (writing `port_file`). Errors about the
+  // options, the config or the files are usage errors (IsUsageError); a failure to restore
+  // metrics.jsonl is not. `clock` must outlive the server.
+  static absl::StatusOr<std::unique_ptr<FlServer>> Start(const ServerOptions& options,
+                                                         const EvaluatorFactory& evaluators,
+                                                         const Clock* clock);
+  ~FlServer();
+
+  // Runs every remaining round, then tells polling clients the run is over (for at most
+  // finish_grace_seconds), stops serving and prints the summary line on stdout. The scheduler's
+  // errors (DEADLINE_EXCEEDED, UNAVAILABLE, CANCELLED after Shutdown) come back logged as "run
+  // stopped"; INTERNAL when a checkpoint or metrics line could not be written. Call once.
+  absl::Status Run();
+  // Makes Run() return CANCELLED soon. Thread-safe (e.g. from a signal-waiting thread).
+  void Shutdown();
+
+  int port() const;
+  const std::string& out_dir() const;
+
+ private:
+  struct Parts;
+  explicit FlServer(std::unique_ptr<Parts> parts);
+  std::unique_ptr<Parts> parts_;
+};
+
+}  // namespace edgefl::server
+
+#endif  // EDGEFL_SERVER_FL_SERVER_H_

@@ -1,0 +1,200 @@
+#include "server/run.h"
+
+#include <filesystem>
+#include <system_error>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "server/config.h"
+#include "common/file_util.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "models/model_spec.h"
+#include "server/round_scheduler.h"  // BytesToFloats
+
+namespace edgefl::server {
+namespace {
+
+// The newest folder under `root` that holds a checkpoint ("" if none).
+std::string NewestRunDir(const std::string& root) {
+  std::error_code ec;
+  std::string best;
+  for (const auto& entry : std::filesystem::directory_iterator(root, ec)) {
+    if (entry.is_directory() &&
+        FileExists(entry.path().string() + "/" + RunStore::kCheckpointFile)) {
+      if (entry.path().string() > best) best = entry.path().string();
+    }
+  }
+  return best;
+}
+
+// Errors of the config, its overrides and the model keep their own message.
+absl::Status Plain(const absl::Status& s) { return absl::Status(s.code(), s.message()); }
+
+}  // namespace
+
+absl::StatusOr<LoadedRun> LoadOrResumeRun(const RunOptions& options, const Clock* clock) {
+  std::string out = options.out;
+  if (options.resume) {
+    if (out.empty()) out = NewestRunDir(options.runs_root);
+    if (out.empty()) {
+      return absl::NotFoundError(
+          absl::StrCat("--resume: no run with a checkpoint under ", options.runs_root, "/"));
+    }
+    if (!options.config_file.empty()) {
+      return absl::InvalidArgumentError(
+          "--resume takes the run's own config; use --set or --rounds to change it");
+    }
+  } else {
+    if (out.empty()) {
+      out = absl::StrCat(options.runs_root, "/",
+                         absl::FormatTime("%Y%m%d-%H%M%S", clock->Now(), absl::LocalTimeZone()));
+    }
+    // Starting afresh over a run would append to its metrics and replace its checkpoint.
+    if (FileExists(out + "/" + RunStore::kCheckpointFile)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(out, " holds a run already (", RunStore::kCheckpointFile,
+                       "): pass --resume to continue it, or another --out"));
+    }
+  }
+  ASSIGN_OR_RETURN(RunStore store, RunStore::Open(out));
+  LoadedRun run{std::move(store)};
+  if (options.resume) {
+    absl::StatusOr<proto::Checkpoint> ckpt = run.store.ReadCheckpoint();
+    if (!ckpt.ok()) {
+      return absl::Status(ckpt.status().code(),
+                          absl::StrCat("--resume: ", ckpt.status().message()));
+    }
+    run.config = ckpt->config();
+    run.completed_rounds = ckpt->round();
+    run.elapsed_seconds = ckpt->elapsed_seconds();
+    ASSIGN_OR_RETURN(run.weights, BytesToFloats(ckpt->weights()));
+    ckpt->clear_weights();
+    run.resumed_from = std::move(*ckpt);
+  } else if (!options.config_file.empty()) {
+    ASSIGN_OR_RETURN(run.config, LoadConfigFile(options.config_file));
+  }
+  for (const std::string& assignment : options.overrides) {
+    RETURN_IF_ERROR(Plain(ApplyOverride(assignment, &run.config)));
+  }
+  FillDefaults(&run.config);
+  RETURN_IF_ERROR(Plain(ValidateConfig(run.config)));
+  ASSIGN_OR_RETURN(run.spec, models::SpecForModel(run.config.model()));
+  if (!options.resume) {
+    ASSIGN_OR_RETURN(run.weights,
+                     run.config.init_weights().empty()
+                         ? models::InitialWeights(run.config.model(), run.config.seed())
+                         : models::LoadRawWeights(run.config.init_weights(), run.spec));
+  } else if (static_cast<int64_t>(run.weights.size()) != models::NumParameters(run.spec)) {
+    return absl::InvalidArgumentError(
+        "--resume: the checkpoint does not match the configured model");
+  }
+  return run;
+}
+
+absl::StatusOr<std::unique_ptr<RunRecorder>> RunRecorder::Create(Options options, RunStore* store,
+                                                                 Evaluator* evaluator,
+                                                                 const Clock* clock) {
+  RETURN_IF_ERROR(store->WriteConfig(options.config));
+  return std::unique_ptr<RunRecorder>(new RunRecorder(std::move(options), store, evaluator, clock));
+}
+
+RunRecorder::RunRecorder(Options options, RunStore* store, Evaluator* evaluator, const Clock* clock)
+    : options_(std::move(options)),
+      store_(store),
+      evaluator_(evaluator),
+      clock_(clock),
+      started_(clock->Now()) {}
+
+void RunRecorder::Evaluate(absl::Span<const float> model, RoundMetrics* m) {
+  const int64_t round = m->stats.round();
+  const proto::ExperimentConfig& config = options_.config;
+  if (round % config.evaluation().every() != 0 && round != config.rounds()) return;
+  if (evaluator_ == nullptr) return;
+  absl::StatusOr<EvalFigures> r = evaluator_->Evaluate(model);
+  if (!r.ok()) {
+    EDGEFL_LOG_ERROR("evaluation of round ", round, " failed: ", r.status().ToString());
+    return;
+  }
+  m->test_accuracy = r->accuracy;
+  m->test_loss = r->loss;
+  m->eval_seconds = r->seconds;
+}
+
+absl::StatusOr<int> RunRecorder::Restore(const proto::Checkpoint& from,
+                                         absl::Span<const float> weights) {
+  // Rounds that closed before the restart but whose evaluation was lost get their lines now;
+  // the checkpoint's own model is evaluated again.
+  ASSIGN_OR_RETURN(const int restored,
+                   store_->RestoreMetrics(from, [&](RoundMetrics* m) { Evaluate(weights, m); }));
+  if (restored > 0) {
+    EDGEFL_LOG_WARN("metrics.jsonl: wrote the lines of ", restored, " round(s) up to ",
+                    from.round(), " whose evaluation the restart lost",
+                    restored > 1 ? " (only the last is evaluated again)" : "");
+  }
+  return restored;
+}
+
+void RunRecorder::Fail(const absl::Status& status) {
+  absl::MutexLock lock(&mu_);
+  if (status_.ok()) status_ = status;
+}
+
+void RunRecorder::OnRoundClosed(const proto::RoundRecord& stats,
+                                std::shared_ptr<const std::vector<float>> model) {
+  const double elapsed = options_.elapsed_before + absl::ToDoubleSeconds(clock_->Now() - started_);
+  proto::Checkpoint ckpt =
+      MakeCheckpoint(stats.round(), options_.spec, *model, options_.config, elapsed);
+  {
+    absl::MutexLock lock(&mu_);
+    pending_[stats.round()] = stats;
+    for (const auto& [round, pending] : pending_) *ckpt.add_pending_rounds() = pending;
+  }
+  absl::Status s = store_->WriteCheckpoint(ckpt);
+  if (s.ok() && stats.round() == options_.config.rounds()) {
+    s = store_->WriteFinalModel(options_.spec, *model);
+  }
+  if (!s.ok()) {
+    EDGEFL_LOG_ERROR("could not write the checkpoint of round ", stats.round(), ": ", s.ToString());
+    Fail(s);
+  }
+}
+
+void RunRecorder::OnRoundDone(const proto::RoundRecord& stats,
+                              std::shared_ptr<const std::vector<float>> model) {
+  RoundMetrics m;
+  m.stats = stats;
+  Evaluate(*model, &m);
+  absl::Status s = store_->AppendMetrics(m);
+  if (s.ok()) {
+    absl::MutexLock lock(&mu_);
+    pending_.erase(stats.round());
+  } else {
+    EDGEFL_LOG_ERROR("could not write the metrics of round ", stats.round(), ": ", s.ToString());
+    Fail(s);
+  }
+  EDGEFL_LOG_INFO(absl::StrFormat(
+      "round %d/%d: test_accuracy %s test_loss %s clients %d/%d (failed %d) round %.1fs eval "
+      "%.1fs up %.1f MB down %.1f MB",
+      stats.round(), options_.config.rounds(),
+      m.test_accuracy ? absl::StrFormat("%.4f", *m.test_accuracy) : "-",
+      m.test_loss ? absl::StrFormat("%.4f", *m.test_loss) : "-", stats.clients_reported(),
+      stats.clients_selected(), stats.clients_failed(), stats.round_seconds(), m.eval_seconds,
+      stats.bytes_up() / 1e6, stats.bytes_down() / 1e6));
+}
+
+absl::Status RunRecorder::status() const {
+  absl::MutexLock lock(&mu_);
+  return status_;
+}
+
+std::vector<int64_t> RunRecorder::pending_rounds() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<int64_t> rounds;
+  for (const auto& [round, record] : pending_) rounds.push_back(round);
+  return rounds;
+}
+
+}  // namespace edgefl::server
