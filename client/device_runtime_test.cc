@@ -22,6 +22,7 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/file_util.h"
+#include "common/testing/simulated_clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "models/model_spec.h"
@@ -32,41 +33,6 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using Kind = Coordinator::CheckInResult::Kind;
-
-// Time moves only when the code under test sleeps or waits (or the test advances it).
-class SimulatedClock : public Clock {
- public:
-  explicit SimulatedClock(absl::Time start) : now_(start) {}
-  absl::Time Now() const override {
-    absl::MutexLock lock(&mu_);
-    return now_;
-  }
-  bool AwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond,
-                         absl::Time deadline) const override {
-    if (cond.Eval()) return true;
-    absl::MutexLock lock(&mu_);
-    if (deadline > now_) now_ = deadline;
-    return cond.Eval();
-  }
-  void SleepFor(absl::Duration d) const override {
-    absl::MutexLock lock(&mu_);
-    sleeps_.push_back(d);
-    if (d > absl::ZeroDuration()) now_ += d;
-  }
-  void Advance(absl::Duration d) {
-    absl::MutexLock lock(&mu_);
-    now_ += d;
-  }
-  std::vector<absl::Duration> sleeps() const {
-    absl::MutexLock lock(&mu_);
-    return sleeps_;
-  }
-
- private:
-  mutable absl::Mutex mu_;
-  mutable absl::Time now_;
-  mutable std::vector<absl::Duration> sleeps_;
-};
 
 const absl::Time kStart = absl::FromUnixSeconds(1'800'000'000);
 
@@ -133,7 +99,7 @@ class FakeCoordinator : public Coordinator {
     }
     CheckInStep step = std::move(checkins.front());
     checkins.pop_front();
-    if (step.ok() && step->kind == Kind::kIdle) clock_->Advance(idle_poll);
+    if (step.ok() && step->kind == Kind::kIdle) clock_->AdvanceTime(idle_poll);
     return step;
   }
 

@@ -31,7 +31,9 @@ bool SimulatedClock::AwaitWithDeadline(absl::Mutex* mu, const absl::Condition& c
   return cond.Eval();
 }
 
-void SimulatedClock::AdvanceTime(absl::Duration d) {
+void SimulatedClock::AdvanceTime(absl::Duration d) { Advance(d); }
+
+void SimulatedClock::Advance(absl::Duration d) const {
   std::vector<absl::Mutex*> mutexes;
   {
     absl::MutexLock lock(&mu_);
@@ -45,7 +47,18 @@ void SimulatedClock::AdvanceTime(absl::Duration d) {
   }
 }
 
-void SimulatedClock::SleepFor(absl::Duration d) { AdvanceTime(d); }
+void SimulatedClock::SleepFor(absl::Duration d) const {
+  {
+    absl::MutexLock lock(&mu_);
+    sleeps_.push_back(d);
+  }
+  Advance(d);
+}
+
+std::vector<absl::Duration> SimulatedClock::sleeps() const {
+  absl::MutexLock lock(&mu_);
+  return sleeps_;
+}
 
 int SimulatedClock::num_waiters() const {
   absl::MutexLock lock(&mu_);

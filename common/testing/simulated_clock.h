@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <map>
 
+#include <vector>
+
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
@@ -33,9 +35,10 @@ class SimulatedClock : public Clock {
   // Moves the simulated time forward by `d` (>= 0; negative is ignored) and wakes every waiter
   // whose deadline has now passed.
   void AdvanceTime(absl::Duration d);
-  // The same as AdvanceTime: a "sleep" on this clock moves it on without blocking. (Meant to
-  // override Clock::SleepFor once the interface has it.)
-  void SleepFor(absl::Duration d);
+  // A "sleep" on this clock moves it on (as AdvanceTime) without blocking, and is recorded.
+  void SleepFor(absl::Duration d) const override;
+  // Every SleepFor so far, in order (what a backoff test checks).
+  std::vector<absl::Duration> sleeps() const;
 
   // How many threads are blocked in AwaitWithDeadline right now.
   int num_waiters() const;
@@ -44,8 +47,11 @@ class SimulatedClock : public Clock {
   bool AwaitWaiters(int n, absl::Duration real_timeout = absl::Seconds(30)) const;
 
  private:
+  void Advance(absl::Duration d) const;
+
   mutable absl::Mutex mu_;
-  absl::Time now_ ABSL_GUARDED_BY(mu_);
+  mutable absl::Time now_ ABSL_GUARDED_BY(mu_);
+  mutable std::vector<absl::Duration> sleeps_ ABSL_GUARDED_BY(mu_);
   // Mutexes that AwaitWithDeadline callers wait on, with how many wait on each.
   mutable std::map<absl::Mutex*, int> waiters_ ABSL_GUARDED_BY(mu_);
   mutable int num_waiters_ ABSL_GUARDED_BY(mu_) = 0;
