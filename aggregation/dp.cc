@@ -189,8 +189,7 @@ absl::Status GaussianNoiseStage::LoadState(absl::string_view state) {
 // ---------------------------------------------------------------------------------------------
 // AdaptiveClipping
 
-absl::StatusOr<std::unique_ptr<AdaptiveClipping>> AdaptiveClipping::Create(
-    const Options& options) {
+absl::StatusOr<std::unique_ptr<AdaptiveClipping>> AdaptiveClipping::Create(const Options& options) {
   if (!std::isfinite(options.initial_clip_norm) || !(options.initial_clip_norm > 0)) {
     return Invalid("adaptive_clipping.initial_clip_norm", "finite and > 0",
                    options.initial_clip_norm);
@@ -253,8 +252,8 @@ absl::Status AdaptiveClipping::LoadState(absl::string_view state) {
 absl::StatusOr<double> UpdateNoiseMultiplierWithAdaptiveClipping(double z, double sigma_b) {
   if (!std::isfinite(z) || !(z > 0)) return Invalid("noise_multiplier", "finite and > 0", z);
   if (!std::isfinite(sigma_b) || !(sigma_b > 1 / (2 * z))) {
-    return Invalid("adaptive_clipping.count_noise_stddev", absl::StrCat("> 1 / (2 z) = ", 1 / (2 * z)),
-                   sigma_b);
+    return Invalid("adaptive_clipping.count_noise_stddev",
+                   absl::StrCat("> 1 / (2 z) = ", 1 / (2 * z)), sigma_b);
   }
   return std::pow(std::pow(z, -2) - std::pow(2 * sigma_b, -2), -0.5);
 }
@@ -310,8 +309,8 @@ absl::StatusOr<std::unique_ptr<RdpAccountant>> RdpAccountant::Create(const Optio
 
 absl::Status RdpAccountant::Compose(double q, double sigma, int64_t steps) {
   if (steps < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("RDP accountant: steps must be >= 0, got ",
-                                                   steps));
+    return absl::InvalidArgumentError(
+        absl::StrCat("RDP accountant: steps must be >= 0, got ", steps));
   }
   std::vector<double> add(orders_.size());
   for (size_t j = 0; j < orders_.size(); ++j) {

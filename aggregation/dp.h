@@ -25,7 +25,7 @@ namespace edgefl::aggregation {
 // Standard normal draws from std::mt19937_64 through the Box-Muller transform (written here, not
 // std::normal_distribution, so the sequence depends only on the seed and the libm's log/sqrt/
 // cos/sin, not on the standard library's distribution algorithm). Each pair of 64-bit words gives
-// two normals: u1 = (w1 >> 11 + 1) 2^-53 in (0, 1], u2 = (w2 >> 11) 2^-53 in [0, 1),
+// two normals: u1 = ((w1 >> 11) + 1) 2^-53 in (0, 1], u2 = (w2 >> 11) 2^-53 in [0, 1),
 // z0 = sqrt(-2 ln u1) cos(2 pi u2), z1 = sqrt(-2 ln u1) sin(2 pi u2). Not thread-safe.
 class GaussianSampler {
  public:
@@ -153,8 +153,8 @@ class RdpAccountant {
   //   eps = min_alpha rdp(alpha) - (log(delta) + log(alpha)) / (alpha - 1) + log((alpha-1)/alpha),
   // floored at 0. INVALID_ARGUMENT unless delta in (0, 1).
   absl::StatusOr<Epsilon> GetEpsilon(double delta) const;
-  // The classic conversion (Mironov 2017, Proposition 3): eps = min_alpha rdp + log(1/delta)/(alpha-1).
-  // Never smaller than GetEpsilon.
+  // The classic conversion (Mironov 2017, Proposition 3): eps = min_alpha rdp +
+  // log(1/delta)/(alpha-1). Never smaller than GetEpsilon.
   absl::StatusOr<Epsilon> GetEpsilonClassic(double delta) const;
 
   const std::vector<double>& orders() const { return orders_; }

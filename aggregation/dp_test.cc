@@ -62,11 +62,22 @@ TEST(SampledGaussianRdp, MatchesNumericalIntegration) {
   };
   const Case cases[] = {
       // integer orders (closed-form binomial sum)
-      {0.01, 1.1, 2}, {0.01, 1.1, 8}, {0.01, 1.1, 32}, {0.05, 0.8, 3}, {0.1, 2.0, 16},
-      {0.5, 1.0, 5}, {0.9, 1.5, 4},
+      {0.01, 1.1, 2},
+      {0.01, 1.1, 8},
+      {0.01, 1.1, 32},
+      {0.05, 0.8, 3},
+      {0.1, 2.0, 16},
+      {0.5, 1.0, 5},
+      {0.9, 1.5, 4},
       // fractional orders (TF-Privacy's two-sided series)
-      {0.01, 1.1, 1.1}, {0.01, 1.1, 2.5}, {0.01, 1.1, 4.7}, {0.1, 2.0, 10.25}, {0.05, 0.8, 1.5},
-      {0.3, 1.5, 7.3}, {0.5, 1.0, 3.9}, {0.02, 0.7, 20.5},
+      {0.01, 1.1, 1.1},
+      {0.01, 1.1, 2.5},
+      {0.01, 1.1, 4.7},
+      {0.1, 2.0, 10.25},
+      {0.05, 0.8, 1.5},
+      {0.3, 1.5, 7.3},
+      {0.5, 1.0, 3.9},
+      {0.02, 0.7, 20.5},
   };
   for (const Case& c : cases) {
     const double closed = Rdp(c.q, c.sigma, c.alpha);
@@ -152,10 +163,11 @@ TEST(RdpAccountant, ReportsTutorialSettings) {
     ASSERT_TRUE(acc->Compose(s.q, 1.1, s.steps).ok());
     const auto balle = *acc->GetEpsilon(1e-5);
     const auto classic = *acc->GetEpsilonClassic(1e-5);
-    std::printf("q=%.6f sigma=1.1 steps=%lld delta=1e-5: eps=%.4f (order %.1f), classic eps=%.4f "
-                "(order %.1f)\n",
-                s.q, static_cast<long long>(s.steps), balle.epsilon, balle.order, classic.epsilon,
-                classic.order);
+    std::printf(
+        "q=%.6f sigma=1.1 steps=%lld delta=1e-5: eps=%.4f (order %.1f), classic eps=%.4f "
+        "(order %.1f)\n",
+        s.q, static_cast<long long>(s.steps), balle.epsilon, balle.order, classic.epsilon,
+        classic.order);
     EXPECT_LT(balle.epsilon, classic.epsilon);
   }
 }

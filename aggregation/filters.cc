@@ -19,8 +19,8 @@ absl::Status CheckNorm(absl::string_view field, double value) {
 absl::StatusOr<double> FiniteNorm(absl::Span<const float> update) {
   for (size_t i = 0; i < update.size(); ++i) {
     if (!std::isfinite(update[i])) {
-      return WithReason(absl::InvalidArgumentError(absl::StrCat(
-                            "update holds a non-finite value (", update[i], ") at index ", i)),
+      return WithReason(absl::InvalidArgumentError(absl::StrCat("update holds a non-finite value (",
+                                                                update[i], ") at index ", i)),
                         "non_finite");
     }
   }

@@ -18,7 +18,28 @@ bool IsKrum(RobustRule rule) { return rule == RobustRule::kKrum || rule == Robus
 // Coordinates per block when computing pairwise distances: all K rows of one block stay in cache.
 constexpr size_t kDistanceBlock = 2048;
 
+// Squared L2 distance of two float ranges in double, with four partial sums (a fixed order, so
+// deterministic; it lets the compiler pipeline and vectorize the loop).
+double SquaredDistance(const float* a, const float* b, size_t size) {
+  double s[4] = {0, 0, 0, 0};
+  size_t i = 0;
+  for (; i + 4 <= size; i += 4) {
+    for (int l = 0; l < 4; ++l) {
+      const double d = static_cast<double>(a[i + l]) - static_cast<double>(b[i + l]);
+      s[l] += d * d;
+    }
+  }
+  for (; i < size; ++i) {
+    const double d = static_cast<double>(a[i]) - static_cast<double>(b[i]);
+    s[0] += d * d;
+  }
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
 }  // namespace
+
+// static
+constexpr size_t BufferedCombiner::kCoordinateBlock;
 
 uint64_t BufferedCombiner::MemoryBound(const Options& options) {
   const uint64_t k = options.max_updates > 0 ? static_cast<uint64_t>(options.max_updates) : 0;
@@ -26,7 +47,7 @@ uint64_t BufferedCombiner::MemoryBound(const Options& options) {
   if (IsKrum(options.rule)) {
     bytes += k * k * sizeof(double) + k * sizeof(double);
   } else {
-    bytes += k * sizeof(double);
+    bytes += k * kCoordinateBlock * sizeof(double);
   }
   return bytes;
 }
@@ -90,7 +111,7 @@ BufferedCombiner::BufferedCombiner(const Options& options) : options_(options) {
     distances_.reserve(k * k);
     scores_.reserve(k);
   } else {
-    scratch_.reserve(k);
+    scratch_.reserve(k * kCoordinateBlock);
   }
 }
 
@@ -144,21 +165,36 @@ absl::Status BufferedCombiner::Combine(absl::Span<double> out) {
   return absl::InternalError("unknown robust rule");
 }
 
+// Copies coordinates [begin, begin + width) of all n rows into scratch_ as width columns of n
+// values each (column j at scratch_[j * n]), so the per-coordinate selection reads contiguous
+// memory and each row is read sequentially.
+void BufferedCombiner::GatherBlock(size_t begin, size_t width) {
+  const int n = count_;
+  for (int k = 0; k < n; ++k) {
+    const float* row = Row(k) + begin;
+    for (size_t j = 0; j < width; ++j) scratch_[j * n + k] = row[j];
+  }
+}
+
 void BufferedCombiner::Median(absl::Span<double> out) {
   const int n = count_;
-  scratch_.resize(n);
   const size_t dim = options_.dim;
   const size_t upper = static_cast<size_t>(n) / 2;
-  for (size_t i = 0; i < dim; ++i) {
-    for (int k = 0; k < n; ++k) scratch_[k] = buffer_[static_cast<size_t>(k) * dim + i];
-    std::nth_element(scratch_.begin(), scratch_.begin() + upper, scratch_.end());
-    const double hi = scratch_[upper];
-    if (n % 2 == 1) {
-      out[i] = hi;
-    } else {
-      // nth_element leaves the `upper` smallest values in front: the lower middle is their max.
-      const double lo = *std::max_element(scratch_.begin(), scratch_.begin() + upper);
-      out[i] = (lo + hi) / 2;  // exact: two floats' sum and halving are exact in double
+  scratch_.resize(static_cast<size_t>(n) * kCoordinateBlock);
+  for (size_t begin = 0; begin < dim; begin += kCoordinateBlock) {
+    const size_t width = std::min(kCoordinateBlock, dim - begin);
+    GatherBlock(begin, width);
+    for (size_t j = 0; j < width; ++j) {
+      double* column = scratch_.data() + j * n;
+      std::nth_element(column, column + upper, column + n);
+      const double hi = column[upper];
+      if (n % 2 == 1) {
+        out[begin + j] = hi;
+      } else {
+        // nth_element leaves the `upper` smallest values in front: the lower middle is their max.
+        const double lo = *std::max_element(column, column + upper);
+        out[begin + j] = (lo + hi) / 2;  // exact: two floats' sum and halving are exact in double
+      }
     }
   }
 }
@@ -167,14 +203,20 @@ void BufferedCombiner::TrimmedMean(absl::Span<double> out) {
   const int n = count_;
   const int trim = static_cast<int>(std::floor(options_.trim_beta * n));
   const int kept = n - 2 * trim;  // >= 1 because trim_beta < 0.5
-  scratch_.resize(n);
   const size_t dim = options_.dim;
-  for (size_t i = 0; i < dim; ++i) {
-    for (int k = 0; k < n; ++k) scratch_[k] = buffer_[static_cast<size_t>(k) * dim + i];
-    std::sort(scratch_.begin(), scratch_.end());
-    double sum = 0;
-    for (int k = trim; k < n - trim; ++k) sum += scratch_[k];
-    out[i] = sum / kept;
+  scratch_.resize(static_cast<size_t>(n) * kCoordinateBlock);
+  for (size_t begin = 0; begin < dim; begin += kCoordinateBlock) {
+    const size_t width = std::min(kCoordinateBlock, dim - begin);
+    GatherBlock(begin, width);
+    for (size_t j = 0; j < width; ++j) {
+      double* column = scratch_.data() + j * n;
+      // Sorting fixes the summation order (ascending), so the result does not depend on the
+      // order the updates arrived in.
+      std::sort(column, column + n);
+      double sum = 0;
+      for (int k = trim; k < n - trim; ++k) sum += column[k];
+      out[begin + j] = sum / kept;
+    }
   }
 }
 
@@ -182,18 +224,17 @@ absl::Status BufferedCombiner::Krum(absl::Span<double> out) {
   const int n = count_;
   const int f = options_.num_byzantine;
   if (n <= 2 * f + 2) {
-    return WithReason(
-        absl::FailedPreconditionError(absl::StrCat(
-            name(), " needs n > 2f + 2 updates: n = ", n, ", f = ", f, " (at least ", 2 * f + 3,
-            " updates)")),
-        "krum_too_few_updates");
+    return WithReason(absl::FailedPreconditionError(
+                          absl::StrCat(name(), " needs n > 2f + 2 updates: n = ", n, ", f = ", f,
+                                       " (at least ", 2 * f + 3, " updates)")),
+                      "krum_too_few_updates");
   }
   const int m = options_.rule == RobustRule::kMultiKrum ? options_.multi_krum_m : 1;
   if (m > n - f) {
-    return WithReason(absl::FailedPreconditionError(absl::StrCat(
-                          name(), " needs multi_krum_m <= n - f: m = ", m, ", n = ", n,
-                          ", f = ", f)),
-                      "krum_too_few_updates");
+    return WithReason(
+        absl::FailedPreconditionError(absl::StrCat(name(), " needs multi_krum_m <= n - f: m = ", m,
+                                                   ", n = ", n, ", f = ", f)),
+        "krum_too_few_updates");
   }
   const size_t dim = options_.dim;
   // Pairwise squared distances in double, blocked over coordinates so each block of all n rows
@@ -205,12 +246,8 @@ absl::Status BufferedCombiner::Krum(absl::Span<double> out) {
       const float* ra = Row(a);
       for (int b = a + 1; b < n; ++b) {
         const float* rb = Row(b);
-        double sum = 0;
-        for (size_t i = begin; i < end; ++i) {
-          const double diff = static_cast<double>(ra[i]) - static_cast<double>(rb[i]);
-          sum += diff * diff;
-        }
-        distances_[static_cast<size_t>(a) * n + b] += sum;
+        distances_[static_cast<size_t>(a) * n + b] +=
+            SquaredDistance(ra + begin, rb + begin, end - begin);
       }
     }
   }

@@ -6,8 +6,10 @@
 //   buffer:  max_updates * dim * sizeof(float)            (bytes_per_update = dim * 4)
 //   Krum / multi-Krum also hold the pairwise squared distances and scores:
 //            max_updates^2 * sizeof(double) + max_updates * sizeof(double)
-//   median / trimmed mean use a max_updates-sized scratch (max_updates * sizeof(double)).
-// i.e. O(K x model). Create refuses a configuration whose bound exceeds max_buffered_bytes.
+//   median / trimmed mean transpose blocks of kCoordinateBlock = 64 coordinates into a scratch
+//            of max_updates * 64 * sizeof(double).
+// plus O(max_updates) bytes of per-Combine bookkeeping (Krum's index order and one distance
+// row), not counted. I.e. O(K x model). Create refuses a configuration whose bound exceeds max_buffered_bytes.
 //
 // Weighting: median, trimmed mean and Krum are unweighted (every update counts once, whatever its
 // sample count), as Flower's aggregate_median / aggregate_trimmed_avg / aggregate_krum. Multi-Krum
@@ -16,7 +18,8 @@
 // to_keep > 0).
 //
 // All arithmetic on the combined value is in double; outputs are double so the server optimizer
-// rounds to float once.
+// rounds to float once. Median and trimmed mean do not depend on the order updates were added in
+// (each coordinate's values are sorted before summing); Krum's tie-break does (lowest index).
 #ifndef EDGEFL_AGGREGATION_ROBUST_H_
 #define EDGEFL_AGGREGATION_ROBUST_H_
 
@@ -95,9 +98,13 @@ class BufferedCombiner {
   static uint64_t MemoryBound(const Options& options);
   std::string name() const;
 
+  // Coordinates the median / trimmed mean transpose at a time.
+  static constexpr size_t kCoordinateBlock = 64;
+
  private:
   explicit BufferedCombiner(const Options& options);
   const float* Row(int k) const { return buffer_.data() + static_cast<size_t>(k) * options_.dim; }
+  void GatherBlock(size_t begin, size_t width);
   void Median(absl::Span<double> out);
   void TrimmedMean(absl::Span<double> out);
   absl::Status Krum(absl::Span<double> out);

@@ -79,9 +79,8 @@ std::vector<int> ReferenceKrumSelection(const Updates& u, int f, int m) {
   std::vector<int> order(n);
   std::iota(order.begin(), order.end(), 0);
   // Lowest score first; equal scores by index.
-  std::sort(order.begin(), order.end(), [&](int x, int y) {
-    return score[x] != score[y] ? score[x] < score[y] : x < y;
-  });
+  std::sort(order.begin(), order.end(),
+            [&](int x, int y) { return score[x] != score[y] ? score[x] < score[y] : x < y; });
   order.resize(m);
   return order;
 }
@@ -129,7 +128,7 @@ TEST(BufferedCombiner, TrimmedMeanMatchesReferenceWithTies) {
   for (bool ties : {true, false}) {
     for (double beta : {0.0, 0.1, 0.2, 0.25, 0.3, 0.49}) {
       for (int k : {1, 2, 5, 10, 11, 20}) {
-        for (size_t dim : {size_t{1}, size_t{57}}) {
+        for (size_t dim : {size_t{1}, size_t{57}, size_t{130}}) {
           const Updates u = RandomUpdates(k, dim, ties, &rng);
           BufferedCombiner::Options options;
           options.rule = RobustRule::kTrimmedMean;
@@ -142,6 +141,22 @@ TEST(BufferedCombiner, TrimmedMeanMatchesReferenceWithTies) {
         }
       }
     }
+  }
+}
+
+TEST(BufferedCombiner, MedianAndTrimmedMeanIgnoreArrivalOrder) {
+  std::mt19937_64 rng(6);
+  Updates u = RandomUpdates(23, 300, false, &rng);
+  for (RobustRule rule : {RobustRule::kMedian, RobustRule::kTrimmedMean}) {
+    BufferedCombiner::Options options;
+    options.rule = rule;
+    options.trim_beta = 0.2;
+    std::vector<double> first(300), second(300);
+    ASSERT_TRUE(MakeFilled(options, u)->Combine(absl::MakeSpan(first)).ok());
+    Updates shuffled = u;
+    std::shuffle(shuffled.begin(), shuffled.end(), rng);
+    ASSERT_TRUE(MakeFilled(options, shuffled)->Combine(absl::MakeSpan(second)).ok());
+    EXPECT_EQ(first, second);
   }
 }
 
@@ -161,7 +176,7 @@ TEST(BufferedCombiner, KrumAndMultiKrumMatchReferenceWithTies) {
   for (bool ties : {true, false}) {
     for (int n : {3, 4, 5, 8, 13}) {
       for (int f = 0; 2 * f + 2 < n; ++f) {
-        for (size_t dim : {size_t{1}, size_t{3}, size_t{2500}}) {  // 2500 spans two blocks
+        for (size_t dim : {size_t{1}, size_t{3}, size_t{2501}}) {  // 2501 spans two blocks
           const Updates u = RandomUpdates(n, dim, ties, &rng);
           for (int m : {1, 2, n - f}) {
             if (m > n - f) continue;
@@ -260,18 +275,18 @@ TEST(BufferedCombiner, MemoryBoundRefusedWithTheNumbers) {
   options.rule = RobustRule::kMedian;
   options.dim = 1000;
   options.max_updates = 100;
-  options.max_buffered_bytes = 400000;  // bound = 100 * 4000 + 100 * 8 = 400800
-  EXPECT_EQ(BufferedCombiner::MemoryBound(options), 400800u);
+  options.max_buffered_bytes = 451199;  // bound = 100 * 4000 + 100 * 64 * 8 = 451200
+  EXPECT_EQ(BufferedCombiner::MemoryBound(options), 451200u);
   absl::Status s = BufferedCombiner::Create(options).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(s.message().find("400800"), std::string::npos) << s;
-  EXPECT_NE(s.message().find("400000"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("451200"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("451199"), std::string::npos) << s;
   EXPECT_NE(s.message().find("4000 bytes per update"), std::string::npos) << s;
-  options.max_buffered_bytes = 400800;
+  options.max_buffered_bytes = 451200;
   auto c = BufferedCombiner::Create(options);
   ASSERT_TRUE(c.ok());
   EXPECT_EQ((*c)->bytes_per_update(), 4000u);
-  EXPECT_EQ((*c)->memory_bound_bytes(), 400800u);
+  EXPECT_EQ((*c)->memory_bound_bytes(), 451200u);
   options.rule = RobustRule::kKrum;
   EXPECT_EQ(BufferedCombiner::MemoryBound(options), 400000u + 100 * 100 * 8 + 100 * 8);
 }

@@ -52,8 +52,8 @@ absl::Status CheckSizes(size_t dim, absl::Span<const double> delta, absl::Span<f
 }
 
 absl::Status Overflow(size_t i) {
-  return absl::InvalidArgumentError(absl::StrCat(
-      "server optimizer: the step overflows at index ", i, "; model and state left unchanged"));
+  return absl::InvalidArgumentError(absl::StrCat("server optimizer: the step overflows at index ",
+                                                 i, "; model and state left unchanged"));
 }
 
 class Sgd : public ServerOptimizer {
@@ -105,8 +105,8 @@ class Sgd : public ServerOptimizer {
     ASSIGN_OR_RETURN(StateReader reader, StateReader::Open(state, Kind()));
     ASSIGN_OR_RETURN(const uint64_t dim, reader.GetU64("dim"));
     if (dim != dim_) {
-      return absl::InvalidArgumentError(absl::StrCat("state for ", Kind(), ": saved for dim ",
-                                                     dim, ", this optimizer has dim ", dim_));
+      return absl::InvalidArgumentError(absl::StrCat("state for ", Kind(), ": saved for dim ", dim,
+                                                     ", this optimizer has dim ", dim_));
     }
     ASSIGN_OR_RETURN(const double lr, reader.GetF64("learning_rate"));
     RETURN_IF_ERROR(CheckPositive("learning_rate", lr));
@@ -186,8 +186,8 @@ class Adaptive : public ServerOptimizer {
     ASSIGN_OR_RETURN(StateReader reader, StateReader::Open(state, Kind()));
     ASSIGN_OR_RETURN(const uint64_t dim, reader.GetU64("dim"));
     if (dim != dim_) {
-      return absl::InvalidArgumentError(absl::StrCat("state for ", Kind(), ": saved for dim ",
-                                                     dim, ", this optimizer has dim ", dim_));
+      return absl::InvalidArgumentError(absl::StrCat("state for ", Kind(), ": saved for dim ", dim,
+                                                     ", this optimizer has dim ", dim_));
     }
     ASSIGN_OR_RETURN(const double lr, reader.GetF64("learning_rate"));
     RETURN_IF_ERROR(CheckPositive("learning_rate", lr));
@@ -198,8 +198,8 @@ class Adaptive : public ServerOptimizer {
     RETURN_IF_ERROR(reader.Finish());
     for (size_t i = 0; i < dim_; ++i) {
       if (!std::isfinite(m[i]) || !(v[i] >= 0) || !std::isfinite(v[i])) {
-        return absl::InvalidArgumentError(absl::StrCat("state for ", Kind(),
-                                                       ": invalid moment at index ", i));
+        return absl::InvalidArgumentError(
+            absl::StrCat("state for ", Kind(), ": invalid moment at index ", i));
       }
     }
     learning_rate_ = lr;

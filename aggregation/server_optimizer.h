@@ -5,12 +5,13 @@
 // Sign convention: `delta` is the combined update (client model - global model), i.e. the
 // *negative* of a gradient, so every rule below moves the model along +delta.
 //
-// Formulas (per coordinate, t = 1, 2, ... is the number of steps taken, d = delta):
-//   sgd      (FedAvgM, Hsu et al. 2019):  u = momentum * u + d;  x += lr * u
-//            lr = 1, momentum = 0 is FedAvg bit for bit: x = float(double(x) + d).
-//   adam:    m = beta1 m + (1-beta1) d;  v = beta2 v + (1-beta2) d^2;        x += lr m / (sqrt(v)+tau)
-//   yogi:    m = beta1 m + (1-beta1) d;  v = v - (1-beta2) d^2 sign(v - d^2); x += lr m / (sqrt(v)+tau)
-//   adagrad: m = beta1 m + (1-beta1) d;  v = v + d^2;                         x += lr m / (sqrt(v)+tau)
+// Formulas (per coordinate, d = delta, x = the model value):
+//   sgd (FedAvgM, Hsu et al. 2019):  u = momentum u + d;  x += lr u
+//       lr = 1, momentum = 0 is FedAvg bit for bit: x = float(double(x) + d).
+//   adam, yogi, adagrad share  m = beta1 m + (1 - beta1) d  and  x += lr m / (sqrt(v) + tau), with
+//     adam:     v = beta2 v + (1 - beta2) d^2
+//     yogi:     v = v - (1 - beta2) d^2 sign(v - d^2)
+//     adagrad:  v = v + d^2
 // m starts at 0 and v at tau^2 (Reddi et al.: v_{-1} >= tau^2; Flower starts v at 0 instead).
 // No bias correction (as Algorithm 2; Flower's FedAdam adds one). sign(0) = 0.
 #ifndef EDGEFL_AGGREGATION_SERVER_OPTIMIZER_H_

@@ -186,7 +186,8 @@ TEST(ServerOptimizer, SaveLoadMidRunContinuesIdentically) {
     a = make();
     std::mt19937_64 rng(kind);
     std::vector<float> x = RandomModel(kDim, &rng);
-    for (int r = 0; r < 4; ++r) ASSERT_TRUE(a->Apply(RandomDelta(kDim, &rng, 0.1), absl::MakeSpan(x)).ok());
+    for (int r = 0; r < 4; ++r)
+      ASSERT_TRUE(a->Apply(RandomDelta(kDim, &rng, 0.1), absl::MakeSpan(x)).ok());
     ASSERT_TRUE(a->SetLearningRate(0.03).ok());
     const std::string saved = a->SaveState();
     std::vector<float> y = x;

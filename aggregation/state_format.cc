@@ -73,9 +73,8 @@ absl::StatusOr<StateReader> StateReader::Open(absl::string_view blob,
   }
   const uint64_t version = ReadLe(blob, kMagicSize, 4);
   if (version != kVersion) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, "unsupported format version ", version, " (this build reads ",
-                     kVersion, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(what, "unsupported format version ", version,
+                                                   " (this build reads ", kVersion, ")"));
   }
   const uint64_t kind_size = ReadLe(blob, kMagicSize + 4, 4);
   const size_t header = kMagicSize + 8;
@@ -88,12 +87,13 @@ absl::StatusOr<StateReader> StateReader::Open(absl::string_view blob,
   const uint64_t payload_size = ReadLe(blob, header + kind_size, 8);
   const size_t payload_pos = header + kind_size + 8;
   if (payload_size != blob.size() - payload_pos - kChecksumSize) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, "payload length ", payload_size, " does not match the blob's ",
-                     blob.size(), " bytes (truncated or padded)"));
+    return absl::InvalidArgumentError(absl::StrCat(what, "payload length ", payload_size,
+                                                   " does not match the blob's ", blob.size(),
+                                                   " bytes (truncated or padded)"));
   }
   const absl::string_view body = blob.substr(0, blob.size() - kChecksumSize);
-  if (Sha256::Of(std::string_view(body.data(), body.size())) != blob.substr(blob.size() - kChecksumSize)) {
+  if (Sha256::Of(std::string_view(body.data(), body.size())) !=
+      blob.substr(blob.size() - kChecksumSize)) {
     return absl::InvalidArgumentError(absl::StrCat(what, "checksum mismatch (corrupt state)"));
   }
   if (kind != expected_kind) {
@@ -145,8 +145,8 @@ absl::StatusOr<std::string> StateReader::GetString(absl::string_view field, size
   absl::StatusOr<uint64_t> size = GetU64(field);
   if (!size.ok()) return size.status();
   if (*size > max_size) {
-    return absl::InvalidArgumentError(absl::StrCat("state for ", kind_, ": field ", field,
-                                                   " is ", *size, " bytes, at most ", max_size,
+    return absl::InvalidArgumentError(absl::StrCat("state for ", kind_, ": field ", field, " is ",
+                                                   *size, " bytes, at most ", max_size,
                                                    " allowed"));
   }
   if (payload_.size() - pos_ < *size) return Short(field, *size);
@@ -157,9 +157,8 @@ absl::StatusOr<std::string> StateReader::GetString(absl::string_view field, size
 
 absl::Status StateReader::Finish() const {
   if (pos_ != payload_.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("state for ", kind_, ": ",
-                                                   payload_.size() - pos_,
-                                                   " unexpected trailing payload bytes"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "state for ", kind_, ": ", payload_.size() - pos_, " unexpected trailing payload bytes"));
   }
   return absl::OkStatus();
 }

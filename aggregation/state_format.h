@@ -1,6 +1,6 @@
 // A small self-describing binary container for the state of aggregation stages (server optimizer
-// moments, adaptive clip norm, DP noise RNG, privacy accountant), saved in the checkpoint beside the
-// model. protos/ holds the wire contract and is owned elsewhere, so this is a hand format:
+// moments, adaptive clip norm, DP noise RNG, privacy accountant), saved in the checkpoint beside
+// the model. protos/ holds the wire contract and is owned elsewhere, so this is a hand format:
 //
 //   offset  size  field
 //   0       8     magic "EFLAGST1"
@@ -60,7 +60,8 @@ class StateReader {
   absl::Status Finish() const;
 
  private:
-  StateReader(std::string kind, absl::string_view payload) : kind_(std::move(kind)), payload_(payload) {}
+  StateReader(std::string kind, absl::string_view payload)
+      : kind_(std::move(kind)), payload_(payload) {}
   absl::Status Short(absl::string_view field, size_t need) const;
 
   std::string kind_;
