@@ -51,18 +51,28 @@ double LogErfc(double x) {
 // n * log_x with 0 * (-inf) = 0 (a factor x^0 = 1 even when x = 0).
 double MulLog(double n, double log_x) { return n == 0 ? 0.0 : n * log_x; }
 
+// log(exp(x) - 1) for x > 0, without overflow.
+double LogExpm1(double x) {
+  return x > 30 ? x + std::log1p(-std::exp(-x)) : std::log(std::expm1(x));
+}
+
+// log A for integer alpha. Since sum_k C(alpha,k) (1-q)^(alpha-k) q^k = 1,
+//   A - 1 = sum_{k>=2} C(alpha,k) (1-q)^(alpha-k) q^k (exp((k^2-k)/(2 sigma^2)) - 1),
+// a sum of non-negative terms (k = 0, 1 contribute 0); log A = log1p(A - 1) then keeps full
+// relative precision even when A is within 1e-15 of 1 (tiny q, large sigma).
 double LogAInteger(double q, double sigma, int alpha) {
   const double log_q = std::log(q), log_1mq = std::log1p(-q);
-  double log_a = -kInf;
+  double log_a_minus_1 = -kInf;
   double log_binom = 0;  // log C(alpha, k), built up k by k
-  for (int k = 0; k <= alpha; ++k) {
-    if (k > 0) log_binom += std::log(static_cast<double>(alpha - k + 1)) - std::log(k);
+  for (int k = 1; k <= alpha; ++k) {
+    log_binom += std::log(static_cast<double>(alpha - k + 1)) - std::log(k);
+    if (k < 2) continue;
     const double kk = k;
     const double term = log_binom + MulLog(alpha - k, log_1mq) + MulLog(k, log_q) +
-                        (kk * kk - kk) / (2 * sigma * sigma);
-    log_a = LogAdd(log_a, term);
+                        LogExpm1((kk * kk - kk) / (2 * sigma * sigma));
+    log_a_minus_1 = LogAdd(log_a_minus_1, term);
   }
-  return log_a;
+  return LogAdd(0.0, log_a_minus_1);
 }
 
 absl::StatusOr<double> LogAFractional(double q, double sigma, double alpha) {

@@ -56,6 +56,17 @@ TEST(SampledGaussianRdp, FullBatchIsTheGaussianMechanism) {
   }
 }
 
+// At alpha = 2 the sum has the closed form A = 1 + q^2 (exp(1/sigma^2) - 1): the RDP must keep
+// its relative precision even when it is ~1e-15 (a naive log-sum-exp loses it all).
+TEST(SampledGaussianRdp, TinyRatesKeepRelativePrecision) {
+  for (double q : {1e-6, 1e-4, 0.01}) {
+    for (double sigma : {0.7, 5.0, 50.0}) {
+      const double expected = std::log1p(q * q * std::expm1(1 / (sigma * sigma)));
+      EXPECT_NEAR(Rdp(q, sigma, 2), expected, 1e-12 * expected) << q << " " << sigma;
+    }
+  }
+}
+
 TEST(SampledGaussianRdp, MatchesNumericalIntegration) {
   struct Case {
     double q, sigma, alpha;
@@ -112,6 +123,27 @@ TEST(SampledGaussianRdp, MonotoneAndBelowTheUnsampledMechanism) {
     const double r = Rdp(0.02, 1.0, alpha);
     EXPECT_GE(r, previous) << alpha;  // RDP is non-decreasing in the order
     previous = r;
+  }
+}
+
+TEST(SampledGaussianRdp, WholeDefaultGridFiniteOverWideParameterSweep) {
+  for (double sigma : {0.3, 0.5, 1.0, 5.0, 50.0}) {
+    for (double q : {1e-5, 1e-3, 0.2, 0.7, 0.99}) {
+      double previous = 0;  // the default grid is ascending; RDP is non-decreasing in the order
+      for (double alpha : RdpAccountant::DefaultOrders()) {
+        absl::StatusOr<double> rdp = SampledGaussianRdp(q, sigma, alpha);
+        ASSERT_TRUE(rdp.ok()) << rdp.status() << " q " << q << " sigma " << sigma << " alpha "
+                              << alpha;
+        EXPECT_TRUE(std::isfinite(*rdp) && *rdp >= 0) << *rdp;
+        EXPECT_LE(*rdp, alpha / (2 * sigma * sigma) * (1 + 1e-9))
+            << "q " << q << " sigma " << sigma << " alpha " << alpha;
+        // The fractional series (as TF-Privacy's) sums terms near 1 in log space: its absolute
+        // error is ~1e-14 / (alpha - 1), visible only where the RDP itself is ~1e-14.
+        EXPECT_GE(*rdp, previous * (1 - 1e-9) - 2e-13)
+            << "q " << q << " sigma " << sigma << " alpha " << alpha;
+        previous = *rdp;
+      }
+    }
   }
 }
 

@@ -9,7 +9,8 @@
 //   median / trimmed mean transpose blocks of kCoordinateBlock = 64 coordinates into a scratch
 //            of max_updates * 64 * sizeof(double).
 // plus O(max_updates) bytes of per-Combine bookkeeping (Krum's index order and one distance
-// row), not counted. I.e. O(K x model). Create refuses a configuration whose bound exceeds max_buffered_bytes.
+// row), not counted. I.e. O(K x model). Create refuses a configuration whose bound exceeds
+// max_buffered_bytes.
 //
 // Weighting: median, trimmed mean and Krum are unweighted (every update counts once, whatever its
 // sample count), as Flower's aggregate_median / aggregate_trimmed_avg / aggregate_krum. Multi-Krum

@@ -52,7 +52,9 @@ class ServerOptimizer {
   int64_t steps() const { return steps_; }
 
   // Serializes the state (kind, dim, learning rate, step count, moments) in the format of
-  // state_format.h. Hyperparameters (momentum, betas, tau) are configuration, not state.
+  // state_format.h. Hyperparameters (momentum, betas, tau) are configuration, not state. The kinds
+  // are server_optimizer.{sgd, sgd_momentum, adam, yogi, adagrad}: SGD with momentum > 0 keeps a
+  // velocity buffer and does not load a momentum-free SGD state, nor the reverse.
   virtual std::string SaveState() const = 0;
   // Restores a SaveState() blob. INVALID_ARGUMENT (state unchanged) if the blob is corrupt or
   // truncated, or was saved by an optimizer of another kind or dim.
