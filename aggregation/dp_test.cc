@@ -183,6 +183,40 @@ TEST(RdpAccountant, CompositionIsAdditiveAndConversionsOrdered) {
   EXPECT_GT(acc->GetEpsilon(1e-8)->epsilon, acc->GetEpsilon(1e-5)->epsilon);
 }
 
+// Published values from TF-Privacy's tests (github.com/tensorflow/privacy,
+// tensorflow_privacy/privacy/analysis/rdp_accountant_test.py at 385fefc8): compute_rdp(q, sigma,
+// steps, orders), and get_privacy_spent(target_delta) of that version, which used the classic
+// conversion eps = rdp - log(delta) / (alpha - 1).
+TEST(RdpAccountant, MatchesTfPrivacyPublishedValues) {
+  // test_compute_rdp_scalar: compute_rdp(0.1, 2, 10, 5) = 0.07737 (places=5).
+  EXPECT_NEAR(10 * Rdp(0.1, 2, 5), 0.07737, 0.5e-5);
+  // test_compute_rdp_sequence: compute_rdp(0.01, 2.5, 50, [1.5, 2.5, 5, 50, 100]) (delta=1e-5).
+  const double orders[] = {1.5, 2.5, 5, 50, 100};
+  const double expected[] = {0.00065, 0.001085, 0.00218075, 0.023846, 167.416307};
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_NEAR(50 * Rdp(0.01, 2.5, orders[i]), expected[i], 1e-5) << orders[i];
+  }
+  // test_get_privacy_spent_check_target_delta: orders 2..32, compute_rdp(0.01, 4, 10000),
+  // delta 1e-5 -> eps 1.258575 at order 20.
+  RdpAccountant::Options options;
+  options.orders.clear();
+  for (int a = 2; a <= 32; ++a) options.orders.push_back(a);
+  auto acc = *RdpAccountant::Create(options);
+  ASSERT_TRUE(acc->Compose(0.01, 4, 10000).ok());
+  auto classic = *acc->GetEpsilonClassic(1e-5);
+  EXPECT_NEAR(classic.epsilon, 1.258575, 0.5e-5);
+  EXPECT_EQ(classic.order, 20);
+  // test_check_composition: two mechanisms composed, delta 1e-5 -> eps 8.509656 at order 2.5.
+  options.orders = {1.25, 1.5, 1.75, 2.,  2.5, 3.,  4.,  5.,  6.,  7.,  8.,
+                    10.,  12., 14.,  16., 20., 24., 28., 32., 64., 256.};
+  auto composed = *RdpAccountant::Create(options);
+  ASSERT_TRUE(composed->Compose(1e-4, 0.4, 40000).ok());
+  ASSERT_TRUE(composed->Compose(0.1, 2, 100).ok());
+  classic = *composed->GetEpsilonClassic(1e-5);
+  EXPECT_NEAR(classic.epsilon, 8.509656, 0.5e-5);
+  EXPECT_EQ(classic.order, 2.5);
+}
+
 // Printed for the record, not asserted: the DP-SGD settings of TF-Privacy's MNIST tutorial
 // (N = 60000, batch 256, sigma 1.1, 60 epochs) and q = 0.01 with 6000 steps.
 TEST(RdpAccountant, ReportsTutorialSettings) {
