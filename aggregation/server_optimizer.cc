@@ -56,6 +56,31 @@ absl::Status Overflow(size_t i) {
                                                  i, "; model and state left unchanged"));
 }
 
+// Every optimizer's saved state starts with its dim, learning rate and step count.
+struct StateHeader {
+  double learning_rate;
+  int64_t steps;
+};
+
+void PutStateHeader(StateWriter& writer, size_t dim, double learning_rate, int64_t steps) {
+  writer.PutU64(dim);
+  writer.PutF64(learning_rate);
+  writer.PutU64(static_cast<uint64_t>(steps));
+}
+
+absl::StatusOr<StateHeader> GetStateHeader(StateReader& reader, const std::string& kind,
+                                           size_t want_dim) {
+  ASSIGN_OR_RETURN(const uint64_t dim, reader.GetU64("dim"));
+  if (dim != want_dim) {
+    return absl::InvalidArgumentError(absl::StrCat("state for ", kind, ": saved for dim ", dim,
+                                                   ", this optimizer has dim ", want_dim));
+  }
+  ASSIGN_OR_RETURN(const double lr, reader.GetF64("learning_rate"));
+  RETURN_IF_ERROR(CheckPositive("learning_rate", lr));
+  ASSIGN_OR_RETURN(const uint64_t steps, reader.GetU64("steps"));
+  return StateHeader{lr, static_cast<int64_t>(steps)};
+}
+
 class Sgd : public ServerOptimizer {
  public:
   explicit Sgd(const SgdOptions& options)
@@ -94,28 +119,19 @@ class Sgd : public ServerOptimizer {
 
   std::string SaveState() const override {
     StateWriter writer(Kind());
-    writer.PutU64(dim_);
-    writer.PutF64(learning_rate_);
-    writer.PutU64(static_cast<uint64_t>(steps_));
+    PutStateHeader(writer, dim_, learning_rate_, steps_);
     writer.PutF64Array(velocity_);
     return writer.Finish();
   }
 
   absl::Status LoadState(absl::string_view state) override {
     ASSIGN_OR_RETURN(StateReader reader, StateReader::Open(state, Kind()));
-    ASSIGN_OR_RETURN(const uint64_t dim, reader.GetU64("dim"));
-    if (dim != dim_) {
-      return absl::InvalidArgumentError(absl::StrCat("state for ", Kind(), ": saved for dim ", dim,
-                                                     ", this optimizer has dim ", dim_));
-    }
-    ASSIGN_OR_RETURN(const double lr, reader.GetF64("learning_rate"));
-    RETURN_IF_ERROR(CheckPositive("learning_rate", lr));
-    ASSIGN_OR_RETURN(const uint64_t steps, reader.GetU64("steps"));
+    ASSIGN_OR_RETURN(const StateHeader header, GetStateHeader(reader, Kind(), dim_));
     std::vector<double> velocity;
     RETURN_IF_ERROR(reader.GetF64Array("velocity", velocity_.size(), &velocity));
     RETURN_IF_ERROR(reader.Finish());
-    learning_rate_ = lr;
-    steps_ = static_cast<int64_t>(steps);
+    learning_rate_ = header.learning_rate;
+    steps_ = header.steps;
     velocity_ = std::move(velocity);
     return absl::OkStatus();
   }
@@ -174,9 +190,7 @@ class Adaptive : public ServerOptimizer {
 
   std::string SaveState() const override {
     StateWriter writer(Kind());
-    writer.PutU64(dim_);
-    writer.PutF64(learning_rate_);
-    writer.PutU64(static_cast<uint64_t>(steps_));
+    PutStateHeader(writer, dim_, learning_rate_, steps_);
     writer.PutF64Array(m_);
     writer.PutF64Array(v_);
     return writer.Finish();
@@ -184,14 +198,7 @@ class Adaptive : public ServerOptimizer {
 
   absl::Status LoadState(absl::string_view state) override {
     ASSIGN_OR_RETURN(StateReader reader, StateReader::Open(state, Kind()));
-    ASSIGN_OR_RETURN(const uint64_t dim, reader.GetU64("dim"));
-    if (dim != dim_) {
-      return absl::InvalidArgumentError(absl::StrCat("state for ", Kind(), ": saved for dim ", dim,
-                                                     ", this optimizer has dim ", dim_));
-    }
-    ASSIGN_OR_RETURN(const double lr, reader.GetF64("learning_rate"));
-    RETURN_IF_ERROR(CheckPositive("learning_rate", lr));
-    ASSIGN_OR_RETURN(const uint64_t steps, reader.GetU64("steps"));
+    ASSIGN_OR_RETURN(const StateHeader header, GetStateHeader(reader, Kind(), dim_));
     std::vector<double> m, v;
     RETURN_IF_ERROR(reader.GetF64Array("m", dim_, &m));
     RETURN_IF_ERROR(reader.GetF64Array("v", dim_, &v));
@@ -202,8 +209,8 @@ class Adaptive : public ServerOptimizer {
             absl::StrCat("state for ", Kind(), ": invalid moment at index ", i));
       }
     }
-    learning_rate_ = lr;
-    steps_ = static_cast<int64_t>(steps);
+    learning_rate_ = header.learning_rate;
+    steps_ = header.steps;
     m_ = std::move(m);
     v_ = std::move(v);
     return absl::OkStatus();

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <memory>
 #include <cstdlib>
 #include <cstring>
 
@@ -183,10 +184,28 @@ std::string FirstErrorLine(const std::string& output) {
   return output.substr(0, nl);
 }
 
-std::string MakeScratch() {
-  char tmpl[] = "/tmp/edgefl-cexport-XXXXXX";
-  if (mkdtemp(tmpl) == nullptr) return "";
-  return tmpl;
+// A private scratch folder in /tmp, removed (with its flat content) when it goes out of scope.
+class ScratchDir {
+ public:
+  static absl::StatusOr<std::unique_ptr<ScratchDir>> Create() {
+    char tmpl[] = "/tmp/edgefl-cexport-XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) {
+      return ErrnoToStatus(errno, "cannot create a scratch folder in /tmp");
+    }
+    return std::unique_ptr<ScratchDir>(new ScratchDir(tmpl));
+  }
+  ~ScratchDir() { RemoveFlatDirectory(dir_); }
+  const std::string& path() const { return dir_; }
+
+ private:
+  explicit ScratchDir(std::string dir) : dir_(std::move(dir)) {}
+  const std::string dir_;
+};
+
+// The first line of `compiler --version`.
+absl::StatusOr<std::string> CompilerVersion(const std::string& compiler) {
+  ASSIGN_OR_RETURN(CommandResult version, RunCommand({compiler, "--version"}, kToolTimeoutSeconds));
+  return version.output.substr(0, version.output.find('\n'));
 }
 
 }  // namespace
@@ -367,15 +386,9 @@ absl::StatusOr<McuFootprint> MeasureMcuFootprint(const std::string& library_dir,
   }
   McuFootprint fp;
   fp.cflags = cflags;
-  ASSIGN_OR_RETURN(CommandResult version, RunCommand({gcc, "--version"}, kToolTimeoutSeconds));
-  fp.compiler = version.output.substr(0, version.output.find('\n'));
-
-  const std::string scratch = MakeScratch();
-  if (scratch.empty()) return ErrnoToStatus(errno, "cannot create a scratch folder in /tmp");
-  struct Cleanup {
-    std::string dir;
-    ~Cleanup() { RemoveFlatDirectory(dir); }
-  } cleanup{scratch};
+  ASSIGN_OR_RETURN(fp.compiler, CompilerVersion(gcc));
+  ASSIGN_OR_RETURN(std::unique_ptr<ScratchDir> scratch_dir, ScratchDir::Create());
+  const std::string& scratch = scratch_dir->path();
 
   std::vector<std::string> objects;
   for (const std::string& src : CLibrarySources()) {
@@ -474,14 +487,9 @@ absl::StatusOr<HostCheck> CheckLibraryOnHost(const std::string& library_dir,
   const size_t classes = expected_logits.size() / n;
   HostCheck check;
   check.cflags = cflags;
-  ASSIGN_OR_RETURN(CommandResult version, RunCommand({compiler, "--version"}, kToolTimeoutSeconds));
-  check.compiler = version.output.substr(0, version.output.find('\n'));
-  const std::string scratch = MakeScratch();
-  if (scratch.empty()) return ErrnoToStatus(errno, "cannot create a scratch folder in /tmp");
-  struct Cleanup {
-    std::string dir;
-    ~Cleanup() { RemoveFlatDirectory(dir); }
-  } cleanup{scratch};
+  ASSIGN_OR_RETURN(check.compiler, CompilerVersion(compiler));
+  ASSIGN_OR_RETURN(std::unique_ptr<ScratchDir> scratch_dir, ScratchDir::Create());
+  const std::string& scratch = scratch_dir->path();
   // students/c/host_harness.c: argv[1] = N images (uint8, INPUT_SIZE each), argv[2] = logits
   // out; prints "<n> <cpu ns per inference> <wall ns per inference>".
   RETURN_IF_ERROR(WriteFileAtomically(scratch + "/harness.c", embedded::kHostHarnessC));

@@ -237,7 +237,11 @@ TEST(Federation, ClientsDistilStudentsEachRoundOrFromTheFinalModel) {
   int port = 0;
   auto server = StartServer({"--model=small_cnn", "--rounds=2", "--min_clients=2",
                              "--eval_samples=1000", "--deadline=300",
-                             "--set=client.downlink=int8", "--out=" + dir + "/run"},
+                             "--set=client.downlink=int8", "--out=" + dir + "/run",
+                             // Client 0 distils after round 2 before it checks in again (10-20 s
+                             // on a loaded machine): the server waits for it to hear the run is
+                             // over instead of leaving it to retry an address that is gone.
+                             "--finish_grace_seconds=120"},
                             dir, "server.log", &port);
   ASSERT_GT(port, 0) << server->Log();
   const std::vector<std::string> distill = {"--distill_epochs=1", "--distill_samples=400"};
