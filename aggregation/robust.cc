@@ -176,48 +176,43 @@ void BufferedCombiner::GatherBlock(size_t begin, size_t width) {
   }
 }
 
-void BufferedCombiner::Median(absl::Span<double> out) {
-  const int n = count_;
+template <typename Reduce>
+void BufferedCombiner::ReduceCoordinates(absl::Span<double> out, Reduce reduce) {
+  const size_t n = static_cast<size_t>(count_);
   const size_t dim = options_.dim;
-  const size_t upper = static_cast<size_t>(n) / 2;
-  scratch_.resize(static_cast<size_t>(n) * kCoordinateBlock);
+  scratch_.resize(n * kCoordinateBlock);
   for (size_t begin = 0; begin < dim; begin += kCoordinateBlock) {
     const size_t width = std::min(kCoordinateBlock, dim - begin);
     GatherBlock(begin, width);
-    for (size_t j = 0; j < width; ++j) {
-      double* column = scratch_.data() + j * n;
-      std::nth_element(column, column + upper, column + n);
-      const double hi = column[upper];
-      if (n % 2 == 1) {
-        out[begin + j] = hi;
-      } else {
-        // nth_element leaves the `upper` smallest values in front: the lower middle is their max.
-        const double lo = *std::max_element(column, column + upper);
-        out[begin + j] = (lo + hi) / 2;  // exact: two floats' sum and halving are exact in double
-      }
-    }
+    for (size_t j = 0; j < width; ++j) out[begin + j] = reduce(scratch_.data() + j * n);
   }
+}
+
+void BufferedCombiner::Median(absl::Span<double> out) {
+  const int n = count_;
+  const size_t upper = static_cast<size_t>(n) / 2;
+  ReduceCoordinates(out, [n, upper](double* column) {
+    std::nth_element(column, column + upper, column + n);
+    const double hi = column[upper];
+    if (n % 2 == 1) return hi;
+    // nth_element leaves the `upper` smallest values in front: the lower middle is their max.
+    const double lo = *std::max_element(column, column + upper);
+    return (lo + hi) / 2;  // exact: two floats' sum and halving are exact in double
+  });
 }
 
 void BufferedCombiner::TrimmedMean(absl::Span<double> out) {
   const int n = count_;
   const int trim = static_cast<int>(std::floor(options_.trim_beta * n));
   const int kept = n - 2 * trim;  // >= 1 because trim_beta < 0.5
-  const size_t dim = options_.dim;
-  scratch_.resize(static_cast<size_t>(n) * kCoordinateBlock);
-  for (size_t begin = 0; begin < dim; begin += kCoordinateBlock) {
-    const size_t width = std::min(kCoordinateBlock, dim - begin);
-    GatherBlock(begin, width);
-    for (size_t j = 0; j < width; ++j) {
-      double* column = scratch_.data() + j * n;
-      // Sorting fixes the summation order (ascending), so the result does not depend on the
-      // order the updates arrived in.
-      std::sort(column, column + n);
-      double sum = 0;
-      for (int k = trim; k < n - trim; ++k) sum += column[k];
-      out[begin + j] = sum / kept;
-    }
-  }
+  ReduceCoordinates(out, [n, trim, kept](double* column) {
+    // Sorting fixes the summation order (ascending), so the result does not depend on the
+    // order the updates arrived in.
+    std::sort(column, column + n);
+    double sum = 0;
+    for (int k = trim; k < n - trim; ++k) sum += column[k];
+    return sum / kept;
+  });
 }
 
 absl::Status BufferedCombiner::Krum(absl::Span<double> out) {

@@ -106,6 +106,10 @@ class BufferedCombiner {
   explicit BufferedCombiner(const Options& options);
   const float* Row(int k) const { return buffer_.data() + static_cast<size_t>(k) * options_.dim; }
   void GatherBlock(size_t begin, size_t width);
+  // Calls reduce(column) for every coordinate, column = that coordinate's count_ values (in
+  // scratch, which reduce may reorder), and stores its result in out[coordinate].
+  template <typename Reduce>
+  void ReduceCoordinates(absl::Span<double> out, Reduce reduce);
   void Median(absl::Span<double> out);
   void TrimmedMean(absl::Span<double> out);
   absl::Status Krum(absl::Span<double> out);
