@@ -22,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "client/coordinator.h"
+#include "common/channel_args.h"
 #include "protos/edgefl.grpc.pb.h"
 
 namespace edgefl::client {
@@ -31,7 +32,7 @@ class CoordinatorClient : public Coordinator {
   struct Options {
     std::string target = "localhost:50051";
     absl::Duration rpc_timeout = absl::Seconds(60);  // Join, and the floor for Report
-    int max_message_mb = 16;
+    int max_message_mb = channel_args::kDefaultMaxMessageMb;
     size_t chunk_bytes = 1 << 20;                    // update chunk size on the uplink
     uint64_t max_model_bytes = 2ULL << 30;           // refuse to download larger models
     // ---- transport security
