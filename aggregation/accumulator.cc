@@ -47,6 +47,15 @@ absl::Status WeightedMeanAccumulator::Mean(absl::Span<float> out) const {
   return absl::OkStatus();
 }
 
+absl::StatusOr<absl::Span<double>> WeightedMeanAccumulator::MeanInPlace() {
+  if (count_ == 0 || !(total_weight_ > 0)) {
+    return absl::FailedPreconditionError("no update has been accumulated");
+  }
+  for (double& v : sum_) v /= total_weight_;
+  total_weight_ = 1;  // sum_ now holds the mean: MeanAt stays right
+  return absl::MakeSpan(sum_);
+}
+
 void WeightedMeanAccumulator::Reset() {
   std::fill(sum_.begin(), sum_.end(), 0.0);
   total_weight_ = 0;

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "compression/chain.h"
@@ -31,6 +32,10 @@ class WeightedMeanAccumulator {
   // Writes sum / total_weight into `out` (size dim). FAILED_PRECONDITION if nothing was added.
   absl::Status Mean(absl::Span<float> out) const;
   void Reset();
+  // Divides the running sum by total_weight in place and returns it: the mean in double, with no
+  // second O(dim) buffer. The accumulator then holds the mean, not a sum: Reset before adding
+  // again. FAILED_PRECONDITION if nothing was added.
+  absl::StatusOr<absl::Span<double>> MeanInPlace();
 
   // sum[index] / total_weight in double precision; the caller ensures count() > 0 and
   // index < dim(). Lets a strategy apply the mean without a second O(dim) buffer.

@@ -169,6 +169,14 @@ absl::StatusOr<std::unique_ptr<GaussianNoiseStage>> GaussianNoiseStage::Create(
 
 absl::Status GaussianNoiseStage::AddNoise(absl::Span<double> mean, int64_t num_updates,
                                           double clip_norm) {
+  return AddNoise(mean, num_updates, clip_norm, noise_multiplier_);
+}
+
+absl::Status GaussianNoiseStage::AddNoise(absl::Span<double> mean, int64_t num_updates,
+                                          double clip_norm, double noise_multiplier) {
+  if (!std::isfinite(noise_multiplier) || !(noise_multiplier >= 0)) {
+    return Invalid("noise_multiplier", "finite and >= 0", noise_multiplier);
+  }
   if (num_updates < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("DP noise: num_updates must be >= 1, got ", num_updates));
@@ -177,7 +185,7 @@ absl::Status GaussianNoiseStage::AddNoise(absl::Span<double> mean, int64_t num_u
     return absl::InvalidArgumentError(
         absl::StrCat("DP noise: clip_norm must be finite and > 0, got ", clip_norm));
   }
-  const double stddev = noise_multiplier_ * clip_norm / static_cast<double>(num_updates);
+  const double stddev = noise_multiplier * clip_norm / static_cast<double>(num_updates);
   if (stddev == 0) return absl::OkStatus();
   for (double& x : mean) x += stddev * sampler_.Next();
   return absl::OkStatus();

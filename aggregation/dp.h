@@ -57,6 +57,9 @@ class GaussianNoiseStage {
 
   // INVALID_ARGUMENT unless num_updates >= 1 and clip_norm finite > 0.
   absl::Status AddNoise(absl::Span<double> mean, int64_t num_updates, double clip_norm);
+  // The same with this call's multiplier (a per-round schedule) instead of the configured one.
+  absl::Status AddNoise(absl::Span<double> mean, int64_t num_updates, double clip_norm,
+                        double noise_multiplier);
   double noise_multiplier() const { return noise_multiplier_; }
 
   // The noise stream's position: a resumed run draws the same noise as an uninterrupted one.

@@ -59,8 +59,8 @@ absl::StatusOr<FilterResult> NormBoundFilter::Apply(absl::Span<float> update) {
   if (options_.mode == Mode::kReject) {
     if (*norm > options_.max_norm) {
       return WithReason(absl::InvalidArgumentError(absl::StrCat(
-                            "update norm ", *norm, " exceeds the bound ", options_.max_norm)),
-                        "norm_bound_exceeded");
+                            "update L2 norm ", *norm, " exceeds max_l2_norm ", options_.max_norm)),
+                        "update_norm");
     }
     FilterResult result;
     result.norm = *norm;

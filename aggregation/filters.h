@@ -37,7 +37,7 @@ class UpdateFilter {
 class NormBoundFilter : public UpdateFilter {
  public:
   enum class Mode {
-    // Refuse an update with norm > max_norm (reason "norm_bound_exceeded").
+    // Refuse an update with norm > max_norm (reason "update_norm", counted as rejected.update_norm).
     kReject,
     // Scale an update with norm > max_norm down to norm max_norm.
     kClip,

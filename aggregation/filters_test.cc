@@ -25,7 +25,7 @@ TEST(NormBoundFilter, RejectLeavesUpdateAndNamesReason) {
   std::vector<float> big = {3, 4.01f};
   auto rejected = filter->Apply(absl::MakeSpan(big));
   EXPECT_EQ(rejected.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ReasonOf(rejected.status()), "norm_bound_exceeded");
+  EXPECT_EQ(ReasonOf(rejected.status()), "update_norm");
   EXPECT_EQ(big, (std::vector<float>{3, 4.01f}));
   std::vector<float> nan = {1, NAN};
   EXPECT_EQ(ReasonOf(filter->Apply(absl::MakeSpan(nan)).status()), "non_finite");

@@ -83,9 +83,9 @@ absl::StatusOr<std::unique_ptr<BufferedCombiner>> BufferedCombiner::Create(const
     return absl::InvalidArgumentError(
         absl::StrCat(kField, "num_byzantine must be >= 0, got ", options.num_byzantine));
   }
-  if (options.rule == RobustRule::kMultiKrum && options.multi_krum_m < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(kField, "multi_krum_m must be >= 1, got ", options.multi_krum_m));
+  if (options.rule == RobustRule::kMultiKrum && options.multi_krum_m < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        kField, "multi_krum_m must be >= 1 (or 0 for n - f), got ", options.multi_krum_m));
   }
   // Overflow-safe bound check: dim * max_updates * 4 must fit in 64 bits first.
   const uint64_t k = static_cast<uint64_t>(options.max_updates);
@@ -224,7 +224,10 @@ absl::Status BufferedCombiner::Krum(absl::Span<double> out) {
                                        " (at least ", 2 * f + 3, " updates)")),
                       "krum_too_few_updates");
   }
-  const int m = options_.rule == RobustRule::kMultiKrum ? options_.multi_krum_m : 1;
+  int m = 1;
+  if (options_.rule == RobustRule::kMultiKrum) {
+    m = options_.multi_krum_m == 0 ? n - f : options_.multi_krum_m;
+  }
   if (m > n - f) {
     return WithReason(
         absl::FailedPreconditionError(absl::StrCat(name(), " needs multi_krum_m <= n - f: m = ", m,

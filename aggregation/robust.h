@@ -46,7 +46,7 @@ enum class RobustRule {
   // i.e. the earliest added). Requires n > 2f + 2.
   kKrum,
   // As kKrum, but output the average of the multi_krum_m lowest-scoring updates (ties as above).
-  // Requires n > 2f + 2 and multi_krum_m <= n - f.
+  // Requires n > 2f + 2 and multi_krum_m <= n - f (multi_krum_m = 0 means m = n - f).
   kMultiKrum,
 };
 
@@ -65,7 +65,8 @@ class BufferedCombiner {
     double trim_beta = 0.1;
     // kKrum / kMultiKrum: assumed number of Byzantine updates f >= 0. Default 0.
     int num_byzantine = 0;
-    // kMultiKrum: how many lowest-scoring updates to average, >= 1. Default 1 (= Krum).
+    // kMultiKrum: how many lowest-scoring updates to average, >= 1, or 0 for n - f (all but
+    // the assumed Byzantine count, as El Mhamdi et al.'s multi-Krum). Default 1 (= Krum).
     int multi_krum_m = 1;
     // kMultiKrum: weight the average by sample count instead of uniformly. Default false.
     bool multi_krum_weighted = false;

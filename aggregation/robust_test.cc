@@ -306,9 +306,10 @@ TEST(BufferedCombiner, BadOptionsAndUpdatesRefused) {
             "aggregation.robust.num_byzantine must be >= 0, got -1");
   options.num_byzantine = 0;
   options.rule = RobustRule::kMultiKrum;
-  options.multi_krum_m = 0;
+  options.multi_krum_m = -1;
   EXPECT_EQ(BufferedCombiner::Create(options).status().message(),
-            "aggregation.robust.multi_krum_m must be >= 1, got 0");
+            "aggregation.robust.multi_krum_m must be >= 1 (or 0 for n - f), got -1");
+  options.multi_krum_m = 1;
   options.rule = RobustRule::kMedian;
   options.max_updates = 0;
   EXPECT_EQ(BufferedCombiner::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
@@ -330,6 +331,36 @@ TEST(BufferedCombiner, BadOptionsAndUpdatesRefused) {
   ASSERT_TRUE(c->Add(std::vector<float>{7, 8, 9}, 1).ok());
   ASSERT_TRUE(c->Combine(absl::MakeSpan(out)).ok());
   EXPECT_EQ(out, (std::vector<double>{7, 8, 9}));
+}
+
+// multi_krum_m = 0 averages the n - f best-scoring updates, whatever n the round brings.
+TEST(BufferedCombiner, MultiKrumMZeroMeansNMinusF) {
+  std::mt19937_64 rng(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  constexpr size_t kDim = 16;
+  constexpr int kN = 9;
+  BufferedCombiner::Options zero;
+  zero.rule = RobustRule::kMultiKrum;
+  zero.dim = kDim;
+  zero.max_updates = kN;
+  zero.num_byzantine = 2;
+  zero.multi_krum_m = 0;
+  BufferedCombiner::Options explicit_m = zero;
+  explicit_m.multi_krum_m = kN - 2;
+  auto a = BufferedCombiner::Create(zero);
+  auto b = BufferedCombiner::Create(explicit_m);
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (int k = 0; k < kN; ++k) {
+    std::vector<float> u(kDim);
+    for (float& x : u) x = normal(rng) * (k == 0 ? 50.0f : 1.0f);
+    ASSERT_TRUE((*a)->Add(u, 1).ok());
+    ASSERT_TRUE((*b)->Add(u, 1).ok());
+  }
+  std::vector<double> out_a(kDim), out_b(kDim);
+  ASSERT_TRUE((*a)->Combine(absl::MakeSpan(out_a)).ok());
+  ASSERT_TRUE((*b)->Combine(absl::MakeSpan(out_b)).ok());
+  EXPECT_EQ(out_a, out_b);
+  EXPECT_EQ((*a)->selected().size(), static_cast<size_t>(kN - 2));
 }
 
 }  // namespace

@@ -51,14 +51,22 @@ def drop_page_cache():
 
 
 def run(build, workload=DEFAULT_WORKLOAD, rounds=20, clients=10, server_args=(), client_args=(),
-        label="run", insecure=True, server_addr=None):
+        label="run", insecure=True, server_addr=None, adversaries=None, client_data=None):
     """Runs W and summarises it. Plaintext (--insecure on both sides) unless insecure=False, in
     which case server_args / client_args carry the TLS flags. server_addr(port) -> "host:port"
-    lets clients reach the server through something else (e.g. a byte-counting proxy)."""
+    lets clients reach the server through something else (e.g. a byte-counting proxy).
+    adversaries maps a client index to extra fl-adversary flags (e.g. ["--attack=sign_flip",
+    "--attack_scale=4"]): that device runs tests' fl-adversary instead of fl-client.
+    client_data(i) -> flags replaces W's partition file (e.g. a --partition=labels:2 split)."""
     bindir = os.path.join(build, "bin")
     part = os.path.join(workload, f"partition_dir05_{clients}clients_seed0.txt")
     init = os.path.join(workload, "init_cnn_seed0.f32")
-    for f in (part, init, os.path.join(bindir, "fl-server"), os.path.join(bindir, "fl-client")):
+    needed = [init, os.path.join(bindir, "fl-server"), os.path.join(bindir, "fl-client")]
+    if not client_data:
+        needed.append(part)
+    if adversaries:
+        needed.append(os.path.join(bindir, "fl-adversary"))
+    for f in needed:
         if not os.path.exists(f):
             sys.exit(f"bench: missing {f} (build with scripts/build; the workload lives in ../shared)")
     tmp = tempfile.mkdtemp(prefix=f"edgefl-bench-{label}-")
@@ -77,12 +85,15 @@ def run(build, workload=DEFAULT_WORKLOAD, rounds=20, clients=10, server_args=(),
         stderr=open(f"{tmp}/server.log", "w"), stdout=subprocess.DEVNULL)
     target = server_addr(port) if server_addr else f"127.0.0.1:{port}"
     procs = []
+    adversaries = adversaries or {}
     for i in range(clients):
+        binary = "fl-adversary" if i in adversaries else "fl-client"
+        data = client_data(i) if client_data else [f"--partition_file={part}", f"--client_index={i}"]
         procs.append(subprocess.Popen(
-            [os.path.join(bindir, "fl-client"), f"--server={target}", "--data=fmnist",
-             f"--partition_file={part}", f"--client_index={i}", "--threads=1", "--progress=never",
-             f"--state_dir={tmp}/state"] + (["--insecure"] if insecure else [])
-            + list(client_args),
+            [os.path.join(bindir, binary), f"--server={target}", "--data=fmnist"] + data
+            + ["--threads=1", "--progress=never",
+               f"--state_dir={tmp}/state"] + (["--insecure"] if insecure else [])
+            + list(client_args) + list(adversaries.get(i, [])),
             stderr=open(f"{tmp}/client{i}.log", "w"), stdout=subprocess.DEVNULL))
     code, server_rss = wait_rss(server, rounds * 600 + 600)
     client_rss = [round(wait_rss(c, 120)[1], 1) for c in procs]
@@ -90,6 +101,7 @@ def run(build, workload=DEFAULT_WORKLOAD, rounds=20, clients=10, server_args=(),
     if code != 0:
         sys.exit(f"bench: fl-server exited {code}; logs in {tmp}")
     rows = [json.loads(l) for l in open(f"{tmp}/run/metrics.jsonl") if l.strip()]
+    rows.sort(key=lambda r: r["round"])
     times = [r["unix_time"] for r in rows]
     round_wall = [round(rows[0]["round_seconds"], 2)] + [round(b - a, 2) for a, b in zip(times, times[1:])]
     first_85 = next((r["round"] for r in rows if (r.get("test_accuracy") or 0) >= 0.85), None)
@@ -112,6 +124,8 @@ def run(build, workload=DEFAULT_WORKLOAD, rounds=20, clients=10, server_args=(),
         "bytes_down_per_round": [r["bytes_down"] for r in rows],
         "clients_reported_per_round": [r["clients_reported"] for r in rows],
         "clients_failed_total": sum(r["clients_failed"] for r in rows),
+        "rejected_total": rows[-1].get("rejected_total", 0) if rows else 0,
+        "dp_epsilon": [r.get("dp_epsilon") for r in rows] if any("dp_epsilon" in r for r in rows) else None,
         "cpu_seconds": {"server": round(server.cpu_seconds, 2),
                         "clients_total": round(sum(c.cpu_seconds for c in procs), 2),
                         "server_user_sys": [round(server.cpu_user, 2), round(server.cpu_sys, 2)],

@@ -189,7 +189,8 @@ students::DistillOptions DistillOptionsFromFlags(const ClientFlags& f) {
   return o;
 }
 
-absl::StatusOr<std::unique_ptr<DeviceRuntime>> DeviceRuntimeFromFlags(const ClientFlags& f) {
+absl::StatusOr<std::unique_ptr<DeviceRuntime>> DeviceRuntimeFromFlags(const ClientFlags& f,
+                                                                RunnerFactory runners) {
   ASSIGN_OR_RETURN(CoordinatorClient::Options rpc_opts, CoordinatorOptionsFromFlags(f));
   ASSIGN_OR_RETURN(const std::string enrollment_token, LoadEnrollmentToken(f));
   RETURN_IF_ERROR(ValidateClientFlags(f));
@@ -229,7 +230,7 @@ absl::StatusOr<std::unique_ptr<DeviceRuntime>> DeviceRuntimeFromFlags(const Clie
                                       static_cast<uint64_t>(f.shard.seed), f.distill_to);
   }
   return DeviceRuntime::Create(opts, std::move(rpc), std::move(*data), Clock::Real(),
-                               std::move(distiller));
+                               std::move(distiller), std::move(runners));
 }
 
 }  // namespace edgefl::client

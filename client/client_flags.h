@@ -67,8 +67,10 @@ DeviceRuntime::Options RuntimeOptionsFromFlags(const ClientFlags& f, bool stderr
 // Everything from the flags to a device loop ready to run on the real clock over gRPC: checks the
 // flags (in the order above), sets the process up for training (log tag, BLAS threads, malloc),
 // loads the shard, creates --state_dir, and wires in the session file and the --distill_to
-// distiller. Every error is a usage error.
-absl::StatusOr<std::unique_ptr<DeviceRuntime>> DeviceRuntimeFromFlags(const ClientFlags& f);
+// distiller. Every error is a usage error. `runners` replaces the real ModelRunner (tests and
+// benchmarks only: tests/fl_adversary.cc).
+absl::StatusOr<std::unique_ptr<DeviceRuntime>> DeviceRuntimeFromFlags(const ClientFlags& f,
+                                                                RunnerFactory runners = nullptr);
 
 // The distillation the --distill_* flags ask for (student, epochs, samples, threads).
 students::DistillOptions DistillOptionsFromFlags(const ClientFlags& f);

@@ -376,6 +376,7 @@ absl::StatusOr<DeviceRuntime::Trained> DeviceRuntime::Train(const proto::Task& t
   opts.lr = task.config().lr();
   opts.momentum = task.config().momentum();
   opts.weight_decay = task.config().weight_decay();
+  opts.proximal_mu = task.config().proximal_mu();
   opts.max_samples = task.config().max_samples();
   opts.seed = TrainingSeed(task, options_.client_index);
   EDGEFL_LOG_INFO("round ", task.round(), ": training on ", data_.size(), " samples (", opts.epochs,

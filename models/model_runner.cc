@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <utility>
@@ -128,11 +129,13 @@ class TorchModelRunner final : public ModelRunner {
                                     const ProgressFn& progress) override {
     RETURN_IF_ERROR(CheckData(data, "Train"));
     if (options.epochs < 1 || options.batch_size < 1 || !(options.lr >= 0) ||
-        !(options.momentum >= 0) || !(options.weight_decay >= 0) || options.max_samples < 0) {
+        !(options.momentum >= 0) || !(options.weight_decay >= 0) || options.max_samples < 0 ||
+        !(options.proximal_mu >= 0) || std::isinf(options.proximal_mu)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "Train: bad options: epochs=", options.epochs, " batch_size=", options.batch_size,
           " lr=", options.lr, " momentum=", options.momentum,
-          " weight_decay=", options.weight_decay, " max_samples=", options.max_samples));
+          " weight_decay=", options.weight_decay, " max_samples=", options.max_samples,
+          " proximal_mu=", options.proximal_mu));
     }
     const auto start = std::chrono::steady_clock::now();
     const int64_t n = data.size();
@@ -145,6 +148,12 @@ class TorchModelRunner final : public ModelRunner {
       torch::optim::SGD optimizer(params_, torch::optim::SGDOptions(options.lr)
                                                .momentum(options.momentum)
                                                .weight_decay(options.weight_decay));
+      // FedProx: the weights the round started from, the centre of the proximal term.
+      std::vector<torch::Tensor> anchor;
+      if (options.proximal_mu > 0) {
+        torch::NoGradGuard no_grad;
+        for (const auto& p : params_) anchor.push_back(p.detach().clone());
+      }
       std::mt19937_64 rng(options.seed);
       double loss_sum = 0;
       int64_t correct = 0;
@@ -164,6 +173,14 @@ class TorchModelRunner final : public ModelRunner {
           const torch::Tensor logits = model_->forward(x);
           const torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
           loss.backward();
+          if (!anchor.empty()) {
+            torch::NoGradGuard no_grad;
+            for (size_t i = 0; i < params_.size(); ++i) {
+              // grad += mu (w - w_start)
+              params_[i].mutable_grad().add_(params_[i].detach() - anchor[i],
+                                             options.proximal_mu);
+            }
+          }
           optimizer.step();
           loss_sum += loss.item<double>() * static_cast<double>(b);
           correct += logits.detach().argmax(1).eq(y).sum().item<int64_t>();

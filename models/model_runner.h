@@ -25,6 +25,10 @@ struct TrainOptions {
   double weight_decay = 0;
   int64_t max_samples = 0;    // 0 = all; otherwise a seeded random subset per epoch
   uint64_t seed = 0;          // shuffling
+  // FedProx (Li et al. 2020): mu (w - w_start) is added to every gradient before the SGD step,
+  // w_start being the weights Train starts from (the global model). 0 = off. Costs one copy of
+  // the weights while training.
+  double proximal_mu = 0;
 };
 
 struct TrainResult {

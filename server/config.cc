@@ -1,5 +1,7 @@
 #include "server/config.h"
 
+#include "server/strategy_registry.h"
+
 #include "compression/chain.h"
 
 #include <algorithm>
@@ -379,6 +381,7 @@ void FillDefaults(proto::ExperimentConfig* config) {
   proto::UpdateBounds* b = config->mutable_update_bounds();
   if (!b->has_on_violation()) b->set_on_violation(kDefaultOnViolation);
   // update_bounds.max_l2_norm stays unset: no bound unless one is configured.
+  FillAggregationDefaults(config);
   // init_weights stays unset: its "default" is the absence of a file (seeded init).
   // Schedule entries are deliberately left sparse: their set fields are the overrides.
 }
@@ -449,6 +452,7 @@ absl::Status ValidateClient(const std::string& prefix, const proto::ClientTraini
   if (c.has_ef_max_staleness()) {
     RETURN_IF_ERROR(CheckInt(prefix + ".ef_max_staleness", c.ef_max_staleness(), 0));
   }
+  if (c.has_proximal_mu()) RETURN_IF_ERROR(CheckNonNegative(prefix + ".proximal_mu", c.proximal_mu()));
   return absl::OkStatus();
 }
 
@@ -565,7 +569,7 @@ absl::Status ValidateConfig(const proto::ExperimentConfig& config) {
       RETURN_IF_ERROR(CheckPositive(prefix + ".deadline_seconds", entry.deadline_seconds()));
     }
   }
-  return absl::OkStatus();
+  return ValidateAggregation(config);
 }
 
 namespace {
@@ -618,6 +622,7 @@ proto::TaskConfig ResolveTaskConfig(const proto::ExperimentConfig& config, int64
   // Canonical chain text, so that clients and the server compare like with like.
   task.set_uplink(CanonicalChain(resolved.uplink()));
   task.set_ef_max_staleness(resolved.ef_max_staleness());
+  task.set_proximal_mu(resolved.proximal_mu());
   task.set_seed(config.has_seed() ? config.seed() : kDefaultSeed);
   return task;
 }

@@ -1,5 +1,9 @@
 #include "server/config.h"
 
+#include <filesystem>
+
+#include "server/strategy_registry.h"
+
 #include <stdlib.h>
 
 #include <string>
@@ -275,6 +279,129 @@ absl::Status ValidateWith(const std::string& assignment) {
   absl::Status status = ApplyOverride(assignment, &config);
   if (!status.ok()) return status;
   return ValidateConfig(config);
+}
+
+// As fl-server does: overrides onto an empty config, then the defaults (presets), then checks.
+absl::StatusOr<proto::ExperimentConfig> Resolve(const std::vector<std::string>& assignments) {
+  proto::ExperimentConfig config;
+  for (const std::string& a : assignments) {
+    absl::Status s = ApplyOverride(a, &config);
+    if (!s.ok()) return s;
+  }
+  FillDefaults(&config);
+  absl::Status s = ValidateConfig(config);
+  if (!s.ok()) return s;
+  return config;
+}
+std::string ResolveError(const std::vector<std::string>& assignments) {
+  return std::string(Resolve(assignments).status().message());
+}
+
+TEST(Config, AggregationPresetsFillTheirStagesAndExplicitFieldsWin) {
+  auto adam = Resolve({"aggregation.strategy=fedadam"});
+  ASSERT_TRUE(adam.ok()) << adam.status();
+  EXPECT_EQ(adam->aggregation().combiner().rule(), "weighted_mean");
+  EXPECT_EQ(adam->aggregation().server_optimizer().name(), "adam");
+  EXPECT_DOUBLE_EQ(adam->aggregation().server_optimizer().lr(), 0.1);
+  EXPECT_DOUBLE_EQ(adam->aggregation().server_optimizer().beta2(), 0.99);
+  auto tuned = Resolve({"aggregation.strategy=fedadam", "aggregation.server_optimizer.lr=0.003"});
+  ASSERT_TRUE(tuned.ok());
+  EXPECT_DOUBLE_EQ(tuned->aggregation().server_optimizer().lr(), 0.003);
+  auto prox = Resolve({"aggregation.strategy=fedprox"});
+  ASSERT_TRUE(prox.ok());
+  EXPECT_DOUBLE_EQ(prox->client().proximal_mu(), 0.01);
+  EXPECT_DOUBLE_EQ(ResolveTaskConfig(*prox, 1).proximal_mu(), 0.01);
+  auto avg = Resolve({});
+  ASSERT_TRUE(avg.ok());
+  EXPECT_EQ(avg->aggregation().strategy(), "fedavg");
+  EXPECT_DOUBLE_EQ(ResolveTaskConfig(*avg, 1).proximal_mu(), 0);
+  auto dp = Resolve({"aggregation.strategy=dp_fedavg_adaptive", "sampling.min_clients=40"});
+  ASSERT_TRUE(dp.ok()) << dp.status();
+  EXPECT_EQ(dp->aggregation().combiner().rule(), "mean");
+  EXPECT_TRUE(dp->aggregation().dp().adaptive_clipping().enabled());
+  EXPECT_DOUBLE_EQ(dp->aggregation().dp().clip_norm(), 0.1);
+  EXPECT_DOUBLE_EQ(dp->aggregation().dp().adaptive_clipping().count_noise_stddev(), 2.0);
+  // The schedule changes the server lr and the DP noise from a round on.
+  auto sched = Resolve({"aggregation.strategy=dp_fedavg",
+                        R"(schedule=[{"from_round":3,"server_lr":0.5,"dp_noise_multiplier":2}])"});
+  ASSERT_TRUE(sched.ok()) << sched.status();
+  EXPECT_DOUBLE_EQ(ResolveServerLr(*sched, 2), 1.0);
+  EXPECT_DOUBLE_EQ(ResolveServerLr(*sched, 3), 0.5);
+  EXPECT_DOUBLE_EQ(ResolveNoiseMultiplier(*sched, 2), 1.0);
+  EXPECT_DOUBLE_EQ(ResolveNoiseMultiplier(*sched, 9), 2.0);
+  // Every preset resolves to a valid config and a pipeline.
+  for (const StrategyPreset& p : StrategyPresets()) {
+    auto c = Resolve({"aggregation.strategy=" + p.name, "sampling.min_clients=10"});
+    ASSERT_TRUE(c.ok()) << p.name << ": " << c.status();
+    auto pipeline = CreatePipeline(*c, 100);
+    ASSERT_TRUE(pipeline.ok()) << p.name << ": " << pipeline.status();
+    EXPECT_EQ((*pipeline)->name(), p.name);
+  }
+  EXPECT_THAT(StrategiesHelp(), HasSubstr("multikrum"));
+  EXPECT_THAT(StrategiesHelp(), HasSubstr("tau 1e-3"));
+}
+
+TEST(Config, BadAggregationNamesTheField) {
+  EXPECT_THAT(ResolveError({"aggregation.strategy=fedfoo"}),
+              HasSubstr("aggregation.strategy: unknown strategy \"fedfoo\""));
+  EXPECT_THAT(ResolveError({"aggregation.combiner.rule=mode"}),
+              HasSubstr("aggregation.combiner.rule: unknown rule \"mode\""));
+  EXPECT_THAT(ResolveError({"aggregation.server_optimizer.name=lamb"}),
+              HasSubstr("aggregation.server_optimizer.name: unknown optimizer \"lamb\""));
+  EXPECT_EQ(ResolveError({"aggregation.strategy=fedadam", "aggregation.server_optimizer.beta1=1"}),
+            "aggregation.server_optimizer.beta1 must be in [0, 1), got 1");
+  EXPECT_EQ(ResolveError({"aggregation.strategy=fedyogi", "aggregation.server_optimizer.beta2=-0.1"}),
+            "aggregation.server_optimizer.beta2 must be in [0, 1), got -0.1");
+  EXPECT_EQ(ResolveError({"aggregation.strategy=fedyogi", "aggregation.server_optimizer.tau=0"}),
+            "aggregation.server_optimizer.tau must be finite and > 0, got 0");
+  EXPECT_EQ(ResolveError({"aggregation.strategy=fedtrimmedavg", "aggregation.combiner.trim_beta=0.5"}),
+            "aggregation.combiner.trim_beta must be in [0, 0.5), got 0.5");
+  EXPECT_THAT(ResolveError({"aggregation.strategy=krum", "aggregation.combiner.num_byzantine=2",
+                            "sampling.min_clients=6"}),
+              HasSubstr("aggregation.combiner.num_byzantine = 2 is too large"));
+  EXPECT_TRUE(Resolve({"aggregation.strategy=krum", "aggregation.combiner.num_byzantine=2",
+                       "sampling.min_clients=7"}).ok());
+  EXPECT_EQ(ResolveError({"aggregation.strategy=dp_fedavg", "aggregation.dp.noise_multiplier=-1"}),
+            "aggregation.dp.noise_multiplier must be finite and >= 0, got -1");
+  EXPECT_EQ(ResolveError({"aggregation.strategy=dp_fedavg", "aggregation.dp.delta=1"}),
+            "aggregation.dp.delta must be in (0, 1), got 1");
+  EXPECT_EQ(ResolveError({"aggregation.strategy=dp_fedavg", "aggregation.dp.delta=0"}),
+            "aggregation.dp.delta must be in (0, 1), got 0");
+  EXPECT_THAT(ResolveError({"aggregation.strategy=fedmedian", "aggregation.dp.enabled=true"}),
+              HasSubstr("aggregation.dp needs aggregation.combiner.rule \"mean\""));
+  EXPECT_THAT(ResolveError({"aggregation.dp.noise_multiplier=1"}),
+              HasSubstr("aggregation.dp.enabled is false"));
+  EXPECT_THAT(ResolveError({R"(schedule=[{"from_round":2,"server_lr":0}])"}),
+              HasSubstr("schedule[0].server_lr must be finite and > 0"));
+  EXPECT_THAT(ResolveError({R"(schedule=[{"from_round":2,"dp_noise_multiplier":1}])"}),
+              HasSubstr("dp_noise_multiplier is set but aggregation.dp.enabled is false"));
+  EXPECT_EQ(ResolveError({"client.proximal_mu=-0.1"}), "client.proximal_mu must be >= 0, got -0.1");
+  EXPECT_THAT(ResolveError({"update_bounds.max_l2_norm=1", "aggregation.norm_bound.max_l2_norm=2"}),
+              HasSubstr("not both"));
+  // A buffered rule whose bound exceeds max_buffered_bytes is refused when the pipeline is built.
+  auto big = Resolve({"aggregation.strategy=fedmedian", "aggregation.combiner.max_updates=100",
+                      "aggregation.combiner.max_buffered_bytes=1000000"});
+  ASSERT_TRUE(big.ok());
+  auto refused = CreatePipeline(*big, 10000);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.status().message(), HasSubstr("max_buffered_bytes"));
+}
+
+// Every shipped example is a valid experiment and builds its pipeline.
+TEST(Config, EveryExampleConfigIsValid) {
+  const std::string dir = std::string(EDGEFL_SERVER_SOURCE_DIR) + "/../examples";
+  int seen = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().extension() != ".json") continue;
+    ++seen;
+    auto config = LoadConfigFile(entry.path().string());
+    ASSERT_TRUE(config.ok()) << entry.path() << ": " << config.status();
+    FillDefaults(&*config);
+    ASSERT_TRUE(ValidateConfig(*config).ok()) << entry.path() << ": " << ValidateConfig(*config);
+    auto pipeline = CreatePipeline(*config, 1663370);  // fedavg_cnn's size
+    EXPECT_TRUE(pipeline.ok()) << entry.path() << ": " << pipeline.status();
+  }
+  EXPECT_GE(seen, 12);
 }
 
 TEST(Config, ValidateConfigNamesTheField) {

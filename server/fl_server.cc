@@ -181,9 +181,6 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
   RETURN_IF_USAGE_ERROR(StatusOf(access));
   p->access = std::move(*access);
 
-  absl::StatusOr<std::unique_ptr<aggregation::Strategy>> strategy =
-      aggregation::CreateFedAvg(run.weights.size());
-  RETURN_IF_USAGE_ERROR(StatusOf(strategy));
   RunRecorder* rec = p->recorder.get();
   RoundScheduler::Options sched_opts;
   sched_opts.config = run.config;
@@ -191,11 +188,13 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
   sched_opts.completed_rounds = run.completed_rounds;
   sched_opts.weights = std::move(run.weights);
   sched_opts.on_round_closed = [rec](const proto::RoundRecord& stats,
-                                     std::shared_ptr<const std::vector<float>> model) {
-    rec->OnRoundClosed(stats, std::move(model));
+                                     std::shared_ptr<const std::vector<float>> model,
+                                     const std::string& aggregation_state) {
+    rec->OnRoundClosed(stats, std::move(model), aggregation_state);
   };
+  EDGEFL_LOG_INFO("aggregation: ", run.strategy->name());
   absl::StatusOr<std::unique_ptr<RoundScheduler>> scheduler = RoundScheduler::Create(
-      std::move(sched_opts), p->registry.get(), std::move(*strategy),
+      std::move(sched_opts), p->registry.get(), std::move(run.strategy),
       [rec](const proto::RoundRecord& stats, std::shared_ptr<const std::vector<float>> model) {
         rec->OnRoundDone(stats, std::move(model));
       },
@@ -271,6 +270,10 @@ absl::Status FlServer::Run() {
               static_cast<long long>(total_rounds), run.store.Path(RunStore::kMetricsFile).c_str(),
               run.store.Path(RunStore::kFinalModelFile).c_str(),
               run.store.Path(RunStore::kCheckpointFile).c_str());
+  if (std::optional<double> eps = p.recorder->dp_epsilon(); eps.has_value()) {
+    std::printf("fl-server: central DP spent (epsilon, delta) = (%.4g, %g) over %lld rounds\n",
+                *eps, run.config.aggregation().dp().delta(), static_cast<long long>(total_rounds));
+  }
   std::fflush(stdout);
   return absl::OkStatus();
 }

@@ -161,12 +161,6 @@ absl::StatusOr<ReportPlan> ValidateReportHeader(const proto::ReportHeader& heade
   return plan;
 }
 
-double DenseL2Norm(absl::Span<const float> delta) {
-  double sum = 0;
-  for (float v : delta) sum += static_cast<double>(v) * v;
-  return std::sqrt(sum);
-}
-
 absl::StatusOr<double> UpdateL2Norm(const ReportPlan& plan, absl::string_view payload,
                                     absl::Span<const compression::TensorLayout> layout) {
   if (plan.dense) {

@@ -71,8 +71,6 @@ absl::StatusOr<ReportPlan> ValidateReportHeader(const proto::ReportHeader& heade
 // encoded: compression::ValidateUpdate plus a decode pass. INVALID_ARGUMENT otherwise.
 absl::StatusOr<double> UpdateL2Norm(const ReportPlan& plan, absl::string_view payload,
                                     absl::Span<const compression::TensorLayout> layout);
-// The L2 norm of a dense delta (double accumulation; NaN/Inf propagate).
-double DenseL2Norm(absl::Span<const float> delta);
 
 }  // namespace edgefl::server
 

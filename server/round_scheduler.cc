@@ -18,6 +18,7 @@
 #include "common/status_reason.h"
 #include "models/model_spec.h"
 #include "server/request_validation.h"
+#include "server/strategy_registry.h"
 
 namespace edgefl::server {
 
@@ -73,6 +74,7 @@ RoundScheduler::RoundScheduler(Options options, ClientRegistry* registry,
       num_params_(models::NumParameters(options_.spec)),
       layout_(LayoutOf(options_.spec)) {
   absl::MutexLock lock(&mu_);
+  max_updates_ = strategy->max_updates_per_round();
   strategy_ = std::move(strategy);
   global_ = options_.weights;
   reference_ = global_;
@@ -167,7 +169,8 @@ absl::Status RoundScheduler::WaitForClients(int min_clients) {
 }
 
 void RoundScheduler::OpenAttempt(int64_t round, int attempt,
-                                 const std::vector<std::string>& selected, int target) {
+                                 const std::vector<std::string>& selected, int target,
+                                 int num_eligible) {
   const auto& config = options_.config;
   absl::MutexLock lock(&mu_);
   round_ = round;
@@ -175,7 +178,12 @@ void RoundScheduler::OpenAttempt(int64_t round, int attempt,
   target_ = target;
   selected_ = absl::flat_hash_set<std::string>(selected.begin(), selected.end());
   reported_.clear();
-  strategy_->BeginRound(round);
+  aggregation::RoundContext context(round);
+  context.num_selected = static_cast<int>(selected.size());
+  context.num_eligible = num_eligible;
+  context.server_lr = ResolveServerLr(config, round);
+  context.noise_multiplier = ResolveNoiseMultiplier(config, round);
+  strategy_->BeginRound(context);
   deadline_ = clock_->Now() + absl::Seconds(ResolveDeadlineSeconds(config, round));
   task_.Clear();
   task_.set_round(round);
@@ -206,14 +214,19 @@ absl::Status RoundScheduler::Run() {
     for (int attempt = 1; attempt <= config.max_round_attempts() && !closed_ok; ++attempt) {
       RETURN_IF_ERROR(WaitForClients(config.sampling().min_clients()));
       std::vector<std::string> eligible = registry_->Eligible();
-      const int target = aggregation::TargetClients(static_cast<int>(eligible.size()),
-                                                    config.sampling().fraction(),
-                                                    config.sampling().min_clients());
+      const int num_eligible = static_cast<int>(eligible.size());
+      int target = aggregation::TargetClients(num_eligible, config.sampling().fraction(),
+                                              config.sampling().min_clients());
+      if (max_updates_ > 0) target = std::min(target, max_updates_);
       std::vector<std::string> selected = aggregation::SelectClients(
           std::move(eligible), target, config.sampling().over_selection(), config.seed(), round,
           attempt);
+      // A buffering rule holds at most max_updates_: over-selection stays within it too.
+      if (max_updates_ > 0 && static_cast<int>(selected.size()) > max_updates_) {
+        selected.resize(max_updates_);
+      }
       const int need = std::max(1, static_cast<int>(std::ceil(config.quorum() * target - 1e-9)));
-      OpenAttempt(round, attempt, selected, target);
+      OpenAttempt(round, attempt, selected, target, num_eligible);
       EDGEFL_LOG_INFO("round ", round, "/", config.rounds(), " attempt ", attempt, ": selected ",
                       selected.size(), " clients (target ", target, ", quorum ", need, ")");
 
@@ -230,7 +243,22 @@ absl::Status RoundScheduler::Run() {
         stats_.set_clients_reported(reported);
         stats_.set_clients_failed(static_cast<int>(selected_.size()) - reported);
         absl::Status s = strategy_->Aggregate(absl::MakeSpan(global_), stats_.clients_failed());
+        if (std::optional<std::string> reason = ReasonOf(s); !s.ok() && reason.has_value()) {
+          // The rule cannot combine what arrived (e.g. Krum with too few updates): the model is
+          // unchanged and the round is retried, counted under the reason.
+          ++(*stats_.mutable_rejected())[*reason];
+          ++total_rejections_;
+          EDGEFL_LOG_WARN("round ", round, " attempt ", attempt, ": ", s.message(), "; ",
+                          attempt < config.max_round_attempts() ? "retrying" : "giving up");
+          continue;
+        }
         if (!s.ok()) return s;
+        const aggregation::RoundReport report = strategy_->report();
+        stats_.set_updates_clipped(report.updates_clipped);
+        stats_.set_updates_dp_clipped(report.updates_dp_clipped);
+        stats_.set_server_lr(report.server_lr);
+        if (report.dp_epsilon.has_value()) stats_.set_dp_epsilon(*report.dp_epsilon);
+        if (report.dp_clip_norm.has_value()) stats_.set_dp_clip_norm(*report.dp_clip_norm);
         closed_ok = true;
       } else {
         EDGEFL_LOG_WARN("round ", round, " attempt ", attempt, " missed its quorum: ", reported,
@@ -245,8 +273,10 @@ absl::Status RoundScheduler::Run() {
     }
     proto::RoundRecord stats;
     std::shared_ptr<const std::vector<float>> model;
+    std::string aggregation_state;
     {
       absl::MutexLock lock(&mu_);
+      aggregation_state = strategy_->SaveState();
       PublishLocked(round);
       stats_.set_round_seconds(absl::ToDoubleSeconds(clock_->Now() - round_start));
       stats_.set_unix_time(absl::ToDoubleSeconds(clock_->Now() - absl::UnixEpoch()));
@@ -254,7 +284,7 @@ absl::Status RoundScheduler::Run() {
       stats = stats_;
       model = std::make_shared<const std::vector<float>>(global_);
     }
-    if (options_.on_round_closed) options_.on_round_closed(stats, model);
+    if (options_.on_round_closed) options_.on_round_closed(stats, model, aggregation_state);
     {
       absl::MutexLock lock(&queue_mu_);
       queue_.emplace_back(std::move(stats), std::move(model));
@@ -380,41 +410,14 @@ absl::Status RoundScheduler::SubmitLocked(const proto::ReportHeader& header,
   return absl::OkStatus();
 }
 
-absl::Status RoundScheduler::CheckNorm(double norm, double* scale) const {
-  *scale = 1.0;
-  const proto::UpdateBounds& bounds = options_.config.update_bounds();
-  if (!bounds.has_max_l2_norm() || !std::isfinite(norm) || norm <= bounds.max_l2_norm()) {
-    return absl::OkStatus();
-  }
-  if (bounds.on_violation() == "clip") {
-    *scale = bounds.max_l2_norm() / norm;
-    return absl::OkStatus();
-  }
-  return WithReason(
-      absl::InvalidArgumentError(absl::StrCat(
-          "update L2 norm ", norm, " exceeds update_bounds.max_l2_norm ", bounds.max_l2_norm())),
-      "update_norm");
-}
-
 absl::Status RoundScheduler::SubmitUpdate(const proto::ReportHeader& header,
                                           absl::Span<const float> delta) {
   if (static_cast<int64_t>(delta.size()) != num_params_) {
     return absl::InvalidArgumentError(absl::StrCat("update holds ", delta.size(),
                                                    " values; the model has ", num_params_));
   }
-  // Measure (and if need be clip) outside the lock: it is a pass over the whole update.
-  double scale = 1.0;
-  std::vector<float> clipped;
-  if (options_.config.update_bounds().has_max_l2_norm()) {
-    RETURN_IF_ERROR(CheckNorm(DenseL2Norm(delta), &scale));
-    if (scale < 1.0) {
-      clipped.assign(delta.begin(), delta.end());
-      for (float& v : clipped) v = static_cast<float>(v * scale);
-      delta = clipped;
-    }
-  }
   absl::MutexLock lock(&mu_);
-  absl::Status s = SubmitLocked(header, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  return SubmitLocked(header, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (task_.config().uplink() != "dense") {
       return absl::InvalidArgumentError(absl::StrCat("a dense update, but round ", round_,
                                                      " takes updates encoded as ",
@@ -422,41 +425,20 @@ absl::Status RoundScheduler::SubmitUpdate(const proto::ReportHeader& header,
     }
     return strategy_->Accumulate(delta, header.num_samples());
   });
-  if (s.ok() && scale < 1.0) stats_.set_updates_clipped(stats_.updates_clipped() + 1);
-  return s;
 }
 
 absl::Status RoundScheduler::SubmitEncodedUpdate(const proto::ReportHeader& header,
                                                  absl::string_view encoded,
                                                  const compression::ChainSpec& chain) {
-  double scale = 1.0;
-  std::vector<float> clipped;
-  if (options_.config.update_bounds().has_max_l2_norm()) {
-    ReportPlan plan;
-    plan.dense = false;
-    plan.chain = chain;
-    absl::StatusOr<double> norm = UpdateL2Norm(plan, encoded, layout_);
-    if (!norm.ok()) return norm.status();
-    RETURN_IF_ERROR(CheckNorm(*norm, &scale));
-    if (scale < 1.0) {
-      // Clipping an encoded update: decode it densely and scale it. (Scaling its weight instead
-      // would also shift the FedAvg denominator, i.e. change every other client's share.)
-      RETURN_IF_ERROR(compression::DecodeToDense(encoded, layout_, &clipped));
-      for (float& v : clipped) v = static_cast<float>(v * scale);
-    }
-  }
   absl::MutexLock lock(&mu_);
-  absl::Status s = SubmitLocked(header, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  return SubmitLocked(header, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (chain.ToString() != task_.config().uplink()) {
       return absl::InvalidArgumentError(absl::StrCat("update encoded as ", chain.ToString(),
                                                      ", but round ", round_, " takes ",
                                                      task_.config().uplink()));
     }
-    if (scale < 1.0) return strategy_->Accumulate(clipped, header.num_samples());
     return strategy_->AccumulateEncoded(encoded, layout_, chain, header.num_samples());
   });
-  if (s.ok() && scale < 1.0) stats_.set_updates_clipped(stats_.updates_clipped() + 1);
-  return s;
 }
 
 std::string RoundScheduler::current_uplink() const {

@@ -61,6 +61,10 @@ class RoundScheduler {
   using RoundDoneFn = std::function<void(const proto::RoundRecord& stats,
                                          std::shared_ptr<const std::vector<float>> model)>;
 
+  using RoundClosedFn = std::function<void(const proto::RoundRecord& stats,
+                                           std::shared_ptr<const std::vector<float>> model,
+                                           const std::string& aggregation_state)>;
+
   struct Options {
     proto::ExperimentConfig config;   // FillDefaults + ValidateConfig already applied
     proto::ModelSpec spec;
@@ -72,8 +76,9 @@ class RoundScheduler {
     // and may lag several rounds behind while every core trains.
     int worker_nice = 19;
     // Runs on Run()'s thread as each round closes, before the next round opens and before the
-    // round's RoundDoneFn: for what must not lag behind the rounds (the checkpoint). Optional.
-    RoundDoneFn on_round_closed;
+    // round's RoundDoneFn: for what must not lag behind the rounds (the checkpoint), with the
+    // strategy's state after the round (Strategy::SaveState). Optional.
+    RoundClosedFn on_round_closed;
   };
 
   // INVALID_ARGUMENT if the weights do not match the spec.
@@ -104,15 +109,13 @@ class RoundScheduler {
   // Re-checks the header (the round may have closed meanwhile) and folds the dense delta into the
   // strategy. INVALID_ARGUMENT for a wrong size, non-finite values or zero samples, leaving the
   // round's aggregate unchanged.
-  // With config.update_bounds.max_l2_norm set, an update whose L2 norm exceeds it is refused
-  // (INVALID_ARGUMENT, reason "update_norm") under on_violation "reject", or scaled down to the
-  // bound and counted in RoundRecord.updates_clipped under "clip".
+  // The strategy's filters run here (aggregation/pipeline.h): with a norm bound, an update whose
+  // L2 norm exceeds it is refused (INVALID_ARGUMENT, reason "update_norm") under on_violation
+  // "reject", or scaled down to the bound and counted in RoundRecord.updates_clipped under "clip".
   absl::Status SubmitUpdate(const proto::ReportHeader& header, absl::Span<const float> delta);
   // Same for an encoded update under the round's uplink chain, decoded straight into the
-  // strategy (no dense copy). INVALID_ARGUMENT for a malformed encoding or another chain.
-  // With a norm bound the update is decoded once more first to measure its norm; an update that
-  // must be clipped is decoded to a dense copy, scaled and accumulated as a dense update (the
-  // same weighted mean as the streaming path, at O(model) memory for that one update).
+  // strategy (no dense copy unless a filter or a buffering rule needs one: then one reused
+  // O(model) scratch). INVALID_ARGUMENT for a malformed encoding or another chain.
   absl::Status SubmitEncodedUpdate(const proto::ReportHeader& header, absl::string_view encoded,
                                    const compression::ChainSpec& chain);
   // The uplink chain of the open round (canonical text; "dense" before the first round).
@@ -135,7 +138,7 @@ class RoundScheduler {
   absl::Status WaitForClients(int min_clients);
   // Opens an attempt; returns false if no client could be selected.
   void OpenAttempt(int64_t round, int attempt, const std::vector<std::string>& selected,
-                   int target);
+                   int target, int num_eligible);
   absl::Status CheckReportLocked(const proto::ReportHeader& header) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void PublishLocked(int64_t version) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -143,9 +146,6 @@ class RoundScheduler {
   absl::Status SubmitLocked(const proto::ReportHeader& header,
                             const std::function<absl::Status()>& accumulate)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Under update_bounds: OK with *scale = 1 (within the bound, or no bound or a non-finite norm,
-  // which the strategy refuses), OK with *scale < 1 (clip), or INVALID_ARGUMENT (reject).
-  absl::Status CheckNorm(double norm, double* scale) const;
   void WorkerLoop();
 
   const Options options_;
@@ -156,6 +156,7 @@ class RoundScheduler {
 
   mutable absl::Mutex mu_;
   std::unique_ptr<aggregation::Strategy> strategy_ ABSL_GUARDED_BY(mu_);
+  int max_updates_ = 0;  // strategy_->max_updates_per_round(), 0 = no limit
   const std::vector<compression::TensorLayout> layout_;
   std::vector<float> global_ ABSL_GUARDED_BY(mu_);
   std::vector<float> reference_ ABSL_GUARDED_BY(mu_);  // R_v, see ModelSnapshot

@@ -1,4 +1,5 @@
 #include "server/round_scheduler.h"
+#include "server/strategy_registry.h"
 
 #include <thread>
 
@@ -39,6 +40,7 @@ class SchedulerFixture : public ::testing::Test {
     config.mutable_sampling()->set_min_clients(min_clients);
     config.mutable_sampling()->set_wait_for_clients_seconds(5);
     *config.mutable_update_bounds() = bounds_;
+    *config.mutable_aggregation() = aggregation_;
     config.mutable_client()->set_uplink(uplink_);
     FillDefaults(&config);
     RoundScheduler::Options o;
@@ -46,13 +48,18 @@ class SchedulerFixture : public ::testing::Test {
     o.spec = TinySpec();
     o.weights = {1, 2, 3, 4};
     o.on_round_closed = [this](const proto::RoundRecord& stats,
-                               std::shared_ptr<const std::vector<float>> model) {
+                               std::shared_ptr<const std::vector<float>> model,
+                               const std::string& aggregation_state) {
       absl::MutexLock lock(&mu_);
       closed_.push_back(stats.round());
       closed_models_.push_back(*model);
+      closed_states_.push_back(aggregation_state);
     };
+    ASSERT_TRUE(ValidateConfig(config).ok()) << ValidateConfig(config);
+    auto pipeline = CreatePipeline(config, 4);
+    ASSERT_TRUE(pipeline.ok()) << pipeline.status();
     auto s = RoundScheduler::Create(
-        o, registry_.get(), *aggregation::CreateFedAvg(4),
+        o, registry_.get(), std::move(*pipeline),
         [this](const proto::RoundRecord& stats, std::shared_ptr<const std::vector<float>> model) {
           if (block_worker_) release_worker_.WaitForNotification();
           absl::MutexLock lock(&mu_);
@@ -98,6 +105,7 @@ class SchedulerFixture : public ::testing::Test {
   SimulatedClock simulated_clock_;
   const Clock* clock_ = Clock::Real();
   proto::UpdateBounds bounds_;    // set before SetUpScheduler
+  proto::Aggregation aggregation_;  // set before SetUpScheduler
   bool block_worker_ = false;     // RoundDoneFn waits for release_worker_
   absl::Notification release_worker_;
   std::string uplink_ = "dense";  // set before SetUpScheduler
@@ -111,6 +119,7 @@ class SchedulerFixture : public ::testing::Test {
   std::vector<std::vector<float>> models_;
   std::vector<int64_t> closed_;  // rounds passed to on_round_closed
   std::vector<std::vector<float>> closed_models_;
+  std::vector<std::string> closed_states_;
 };
 
 TEST_F(SchedulerFixture, RoundClosesWhenAllReportedWithWeightedMean) {
@@ -322,6 +331,123 @@ TEST_F(SchedulerFixture, NormBoundRejectsEncodedUpdates) {
   ASSERT_TRUE(scheduler_->SubmitEncodedUpdate(Header(ids_[0], g, 1), *z, chain).ok());
   ASSERT_TRUE(JoinRun().ok());
   EXPECT_EQ(models_[0], (std::vector<float>{1, 2, 3, 4}));
+}
+
+
+// Krum needs n > 2f + 2 updates: a round whose deadline brings fewer is retried (counted under
+// the reason), not the end of the run, and the model is untouched until a round can combine.
+TEST_F(SchedulerFixture, KrumWithTooFewUpdatesRetriesTheRoundWithACountedReason) {
+  UseSimulatedClock();
+  aggregation_.set_strategy("krum");  // f = 1: needs 5 updates
+  SetUpScheduler(/*clients=*/5, /*deadline_s=*/0.5, /*rounds=*/1, /*max_attempts=*/3,
+                 /*quorum=*/0.5, /*fraction=*/1.0, /*min_clients=*/5);
+  StartRun();
+  TaskGrant g[5];
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(GetTask(ids_[i], &g[i]));
+  const std::vector<float> d = {1, 1, 1, 1};
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[i], g[i], 1), d).ok());
+  simulated_clock_.AdvanceTime(absl::Milliseconds(600));  // quorum met, but 3 <= 2f + 2
+  TaskGrant r[5];
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(GetTask(ids_[i], &r[i]));
+    EXPECT_EQ(r[i].task.attempt(), 2);
+    EXPECT_EQ(r[i].model->version, 0);  // nothing was applied
+  }
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[i], r[i], 1), d).ok());
+  }
+  ASSERT_TRUE(JoinRun().ok());
+  ASSERT_EQ(done_.size(), 1u);
+  EXPECT_EQ(done_[0].attempts(), 2);
+  EXPECT_EQ(done_[0].rejected().at("krum_too_few_updates"), 1);
+  EXPECT_EQ(models_[0], (std::vector<float>{2, 3, 4, 5}));
+}
+
+// A buffering rule holds at most combiner.max_updates: the round selects no more than that.
+TEST_F(SchedulerFixture, BufferedRuleCapsTheSelectionAtMaxUpdates) {
+  aggregation_.set_strategy("fedmedian");
+  aggregation_.mutable_combiner()->set_max_updates(3);
+  SetUpScheduler(/*clients=*/5, /*deadline_s=*/30, /*rounds=*/1);
+  StartRun();
+  std::vector<int> selected;
+  for (int i = 0; i < 5; ++i) {
+    TaskGrant g;
+    if (scheduler_->WaitForTask(ids_[i], absl::Milliseconds(300), nullptr, &g) ==
+        PollOutcome::kTask) {
+      selected.push_back(i);
+      const float v = static_cast<float>(selected.size());
+      ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[i], g, 1), std::vector<float>(4, v)).ok());
+    }
+  }
+  ASSERT_TRUE(JoinRun().ok());
+  EXPECT_EQ(selected.size(), 3u);
+  EXPECT_EQ(done_[0].clients_selected(), 3);
+  EXPECT_EQ(models_[0], (std::vector<float>{3, 4, 5, 6}));  // median of 1, 2, 3 is 2
+}
+
+// The strategy's state travels with each closed round, and the schedule's server_lr is used.
+TEST_F(SchedulerFixture, ClosedRoundsCarryTheOptimizerStateAndTheScheduledServerLr) {
+  aggregation_.set_strategy("fedavgm");
+  aggregation_.mutable_server_optimizer()->set_lr(0.5);
+  SetUpScheduler(/*clients=*/1, /*deadline_s=*/30, /*rounds=*/1);  // the registry; replaced below
+  proto::ExperimentConfig config;
+  config.set_rounds(2);
+  config.mutable_sampling()->set_min_clients(1);
+  config.mutable_sampling()->set_wait_for_clients_seconds(5);
+  *config.mutable_aggregation() = aggregation_;
+  proto::ScheduleEntry* e = config.add_schedule();
+  e->set_from_round(2);
+  e->set_server_lr(0.25);
+  FillDefaults(&config);
+  ASSERT_TRUE(ValidateConfig(config).ok()) << ValidateConfig(config);
+  RoundScheduler::Options o;
+  o.config = config;
+  o.spec = TinySpec();
+  o.weights = {0, 0, 0, 0};
+  o.on_round_closed = [this](const proto::RoundRecord& stats,
+                             std::shared_ptr<const std::vector<float>> model,
+                             const std::string& state) {
+    absl::MutexLock lock(&mu_);
+    closed_states_.push_back(state);
+    closed_models_.push_back(*model);
+  };
+  auto sched = RoundScheduler::Create(
+      o, registry_.get(), std::move(*CreatePipeline(config, 4)),
+      [this](const proto::RoundRecord& stats, std::shared_ptr<const std::vector<float>>) {
+        absl::MutexLock lock(&mu_);
+        done_.push_back(stats);
+      },
+      clock_);
+  ASSERT_TRUE(sched.ok()) << sched.status();
+  scheduler_ = std::move(*sched);
+  StartRun();
+  for (int round = 1; round <= 2; ++round) {
+    TaskGrant g;
+    ASSERT_TRUE(GetTask(ids_[0], &g));
+    ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], g, 1), std::vector<float>(4, 1)).ok());
+  }
+  ASSERT_TRUE(JoinRun().ok());
+  ASSERT_EQ(closed_states_.size(), 2u);
+  EXPECT_FALSE(closed_states_[0].empty());
+  EXPECT_NE(closed_states_[0], closed_states_[1]);  // the velocity moved
+  // Round 1: u = 1, x = 0.5. Round 2: u = 0.9 + 1 = 1.9, x = 0.5 + 0.25 * 1.9 = 0.975.
+  EXPECT_FLOAT_EQ(closed_models_[0][0], 0.5f);
+  EXPECT_FLOAT_EQ(closed_models_[1][0], 0.975f);
+  ASSERT_EQ(done_.size(), 2u);
+  EXPECT_DOUBLE_EQ(done_[0].server_lr(), 0.5);
+  EXPECT_DOUBLE_EQ(done_[1].server_lr(), 0.25);
+  // A pipeline restored from round 1's state continues exactly like the run did.
+  auto restored = CreatePipeline(config, 4);
+  ASSERT_TRUE(restored.ok());
+  ASSERT_TRUE((*restored)->LoadState(closed_states_[0]).ok());
+  aggregation::RoundContext ctx(2);
+  ctx.server_lr = ResolveServerLr(config, 2);
+  (*restored)->BeginRound(ctx);
+  ASSERT_TRUE((*restored)->Accumulate(std::vector<float>(4, 1), 1).ok());
+  std::vector<float> model = closed_models_[0];
+  ASSERT_TRUE((*restored)->Aggregate(absl::MakeSpan(model), 0).ok());
+  EXPECT_EQ(model, closed_models_[1]);
+  EXPECT_EQ((*restored)->SaveState(), closed_states_[1]);
 }
 
 }  // namespace

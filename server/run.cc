@@ -13,6 +13,7 @@
 #include "common/status_macros.h"
 #include "models/model_spec.h"
 #include "server/round_scheduler.h"  // BytesToFloats
+#include "server/strategy_registry.h"
 
 namespace edgefl::server {
 namespace {
@@ -59,38 +60,67 @@ absl::StatusOr<LoadedRun> LoadOrResumeRun(const RunOptions& options, const Clock
                        "): pass --resume to continue it, or another --out"));
     }
   }
-  ASSIGN_OR_RETURN(RunStore store, RunStore::Open(out));
-  LoadedRun run{std::move(store)};
+  // A fresh run is checked in full (config, model, aggregation pipeline) before anything is
+  // written: a refused config leaves no folder behind.
+  std::optional<RunStore> store;
+  std::optional<proto::Checkpoint> ckpt;
+  proto::ExperimentConfig config;
   if (options.resume) {
-    absl::StatusOr<proto::Checkpoint> ckpt = run.store.ReadCheckpoint();
-    if (!ckpt.ok()) {
-      return absl::Status(ckpt.status().code(),
-                          absl::StrCat("--resume: ", ckpt.status().message()));
+    ASSIGN_OR_RETURN(store, RunStore::Open(out));
+    absl::StatusOr<proto::Checkpoint> read = store->ReadCheckpoint();
+    if (!read.ok()) {
+      return absl::Status(read.status().code(),
+                          absl::StrCat("--resume: ", read.status().message()));
     }
-    run.config = ckpt->config();
-    run.completed_rounds = ckpt->round();
-    run.elapsed_seconds = ckpt->elapsed_seconds();
-    ASSIGN_OR_RETURN(run.weights, BytesToFloats(ckpt->weights()));
-    ckpt->clear_weights();
-    run.resumed_from = std::move(*ckpt);
+    ckpt = std::move(*read);
+    config = ckpt->config();
   } else if (!options.config_file.empty()) {
-    ASSIGN_OR_RETURN(run.config, LoadConfigFile(options.config_file));
+    ASSIGN_OR_RETURN(config, LoadConfigFile(options.config_file));
   }
   for (const std::string& assignment : options.overrides) {
-    RETURN_IF_ERROR(Plain(ApplyOverride(assignment, &run.config)));
+    RETURN_IF_ERROR(Plain(ApplyOverride(assignment, &config)));
   }
-  FillDefaults(&run.config);
-  RETURN_IF_ERROR(Plain(ValidateConfig(run.config)));
-  ASSIGN_OR_RETURN(run.spec, models::SpecForModel(run.config.model()));
-  if (!options.resume) {
-    ASSIGN_OR_RETURN(run.weights,
-                     run.config.init_weights().empty()
-                         ? models::InitialWeights(run.config.model(), run.config.seed())
-                         : models::LoadRawWeights(run.config.init_weights(), run.spec));
-  } else if (static_cast<int64_t>(run.weights.size()) != models::NumParameters(run.spec)) {
-    return absl::InvalidArgumentError(
-        "--resume: the checkpoint does not match the configured model");
+  FillDefaults(&config);
+  RETURN_IF_ERROR(Plain(ValidateConfig(config)));
+  ASSIGN_OR_RETURN(proto::ModelSpec spec, models::SpecForModel(config.model()));
+  const size_t dim = static_cast<size_t>(models::NumParameters(spec));
+  ASSIGN_OR_RETURN(std::unique_ptr<aggregation::Pipeline> pipeline, CreatePipeline(config, dim));
+  std::vector<float> weights;
+  if (ckpt.has_value()) {
+    ASSIGN_OR_RETURN(weights, BytesToFloats(ckpt->weights()));
+    if (weights.size() != dim) {
+      return absl::InvalidArgumentError(
+          "--resume: the checkpoint does not match the configured model");
+    }
+    if (!ckpt->aggregation_state().empty()) {
+      absl::Status loaded = pipeline->LoadState(ckpt->aggregation_state());
+      if (!loaded.ok()) {
+        return absl::DataLossError(absl::StrCat("--resume: the checkpoint's aggregation state: ",
+                                                loaded.message()));
+      }
+    } else if (ckpt->round() > 0) {
+      // Written before the pipeline kept state (plain FedAvg, whose SGD step holds none).
+      EDGEFL_LOG_WARN("--resume: the checkpoint holds no aggregation state; the ",
+                      config.aggregation().strategy(), " pipeline starts from its initial state");
+    }
+    ckpt->clear_weights();
+    ckpt->clear_aggregation_state();
+  } else {
+    ASSIGN_OR_RETURN(weights, config.init_weights().empty()
+                                  ? models::InitialWeights(config.model(), config.seed())
+                                  : models::LoadRawWeights(config.init_weights(), spec));
+    ASSIGN_OR_RETURN(store, RunStore::Open(out));
   }
+  LoadedRun run{std::move(*store)};
+  run.config = std::move(config);
+  run.spec = std::move(spec);
+  run.weights = std::move(weights);
+  if (ckpt.has_value()) {
+    run.completed_rounds = ckpt->round();
+    run.elapsed_seconds = ckpt->elapsed_seconds();
+    run.resumed_from = std::move(*ckpt);
+  }
+  run.strategy = std::move(pipeline);
   return run;
 }
 
@@ -143,12 +173,15 @@ void RunRecorder::Fail(const absl::Status& status) {
 }
 
 void RunRecorder::OnRoundClosed(const proto::RoundRecord& stats,
-                                std::shared_ptr<const std::vector<float>> model) {
+                                std::shared_ptr<const std::vector<float>> model,
+                                const std::string& aggregation_state) {
   const double elapsed = options_.elapsed_before + absl::ToDoubleSeconds(clock_->Now() - started_);
   proto::Checkpoint ckpt =
       MakeCheckpoint(stats.round(), options_.spec, *model, options_.config, elapsed);
+  ckpt.set_aggregation_state(aggregation_state);
   {
     absl::MutexLock lock(&mu_);
+    if (stats.has_dp_epsilon()) last_dp_epsilon_ = stats.dp_epsilon();
     pending_[stats.round()] = stats;
     for (const auto& [round, pending] : pending_) *ckpt.add_pending_rounds() = pending;
   }
@@ -183,11 +216,22 @@ void RunRecorder::OnRoundDone(const proto::RoundRecord& stats,
       m.test_loss ? absl::StrFormat("%.4f", *m.test_loss) : "-", stats.clients_reported(),
       stats.clients_selected(), stats.clients_failed(), stats.round_seconds(), m.eval_seconds,
       stats.bytes_up() / 1e6, stats.bytes_down() / 1e6));
+  if (stats.has_dp_epsilon()) {
+    EDGEFL_LOG_INFO(absl::StrFormat("round %d: dp_epsilon %.4g at delta %g (clip norm %.4g)",
+                                    stats.round(), stats.dp_epsilon(),
+                                    options_.config.aggregation().dp().delta(),
+                                    stats.dp_clip_norm()));
+  }
 }
 
 absl::Status RunRecorder::status() const {
   absl::MutexLock lock(&mu_);
   return status_;
+}
+
+std::optional<double> RunRecorder::dp_epsilon() const {
+  absl::MutexLock lock(&mu_);
+  return last_dp_epsilon_;
 }
 
 std::vector<int64_t> RunRecorder::pending_rounds() const {

@@ -18,6 +18,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "common/clock.h"
+#include "aggregation/strategy.h"
 #include "protos/config.pb.h"
 #include "protos/edgefl.pb.h"
 #include "server/run_store.h"
@@ -51,6 +52,9 @@ struct LoadedRun {
   double elapsed_seconds = 0;      // wall time of the run before this process
   // On resume: the checkpoint resumed from, without its weights (those are in `weights`).
   std::optional<proto::Checkpoint> resumed_from;
+  // The aggregation pipeline of config.aggregation, with the checkpoint's state loaded on
+  // resume.
+  std::unique_ptr<aggregation::Strategy> strategy;
 };
 
 // Loads a fresh run (config file, overrides, defaults, initial weights: seeded or
@@ -111,8 +115,11 @@ class RunRecorder {
 
   // The scheduler's RoundScheduler::Options::on_round_closed and RoundDoneFn. Write errors are
   // logged and kept in status(); the run goes on.
+  // `aggregation_state` (the strategy's SaveState after the round) goes into the checkpoint with
+  // the model, in the same atomic write.
   void OnRoundClosed(const proto::RoundRecord& stats,
-                     std::shared_ptr<const std::vector<float>> model);
+                     std::shared_ptr<const std::vector<float>> model,
+                     const std::string& aggregation_state = "");
   void OnRoundDone(const proto::RoundRecord& stats,
                    std::shared_ptr<const std::vector<float>> model);
 
@@ -120,6 +127,8 @@ class RunRecorder {
   absl::Status status() const;
   // Closed rounds whose metrics line is not written yet.
   std::vector<int64_t> pending_rounds() const;
+  // The privacy spent up to the last closed round, with central DP on.
+  std::optional<double> dp_epsilon() const;
 
  private:
   RunRecorder(Options options, RunStore* store, Evaluator* evaluator, const Clock* clock);
@@ -135,6 +144,7 @@ class RunRecorder {
 
   mutable absl::Mutex mu_;
   std::map<int64_t, proto::RoundRecord> pending_ ABSL_GUARDED_BY(mu_);
+  std::optional<double> last_dp_epsilon_ ABSL_GUARDED_BY(mu_);
   absl::Status status_ ABSL_GUARDED_BY(mu_);
 };
 

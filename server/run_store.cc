@@ -1,5 +1,7 @@
 #include "server/run_store.h"
 
+#include <cmath>
+
 #include <google/protobuf/util/json_util.h>
 
 #include <algorithm>
@@ -88,6 +90,19 @@ std::string RunStore::MetricsToJson(const RoundMetrics& m) {
   }
   fields.push_back(absl::StrCat("\"rejected\":{", absl::StrJoin(rejected, ","), "}"));
   fields.push_back(absl::StrFormat("\"rejected_total\":%d", s.rejected_total()));
+  if (s.updates_dp_clipped() > 0) {
+    fields.push_back(absl::StrFormat("\"updates_dp_clipped\":%d", s.updates_dp_clipped()));
+  }
+  if (s.server_lr() > 0) fields.push_back(absl::StrFormat("\"server_lr\":%.9g", s.server_lr()));
+  if (s.has_dp_clip_norm()) {
+    fields.push_back(absl::StrFormat("\"dp_clip_norm\":%.9g", s.dp_clip_norm()));
+  }
+  if (s.has_dp_epsilon()) {
+    // JSON has no infinity: noise multiplier 0 (no privacy) is written as null.
+    fields.push_back(std::isfinite(s.dp_epsilon())
+                         ? absl::StrFormat("\"dp_epsilon\":%.9g", s.dp_epsilon())
+                         : std::string("\"dp_epsilon\":null"));
+  }
   if (s.student_reports() > 0) {
     fields.push_back(absl::StrFormat("\"student_local_accuracy\":%.6f",
                                      s.student_accuracy_sum() / s.student_reports()));

@@ -16,6 +16,7 @@
 #include "common/status_macros.h"
 #include "server/fl_server.h"
 #include "server/server_flags.h"
+#include "server/strategy_registry.h"
 #include "server/test_set_evaluator.h"
 #include "server/token_cli.h"
 
@@ -59,6 +60,14 @@ int ExitCode(const absl::Status& status) {
 
 int Main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "token") return RunTokenCommand(argc - 1, argv + 1);
+  if (argc >= 2 && std::string(argv[1]) == "strategies") {
+    if (argc > 2) {
+      std::fprintf(stderr, "%s strategies: takes no arguments\n", kServerProgram);
+      return 2;
+    }
+    std::fputs(StrategiesHelp().c_str(), stdout);
+    return 0;
+  }
   ServerFlags f;
   FlagSet flags(kServerProgram, kServerDescription);
   DefineServerFlags(&flags, &f);
