@@ -138,6 +138,9 @@ std::unique_ptr<CoordinatorClient> CoordinatorClient::Create(const Options& opti
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, channel_args::kClientMaxReconnectBackoffMs);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
               channel_args::kClientInitialReconnectBackoffMs);
+  // A process with many clients (fl-loadgen) gives each its own TCP connection; gRPC otherwise
+  // shares one subchannel between channels of equal arguments.
+  if (options.own_connection) args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   std::shared_ptr<grpc::ChannelCredentials> creds;
   if (options.insecure) {
     creds = grpc::InsecureChannelCredentials();

@@ -41,6 +41,9 @@ class CoordinatorClient : public Coordinator {
     std::string client_cert_pem;  // client certificate chain for mutual TLS ("" = none)
     std::string client_key_pem;   // its private key
     std::string tls_server_name;  // name to verify instead of the target's host ("" = host)
+    // Open a connection of its own even when another client in this process talks to the same
+    // target with the same settings (fl-loadgen: one connection per simulated device).
+    bool own_connection = false;
   };
 
   using CheckInResult = Coordinator::CheckInResult;

@@ -1,0 +1,125 @@
+// End-to-end: a real fl-server and fl-loadgen's simulated devices on 127.0.0.1. The server's
+// FedAvg of the synthetic updates must equal the loadgen's exact reference (to the last bit, up
+// to summation order), with faults and through a codec chain too.
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "gtest/gtest.h"
+#include "tests/e2e_util.h"
+
+namespace edgefl::testing {
+namespace {
+
+constexpr absl::Duration kTimeout = absl::Seconds(300);
+
+std::vector<float> Floats(const std::string& bytes) {
+  std::vector<float> v(bytes.size() / sizeof(float));
+  std::memcpy(v.data(), bytes.data(), v.size() * sizeof(float));
+  return v;
+}
+
+// Largest distance in units in the last place between two equally long models.
+int64_t MaxUlps(const std::vector<float>& a, const std::vector<float>& b) {
+  int64_t worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    int32_t x, y;
+    std::memcpy(&x, &a[i], 4);
+    std::memcpy(&y, &b[i], 4);
+    if (x < 0) x = INT32_MIN - x;
+    if (y < 0) y = INT32_MIN - y;
+    worst = std::max<int64_t>(worst, std::llabs(static_cast<int64_t>(x) - y));
+  }
+  return worst;
+}
+
+struct Federation {
+  std::vector<google::protobuf::Struct> metrics;
+  google::protobuf::Struct loadgen;
+  std::vector<float> server_model, reference;
+};
+
+Federation RunFederation(const std::string& dir, int devices, const std::vector<std::string>& server_extra,
+               const std::vector<std::string>& loadgen_extra) {
+  Federation f;
+  std::vector<std::string> server_args = {"--model=small_cnn", "--rounds=2",
+                                          absl::StrCat("--min_clients=", devices),
+                                          "--eval_samples=200", "--out=" + dir + "/run"};
+  server_args.insert(server_args.end(), server_extra.begin(), server_extra.end());
+  int port = 0;
+  auto server = StartServer(server_args, dir, "server.log", &port);
+  EXPECT_GT(port, 0) << server->Log();
+  if (port == 0) return f;
+  std::vector<std::string> argv = {BinDir() + "/fl-loadgen", absl::StrCat("--server=127.0.0.1:", port),
+                                   "--insecure", absl::StrCat("--devices=", devices),
+                                   "--train_median=0.3", "--train_sigma=0.5", "--max_run=240",
+                                   "--reference_out=" + dir + "/reference.f32",
+                                   "--json_out=" + dir + "/loadgen.json"};
+  argv.insert(argv.end(), loadgen_extra.begin(), loadgen_extra.end());
+  Subprocess loadgen(argv, dir + "/loadgen.log");
+  EXPECT_EQ(server->Wait(kTimeout), 0) << server->Log();
+  EXPECT_EQ(loadgen.Wait(absl::Seconds(120)), 0) << loadgen.Log();
+  f.metrics = ReadJsonLines(dir + "/run/metrics.jsonl");
+  auto lines = ReadJsonLines(dir + "/loadgen.json");
+  if (!lines.empty()) f.loadgen = lines[0];
+  f.server_model = Floats(ReadFileOrEmpty(dir + "/run/model_final.f32"));
+  f.reference = Floats(ReadFileOrEmpty(dir + "/reference.f32"));
+  return f;
+}
+
+TEST(Loadgen, FortyDevicesGiveTheExactFedAvgOfTheirUpdates) {
+  const std::string dir = MakeTempDir("edgefl-loadgen");
+  Federation f = RunFederation(dir, 40, {"--deadline=60"}, {});
+  ASSERT_EQ(f.metrics.size(), 2u);
+  for (const auto& m : f.metrics) EXPECT_EQ(NumberField(m, "clients_reported"), 40);
+  EXPECT_EQ(NumberField(f.loadgen, "reports_accepted"), 80);
+  EXPECT_EQ(NumberField(f.loadgen, "devices_finished"), 40);
+  ASSERT_EQ(f.server_model.size(), f.reference.size());
+  ASSERT_GT(f.server_model.size(), 0u);
+  EXPECT_LE(MaxUlps(f.server_model, f.reference), 1);
+}
+
+// A fifth of the devices never report and a tenth are cut off mid-upload: each round closes at
+// its deadline with the rest, and the model is still exactly the FedAvg of what was accepted.
+TEST(Loadgen, DropoutsCostOnlyTheirContributionAndDoNotHoldTheRound) {
+  const std::string dir = MakeTempDir("edgefl-loadgen-faults");
+  constexpr double kDeadline = 10;
+  Federation f = RunFederation(dir, 30, {absl::StrCat("--deadline=", kDeadline), "--set=quorum=0.5"},
+                               {"--never_report=0.2", "--disconnect=0.1", "--reconnect=0.1"});
+  ASSERT_EQ(f.metrics.size(), 2u);
+  for (const auto& m : f.metrics) {
+    EXPECT_LE(NumberField(m, "clients_reported"), 24);  // 6 never report, 3 are cut off
+    EXPECT_GE(NumberField(m, "clients_reported"), 15);
+    EXPECT_GE(NumberField(m, "clients_failed"), 6);
+    EXPECT_LT(NumberField(m, "round_seconds"), kDeadline + 5);
+  }
+  EXPECT_GT(NumberField(f.loadgen, "tasks_dropped"), 0);
+  EXPECT_GT(NumberField(f.loadgen, "reconnects"), 0);
+  EXPECT_EQ(NumberField(f.loadgen, "reports_accepted"),
+            NumberField(f.metrics[0], "clients_reported") +
+                NumberField(f.metrics[1], "clients_reported"));
+  ASSERT_EQ(f.server_model.size(), f.reference.size());
+  EXPECT_LE(MaxUlps(f.server_model, f.reference), 1);
+}
+
+// Through the real codec chain (top-k + int8 up, int8 deltas down).
+TEST(Loadgen, CompressedUpdatesAreStillExact) {
+  const std::string dir = MakeTempDir("edgefl-loadgen-codec");
+  Federation f = RunFederation(dir, 20,
+                     {"--deadline=60", "--set=client.uplink=topk:0.01|int8|ef",
+                      "--set=client.downlink=int8"},
+                     {});
+  ASSERT_EQ(f.metrics.size(), 2u);
+  for (const auto& m : f.metrics) EXPECT_EQ(NumberField(m, "clients_reported"), 20);
+  // Round 2's downloads are int8 deltas against version 1: far fewer bytes than round 1's.
+  EXPECT_LT(NumberField(f.metrics[1], "bytes_down"), NumberField(f.metrics[0], "bytes_down") / 2);
+  ASSERT_EQ(f.server_model.size(), f.reference.size());
+  EXPECT_LE(MaxUlps(f.server_model, f.reference), 1);
+}
+
+}  // namespace
+}  // namespace edgefl::testing
