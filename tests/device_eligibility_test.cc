@@ -3,6 +3,7 @@
 // processes on 127.0.0.1.
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -79,6 +80,29 @@ TEST(DeviceEligibility, IneligibleDevicesAreNotSelectedAndDeclinesAreCounted) {
     EXPECT_EQ(declined.fields().at("battery_low").number_value(), 1);
     // The round closed as soon as the decline arrived, not at the 120 s deadline.
     EXPECT_LT(NumberField(metrics[r], "round_seconds"), 60);
+  }
+}
+
+TEST(DeviceEligibility, BudgetsThatDoNotParseAreOneLineAndExitCode2) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--train_window=22-06", "--train_window must be HH:MM-HH:MM"},
+      {"--train_window=10:00-10:00", "is empty"},
+      {"--max_upload_kbps=fast", "max_upload_kbps"},
+      {"--max_upload_kbps=-5", "--max_upload_kbps must be >= 0"},
+      {"--max_rss_mb=-1", "--max_rss_mb must be >= 0"},
+      {"--nice=40", "--nice must be in 0..19"},
+      {"--min_battery_percent=150", "--min_battery_percent must be in 0..100"},
+  };
+  for (const auto& [flag, want] : cases) {
+    std::string out;
+    const int code = RunProgram({BinDir() + "/fl-client", "--insecure", "--server=127.0.0.1:1",
+                                 "--num_partitions=200", "--client_index=0", flag},
+                                &out);
+    EXPECT_EQ(code, 2) << flag << ": " << out;
+    // One line that says what is wrong (a value the flag parser itself refuses adds "Try --help.").
+    const std::string first = out.substr(0, out.find('\n'));
+    EXPECT_NE(first.find(want), std::string::npos) << flag << ": " << out;
+    EXPECT_LE(std::count(out.begin(), out.end(), '\n'), 2) << flag << ": " << out;
   }
 }
 
