@@ -27,6 +27,12 @@ set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
 set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)
 set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE ONLY)
 set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE ONLY)
+# pkg-config (gRPC's config finds re2 and OpenSSL through it) reads the sysroot's .pc files, not
+# the host's, and prefixes their paths with the sysroot.
+set(ENV{PKG_CONFIG_DIR} "")
+set(ENV{PKG_CONFIG_LIBDIR}
+    "${EDGEFL_ARM64_SYSROOT}/usr/lib/aarch64-linux-gnu/pkgconfig:${EDGEFL_ARM64_SYSROOT}/usr/share/pkgconfig")
+set(ENV{PKG_CONFIG_SYSROOT_DIR} ${EDGEFL_ARM64_SYSROOT})
 
 set(EDGEFL_HOST_PROTOC /usr/bin/protoc CACHE FILEPATH "protoc that runs on the build machine")
 set(EDGEFL_HOST_GRPC_CPP_PLUGIN /usr/bin/grpc_cpp_plugin CACHE FILEPATH
