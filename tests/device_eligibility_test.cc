@@ -83,6 +83,28 @@ TEST(DeviceEligibility, IneligibleDevicesAreNotSelectedAndDeclinesAreCounted) {
   }
 }
 
+TEST(DeviceEligibility, TheUploadRateCapSlowsTheReportToTheCap) {
+  const std::string dir = MakeTempDir("edgefl-kbps");
+  int port = 0;
+  auto server = StartServer({"--model=small_cnn", "--rounds=2", "--min_clients=1",
+                             "--eval_samples=200", "--deadline=120", "--out=" + dir + "/run"},
+                            dir, "server.log", &port);
+  ASSERT_GT(port, 0) << server->Log();
+  std::vector<std::string> args = ClientArgs(0, 200);
+  args.push_back("--max_upload_kbps=400");
+  auto c = StartClient(port, args, dir, "client.log");
+  ASSERT_EQ(server->Wait(absl::Seconds(300)), 0) << server->Log();
+  EXPECT_EQ(c->Wait(absl::Seconds(60)), 0) << c->Log();
+  auto metrics = ReadJsonLines(dir + "/run/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 2u) << ReadFileOrEmpty(dir + "/run/metrics.jsonl");
+  // Round 2 (no joining to wait for) lasts at least its upload at 400 kbit/s: uncapped, the same
+  // round takes ~0.2 s here.
+  const double bytes_up = NumberField(metrics[1], "bytes_up");
+  ASSERT_GT(bytes_up, 100000);
+  EXPECT_GE(NumberField(metrics[1], "round_seconds"), 0.9 * bytes_up * 8 / 400000)
+      << ReadFileOrEmpty(dir + "/run/metrics.jsonl");
+}
+
 TEST(DeviceEligibility, BudgetsThatDoNotParseAreOneLineAndExitCode2) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"--train_window=22-06", "--train_window must be HH:MM-HH:MM"},
