@@ -1,12 +1,17 @@
 #include "client/client_flags.h"
 
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "client/budgets.h"
 #include "common/clock.h"
 #include "common/file_util.h"
 #include "common/log.h"
@@ -79,10 +84,53 @@ void RegisterClientFlags(FlagSet& flags, ClientFlags* f) {
   flags.String("token_file", &f->token_file,
                "file holding this device's enrollment token (default $EDGEFL_ENROLLMENT_TOKEN); "
                "refused if group/other can read it");
+  flags.Int("min_battery_percent", &f->min_battery_percent,
+            "decline a round's task when the battery is below this percentage (boards with a "
+            "battery only; an unreadable level declines); 0 = no condition");
+  flags.Double("max_temperature_c", &f->max_temperature_c,
+               "decline a task when the hottest /sys/class/thermal zone is above this (degrees C; "
+               "unreadable declines); 0 = no condition");
+  flags.Bool("require_charging", &f->require_charging,
+             "decline a task while a battery is not charging (mains-powered boards always take it)");
+  flags.Double("max_load_per_core", &f->max_load_per_core,
+               "decline a task while the 1-minute load average per core is above this (the board "
+               "is busy with its real work); 0 = no condition");
+  flags.String("train_window", &f->train_window,
+               "train only in this daily local-time window, HH:MM-HH:MM (may wrap midnight, e.g. "
+               "22:00-06:00); tasks outside it are declined; empty = any time");
+  flags.Int("max_rss_mb", &f->max_rss_mb,
+            "budget for a round's peak resident memory: the batch is halved until the estimate "
+            "fits (logged), and the task declined when even batch 1 does not; 0 = none");
+  flags.Int("nice", &f->nice,
+            "scheduling niceness 0..19 for the whole client (training yields the CPU to the "
+            "board's own work; rounds take longer when it is busy)");
+  flags.String("device_state_root", &f->device_state_root,
+               "where sys/class/power_supply, sys/class/thermal and proc/ are read from (a "
+               "container that bind-mounts the host's /sys and /proc elsewhere; tests)");
+  flags.Double("max_upload_kbps", &f->max_upload_kbps,
+               "cap on the update upload's average rate in kilobits/s (a slow upload can miss the "
+               "round's deadline); 0 = none");
 }
 
 absl::Status ValidateClientFlags(const ClientFlags& f) {
   if (f.threads < 1) return absl::InvalidArgumentError("--threads must be >= 1");
+  if (f.min_battery_percent < 0 || f.min_battery_percent > 100) {
+    return absl::InvalidArgumentError("--min_battery_percent must be in 0..100");
+  }
+  if (!(f.max_temperature_c >= 0 && f.max_temperature_c < 1000)) {
+    return absl::InvalidArgumentError("--max_temperature_c must be >= 0 (degrees C)");
+  }
+  if (!(f.max_load_per_core >= 0 && std::isfinite(f.max_load_per_core))) {
+    return absl::InvalidArgumentError("--max_load_per_core must be >= 0");
+  }
+  if (!f.train_window.empty()) {
+    if (absl::StatusOr<TrainWindow> w = ParseTrainWindow(f.train_window); !w.ok()) return w.status();
+  }
+  if (f.max_rss_mb < 0) return absl::InvalidArgumentError("--max_rss_mb must be >= 0");
+  if (f.nice < 0 || f.nice > 19) return absl::InvalidArgumentError("--nice must be in 0..19");
+  if (!(f.max_upload_kbps >= 0 && std::isfinite(f.max_upload_kbps))) {
+    return absl::InvalidArgumentError("--max_upload_kbps must be >= 0 (kilobits/s)");
+  }
   if (absl::Status s = data::ValidateShardFlags(f.shard); !s.ok()) return s;
   if (f.progress != "auto" && f.progress != "always" && f.progress != "never") {
     return absl::InvalidArgumentError("--progress must be auto, always or never");
@@ -108,6 +156,7 @@ absl::StatusOr<CoordinatorClient::Options> CoordinatorOptionsFromFlags(const Cli
   opts.target = f.server;
   opts.rpc_timeout = absl::Seconds(f.rpc_timeout);
   opts.max_message_mb = f.max_message_mb;
+  opts.max_upload_kbps = f.max_upload_kbps;
   const bool any_tls =
       !f.ca_cert.empty() || !f.tls_cert.empty() || !f.tls_key.empty() || !f.tls_server_name.empty();
   if (f.insecure) {
@@ -177,6 +226,16 @@ DeviceRuntime::Options RuntimeOptionsFromFlags(const ClientFlags& f, bool stderr
   o.spill_model = f.spill_model;
   o.distill_final_only = f.distill_final_only;
   o.profile = DescribeThisDevice();
+  o.thresholds.min_battery_percent = f.min_battery_percent;
+  o.thresholds.max_temperature_c = f.max_temperature_c;
+  o.thresholds.require_charging = f.require_charging;
+  o.thresholds.max_load_per_core = f.max_load_per_core;
+  if (absl::StatusOr<TrainWindow> w = ParseTrainWindow(f.train_window); w.ok()) {
+    o.train_window = *w;
+  }
+  o.max_rss_bytes = static_cast<int64_t>(f.max_rss_mb) << 20;
+  auto reader = std::make_shared<DeviceStateReader>(f.device_state_root);
+  o.device_state = [reader] { return reader->Read(); };
   return o;
 }
 
@@ -195,6 +254,9 @@ absl::StatusOr<std::unique_ptr<DeviceRuntime>> DeviceRuntimeFromFlags(const Clie
   ASSIGN_OR_RETURN(const std::string enrollment_token, LoadEnrollmentToken(f));
   RETURN_IF_ERROR(ValidateClientFlags(f));
   SetLogTag(absl::StrCat("client-", f.shard.client_index));
+  if (f.nice > 0 && setpriority(PRIO_PROCESS, 0, f.nice) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--nice ", f.nice, ": ", std::strerror(errno)));
+  }
   SetBlasThreads(f.threads);
   TuneMallocForTraining();  // freed model copies go back to the kernel; activations are reused
   // LibTorch's start-up (operator registration above all) touched tens of MiB of library pages

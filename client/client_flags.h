@@ -41,6 +41,16 @@ struct ClientFlags {
   std::string tls_key;
   std::string tls_server_name;
   std::string token_file;
+  // When the device takes a task (client/device_state.h) and its budgets (client/budgets.h).
+  int min_battery_percent = 0;
+  double max_temperature_c = 0;
+  bool require_charging = false;
+  double max_load_per_core = 0;
+  std::string train_window;
+  int max_rss_mb = 0;
+  int nice = 0;
+  double max_upload_kbps = 0;
+  std::string device_state_root = "/";
 };
 
 // fl-client's --help text above the flag list.

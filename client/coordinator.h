@@ -39,8 +39,11 @@ class Coordinator {
   // for later calls; it presents the held session when there is one, else the enrollment token.
   virtual absl::StatusOr<proto::JoinResponse> Join(const proto::JoinRequest& request) = 0;
   // Long-polls for work for at most `timeout`; a task comes with its (verified) model download.
+  // `extras` carries the request's optional fields (the refreshed profile, a declined task); its
+  // client_id, have_model_version and want_final_model are ignored.
   virtual absl::StatusOr<CheckInResult> CheckIn(const std::string& client_id, int64_t have_version,
-                                                absl::Duration timeout, bool want_final_model) = 0;
+                                                absl::Duration timeout, bool want_final_model,
+                                                const proto::CheckInRequest& extras) = 0;
   // Uploads one update. `header.total_bytes` and `header.sha256` are filled in from `payload`.
   // The call's deadline is `deadline` (or later); `*bytes_up` (if not null) receives the bytes
   // sent. FAILED_PRECONDITION / PERMISSION_DENIED / INVALID_ARGUMENT: the update was refused.

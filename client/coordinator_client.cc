@@ -13,6 +13,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "client/budgets.h"
 #include "common/channel_args.h"
 #include "common/chunking.h"
 #include "common/grpc_status.h"
@@ -251,11 +253,11 @@ absl::StatusOr<proto::JoinResponse> CoordinatorClient::Join(const proto::JoinReq
 
 absl::StatusOr<CoordinatorClient::CheckInResult> CoordinatorClient::CheckIn(
     const std::string& client_id, int64_t have_version, absl::Duration timeout,
-    bool want_final_model) {
+    bool want_final_model, const proto::CheckInRequest& extras) {
   grpc::ClientContext ctx;
   SetDeadline(&ctx, absl::Now() + timeout);
   Authorize(&ctx, "");
-  proto::CheckInRequest request;
+  proto::CheckInRequest request = extras;
   request.set_client_id(client_id);
   request.set_have_model_version(have_version);
   request.set_want_final_model(want_final_model);
@@ -315,15 +317,25 @@ absl::StatusOr<proto::ReportResponse> CoordinatorClient::Report(proto::ReportHea
       stub_->Report(&ctx, &response);
   proto::ReportRequest msg;
   *msg.mutable_header() = std::move(header);
+  UploadPacer pacer(options_.max_upload_kbps);
+  size_t chunk_bytes = options_.chunk_bytes;
+  if (options_.max_upload_kbps > 0) {
+    chunk_bytes = std::clamp<size_t>(static_cast<size_t>(options_.max_upload_kbps * 1000 / 8 / 4),
+                                     1024, options_.chunk_bytes);
+  }
+  pacer.Start(absl::Now());
   bool ok = writer->Write(msg);
   uint64_t sent = 0;
-  for (size_t off = 0; ok && off < payload.size(); off += options_.chunk_bytes) {
-    const size_t n = std::min(options_.chunk_bytes, payload.size() - off);
+  for (size_t off = 0; ok && off < payload.size(); off += chunk_bytes) {
+    const size_t n = std::min(chunk_bytes, payload.size() - off);
     proto::ReportRequest chunk;
     chunk.mutable_chunk()->set_offset(off);
     chunk.mutable_chunk()->set_data(payload.data() + off, n);
     ok = writer->Write(chunk);
     if (ok) sent += n;
+    if (const absl::Duration wait = pacer.Sent(n, absl::Now()); ok && wait > absl::ZeroDuration()) {
+      absl::SleepFor(wait);  // the rate cap: the stream's deadline still bounds the whole upload
+    }
   }
   if (bytes_up != nullptr) *bytes_up = sent;
   writer->WritesDone();

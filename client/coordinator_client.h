@@ -35,6 +35,9 @@ class CoordinatorClient : public Coordinator {
     int max_message_mb = channel_args::kDefaultMaxMessageMb;
     size_t chunk_bytes = 1 << 20;                    // update chunk size on the uplink
     uint64_t max_model_bytes = 2ULL << 30;           // refuse to download larger models
+    // Cap on the update upload's average rate in kilobits/s (0 = none): Report sends chunks of at
+    // most a quarter second's worth and waits between them (client/budgets.h UploadPacer).
+    double max_upload_kbps = 0;
     // ---- transport security
     bool insecure = false;        // plaintext; every TLS field below must then be empty
     std::string ca_cert_pem;      // trusted roots for the server certificate ("" = system)
@@ -64,7 +67,13 @@ class CoordinatorClient : public Coordinator {
   // dropped and Join is tried once more with the enrollment token (or no credential if none).
   absl::StatusOr<proto::JoinResponse> Join(const proto::JoinRequest& request) override;
   absl::StatusOr<CheckInResult> CheckIn(const std::string& client_id, int64_t have_version,
-                                        absl::Duration timeout, bool want_final_model) override;
+                                        absl::Duration timeout, bool want_final_model,
+                                        const proto::CheckInRequest& extras) override;
+  // The same, without extras.
+  absl::StatusOr<CheckInResult> CheckIn(const std::string& client_id, int64_t have_version,
+                                        absl::Duration timeout, bool want_final_model) {
+    return CheckIn(client_id, have_version, timeout, want_final_model, proto::CheckInRequest());
+  }
   // The same, without asking for the final model.
   absl::StatusOr<CheckInResult> CheckIn(const std::string& client_id, int64_t have_version,
                                         absl::Duration timeout) {

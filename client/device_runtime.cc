@@ -164,7 +164,47 @@ DeviceRuntime::DeviceRuntime(const Options& options, std::unique_ptr<Coordinator
       pipeline_(options.state_dir.empty()
                     ? std::string()
                     : absl::StrCat(options.state_dir, "/client-", options.client_index, ".ef")),
-      backoff_(options.backoff, options.seed * 7919 + options.client_index) {}
+      backoff_(options.backoff, options.seed * 7919 + options.client_index) {
+  device_state_ = options.device_state;
+  if (!device_state_) {
+    auto reader = std::make_shared<DeviceStateReader>("/");
+    device_state_ = [reader] { return reader->Read(); };
+  }
+}
+
+proto::DeviceProfile DeviceRuntime::CurrentProfile(const DeviceState& state) const {
+  proto::DeviceProfile p = options_.profile;
+  p.set_num_samples(data_.size());
+  FillProfile(state, &p);
+  return p;
+}
+
+std::string DeviceRuntime::DeclineReasonFor(const proto::Task& task, std::string* why) {
+  const DeviceState state = device_state_();
+  const EligibilityThresholds& t = options_.thresholds;
+  const std::string reason = DeclineReason(state, t);
+  if (!reason.empty()) {
+    *why = DescribeDecline(reason, state, t);
+    return reason;
+  }
+  if (options_.train_window && !options_.train_window->Contains(clock_->Now(), options_.time_zone)) {
+    *why = absl::StrCat("outside --train_window ", options_.train_window->ToString(), " (local ",
+                        absl::FormatTime("%H:%M", clock_->Now(), options_.time_zone), ")");
+    return "outside_train_window";
+  }
+  return "";
+}
+
+void DeviceRuntime::Decline(const proto::Task& task, const std::string& reason,
+                            const std::string& why) {
+  // Told to the server with the next CheckIn, which then does not wait for this device.
+  EDGEFL_LOG_WARN("round ", task.round(), " (attempt ", task.attempt(), "): declining the task: ",
+                  why, " [", reason, "]");
+  ++tasks_declined_;
+  pending_decline_.set_declined_reason(reason);
+  pending_decline_.set_declined_round(task.round());
+  pending_decline_.set_declined_attempt(task.attempt());
+}
 
 DeviceRuntime::~DeviceRuntime() = default;
 
@@ -206,12 +246,16 @@ absl::Status DeviceRuntime::Run() {
     if (client_id_.empty()) {
       if (absl::Status s = JoinWithRetry(); !s.ok()) return s;
     }
+    // Every CheckIn refreshes the profile (battery, temperature, load) and delivers a decline.
+    proto::CheckInRequest extras = pending_decline_;
+    *extras.mutable_profile() = CurrentProfile(device_state_());
     absl::StatusOr<Coordinator::CheckInResult> r =
-        rpc_->CheckIn(client_id_, have_version_, poll_timeout_, want_final_model);
+        rpc_->CheckIn(client_id_, have_version_, poll_timeout_, want_final_model, extras);
     if (!r.ok()) {
       if (absl::Status s = HandleError(r.status(), "CheckIn"); !s.ok()) return s;
       continue;
     }
+    pending_decline_.Clear();
     Reachable();
     switch (r->kind) {
       case Coordinator::CheckInResult::Kind::kIdle:
@@ -227,6 +271,17 @@ absl::Status DeviceRuntime::Run() {
           clock_->SleepFor(absl::Seconds(1));
           break;
         }
+        if (std::string why, reason = DeclineReasonFor(r->task, &why); !reason.empty()) {
+          const auto task_id = std::make_pair(static_cast<int64_t>(r->task.round()),
+                                              static_cast<int64_t>(r->task.attempt()));
+          if (last_declined_ == task_id) {
+            // Offered again (a coordinator that ignores declines): look again in a while.
+            clock_->SleepFor(absl::Seconds(5));
+          }
+          last_declined_ = task_id;
+          Decline(r->task, reason, why);
+          break;
+        }
         RunTask(std::move(*r));
         break;
       case Coordinator::CheckInResult::Kind::kFinalModel:
@@ -238,8 +293,7 @@ absl::Status DeviceRuntime::Run() {
 
 absl::Status DeviceRuntime::JoinWithRetry() {
   proto::JoinRequest req;
-  *req.mutable_profile() = options_.profile;
-  req.mutable_profile()->set_num_samples(data_.size());
+  *req.mutable_profile() = CurrentProfile(device_state_());
   while (true) {
     absl::StatusOr<proto::JoinResponse> r = rpc_->Join(req);
     if (r.ok()) {
@@ -316,6 +370,27 @@ void DeviceRuntime::RunTask(Coordinator::CheckInResult task_result) {
     EDGEFL_LOG_ERROR("round ", task.round(), ": ", s.message());
     return;
   }
+  batch_override_ = 0;
+  if (options_.max_rss_bytes > 0) {
+    if (activation_per_sample_ <= 0) activation_per_sample_ = options_.activation_bytes_per_sample;
+    const int asked = std::max(1, task.config().batch_size());
+    const int64_t model_bytes = static_cast<int64_t>(model_.size() * sizeof(float));
+    int64_t estimate = 0;
+    const int batch = BatchWithinRssBudget(options_.max_rss_bytes, CurrentRssBytes(), model_bytes,
+                                           activation_per_sample_, asked, &estimate);
+    if (batch == 0) {
+      Decline(task, "rss_budget",
+              absl::StrCat("estimated peak ", estimate >> 20, " MiB at batch 1 > --max_rss_mb ",
+                           options_.max_rss_bytes >> 20));
+      return;
+    }
+    if (batch < asked) {
+      EDGEFL_LOG_WARN("round ", task.round(), ": batch ", asked, " -> ", batch,
+                      " to stay under --max_rss_mb ", options_.max_rss_bytes >> 20,
+                      " (estimated peak ", estimate >> 20, " MiB)");
+      batch_override_ = batch;
+    }
+  }
   // Train parks the global model on disk; it comes back however this round ends.
   struct RestoreModel {
     DeviceRuntime* r;
@@ -372,7 +447,8 @@ absl::StatusOr<DeviceRuntime::Trained> DeviceRuntime::Train(const proto::Task& t
   if (runner_ == nullptr) return absl::FailedPreconditionError("no model loaded (PrepareModel)");
   models::TrainOptions opts;
   opts.epochs = task.config().epochs();
-  opts.batch_size = task.config().batch_size();
+  opts.batch_size = batch_override_ > 0 ? batch_override_ : task.config().batch_size();
+  last_batch_size_ = opts.batch_size;
   opts.lr = task.config().lr();
   opts.momentum = task.config().momentum();
   opts.weight_decay = task.config().weight_decay();
@@ -413,8 +489,15 @@ absl::StatusOr<DeviceRuntime::Trained> DeviceRuntime::Train(const proto::Task& t
       EDGEFL_LOG_WARN("keeping the global model in memory: ", spill.status().message());
     }
   }
+  const int64_t peak_before = PeakRssBytes();
   absl::StatusOr<models::TrainResult> result = runner_->Train(data_, opts, progress);
   if (!result.ok()) return Context("training failed", result.status());
+  if (options_.max_rss_bytes > 0 && PeakRssBytes() > peak_before && opts.batch_size > 0) {
+    // This round set a new peak: learn the activation memory per sample from it.
+    const int64_t grown = PeakRssBytes() - rss_before -
+                          4 * static_cast<int64_t>(model_size * sizeof(float));
+    activation_per_sample_ = std::max<int64_t>(4096, grown / opts.batch_size);
+  }
   Trained trained;
   trained.result = *result;
   std::vector<float>& delta = trained.delta;

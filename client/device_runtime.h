@@ -21,7 +21,9 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "client/backoff.h"
+#include "client/budgets.h"
 #include "client/coordinator.h"
+#include "client/device_state.h"
 #include "client/update_pipeline.h"
 #include "common/clock.h"
 #include "data/dataset.h"
@@ -80,6 +82,23 @@ class DeviceRuntime {
     // round the device reports.
     bool distill_final_only = false;
     proto::DeviceProfile profile;  // sent on Join; num_samples is filled in from the data
+    // The board's state (battery, temperature, load, memory), read before every Join and
+    // CheckIn (sent in the profile) and when a task arrives (to decide with `thresholds`
+    // whether to take it). Null: a DeviceStateReader on "/".
+    std::function<DeviceState()> device_state;
+    // When the device declines a task (--min_battery_percent, --max_temperature_c,
+    // --require_charging, --max_load_per_core). Default: takes every task.
+    EligibilityThresholds thresholds;
+    // Tasks that arrive outside this daily window of `time_zone` time are declined
+    // ("outside_train_window"). Unset: any time.
+    std::optional<TrainWindow> train_window;
+    absl::TimeZone time_zone = absl::LocalTimeZone();
+    // Budget for the round's peak resident memory (0 = none): the batch is halved until the
+    // estimate fits (logged), and the task declined ("rss_budget") when even a batch of 1 does
+    // not. The activation memory per sample starts at activation_bytes_per_sample and is then
+    // measured from each round's peak.
+    int64_t max_rss_bytes = 0;
+    int64_t activation_bytes_per_sample = 512 << 10;
   };
 
   // `coordinator` and `data` are owned; `clock` must outlive the runtime; `distiller` may be null
@@ -128,6 +147,10 @@ class DeviceRuntime {
   bool finished() const { return finished_; }
   int rounds_done() const { return rounds_done_; }
   int tasks_trained() const { return tasks_trained_; }
+  int tasks_declined() const { return tasks_declined_; }
+  // The batch size the last trained round used (0 before any): the task's, or less under
+  // max_rss_bytes.
+  int last_batch_size() const { return last_batch_size_; }
   const std::string& client_id() const { return client_id_; }
   std::optional<double> last_student_accuracy() const { return last_student_accuracy_; }
   const UpdatePipeline& pipeline() const { return pipeline_; }
@@ -150,6 +173,10 @@ class DeviceRuntime {
   // Whether the task is one this session has already trained (a duplicate or a stale round).
   bool AlreadyTrained(const proto::Task& task) const;
   void RunTask(Coordinator::CheckInResult task);
+  // The profile to send now: options_.profile with the local sample count and `state`.
+  proto::DeviceProfile CurrentProfile(const DeviceState& state) const;
+  // Why the device does not take `task` now ("" = it does), with a sentence for the log.
+  std::string DeclineReasonFor(const proto::Task& task, std::string* why);
   absl::Status DistilFinal(Coordinator::CheckInResult result);
   void UnspillModel();
 
@@ -172,6 +199,15 @@ class DeviceRuntime {
   std::optional<absl::Time> unreachable_since_;
   int rounds_done_ = 0;
   int tasks_trained_ = 0;
+  int tasks_declined_ = 0;
+  std::function<DeviceState()> device_state_;
+  // A decline not yet delivered: sent with the next CheckIn (reason, round, attempt).
+  proto::CheckInRequest pending_decline_;
+  std::optional<std::pair<int64_t, int64_t>> last_declined_;  // round, attempt
+  void Decline(const proto::Task& task, const std::string& reason, const std::string& why);
+  int batch_override_ = 0;
+  int last_batch_size_ = 0;  // > 0: the batch the RSS budget allows this round
+  int64_t activation_per_sample_ = 0;
   // The last task trained in this session (reset by every Join): round, attempt.
   std::optional<std::pair<int64_t, int64_t>> last_trained_;
   bool finished_ = false;

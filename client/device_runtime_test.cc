@@ -14,6 +14,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -22,6 +23,7 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/file_util.h"
+#include "common/memory.h"
 #include "common/testing/simulated_clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -61,6 +63,7 @@ class FakeCoordinator : public Coordinator {
     std::string client_id;
     int64_t have_version;
     bool want_final_model;
+    proto::CheckInRequest extras;
   };
   struct ReportCall {
     proto::ReportHeader header;
@@ -89,9 +92,10 @@ class FakeCoordinator : public Coordinator {
   }
 
   absl::StatusOr<CheckInResult> CheckIn(const std::string& client_id, int64_t have_version,
-                                        absl::Duration timeout, bool want_final_model) override {
+                                        absl::Duration timeout, bool want_final_model,
+                                        const proto::CheckInRequest& extras) override {
     EXPECT_GT(timeout, absl::ZeroDuration());
-    checkin_calls.push_back({client_id, have_version, want_final_model});
+    checkin_calls.push_back({client_id, have_version, want_final_model, extras});
     if (checkins.empty()) {
       CheckInResult done;
       done.kind = Kind::kFinished;
@@ -563,6 +567,153 @@ TEST(Clock, DefaultSleepForWaitsInTheClocksOwnTime) {
   EXPECT_EQ(clock.now, kStart + absl::Seconds(5));
   clock.SleepFor(-absl::Seconds(1));
   EXPECT_EQ(clock.now, kStart + absl::Seconds(5));
+}
+
+}  // namespace
+}  // namespace edgefl::client
+
+namespace edgefl::client {
+namespace {
+
+TEST_F(DeviceRuntimeTest, DeclinesATaskOnLowBatteryAndSaysWhyInTheNextCheckIn) {
+  DeviceState state;
+  state.has_battery = true;
+  state.battery_percent = 12;
+  state.charging = false;
+  state.temperature_c = 45;
+  options_.device_state = [&state] { return state; };
+  options_.thresholds.min_battery_percent = 30;
+  coordinator_->checkins.push_back(MlpTask(1));  // declined: battery 12%
+  coordinator_->checkins.push_back(Idle());
+  coordinator_->checkins.push_back(MlpTask(2));  // declined again
+  DeviceRuntime& rt = Make();
+  ASSERT_TRUE(rt.Run().ok());
+  ASSERT_EQ(coordinator_->checkin_calls.size(), 4u);
+  // Every CheckIn carried the refreshed profile.
+  for (const auto& call : coordinator_->checkin_calls) {
+    ASSERT_TRUE(call.extras.has_profile());
+    EXPECT_EQ(call.extras.profile().battery_percent(), 12);
+    EXPECT_TRUE(call.extras.profile().has_battery());
+    EXPECT_EQ(call.extras.profile().num_samples(), 12u);
+  }
+  // The CheckIn after the declined task names it and why; the later ones do not.
+  EXPECT_EQ(coordinator_->checkin_calls[0].extras.declined_reason(), "");
+  EXPECT_EQ(coordinator_->checkin_calls[1].extras.declined_reason(), "battery_low");
+  EXPECT_EQ(coordinator_->checkin_calls[1].extras.declined_round(), 1);
+  EXPECT_EQ(coordinator_->checkin_calls[1].extras.declined_attempt(), 1);
+  EXPECT_EQ(coordinator_->checkin_calls[2].extras.declined_reason(), "");
+  // Round 2 was declined too (still 12%): nothing trained, nothing reported.
+  EXPECT_EQ(coordinator_->checkin_calls[3].extras.declined_reason(), "battery_low");
+  EXPECT_EQ(coordinator_->checkin_calls[3].extras.declined_round(), 2);
+  EXPECT_TRUE(coordinator_->reports.empty());
+  EXPECT_EQ(rt.tasks_declined(), 2);
+  EXPECT_EQ(rt.tasks_trained(), 0);
+}
+
+TEST_F(DeviceRuntimeTest, AnUnreadableBatteryIsNeverEligibleByAccident) {
+  DeviceState state;
+  state.has_battery = true;  // battery present, capacity garbage: unknown
+  options_.device_state = [&state] { return state; };
+  options_.thresholds.min_battery_percent = 30;
+  coordinator_->checkins.push_back(MlpTask(1));
+  DeviceRuntime& rt = Make();
+  ASSERT_TRUE(rt.Run().ok());
+  EXPECT_TRUE(coordinator_->reports.empty());
+  ASSERT_EQ(coordinator_->checkin_calls.size(), 2u);
+  EXPECT_EQ(coordinator_->checkin_calls[1].extras.declined_reason(), "battery_unknown");
+  EXPECT_FALSE(coordinator_->checkin_calls[1].extras.profile().has_battery_percent());
+}
+
+TEST_F(DeviceRuntimeTest, TakesTheTaskWhenTheBoardMeetsEveryCondition) {
+  DeviceState state;
+  state.has_battery = true;
+  state.battery_percent = 80;
+  state.charging = true;
+  state.temperature_c = 50;
+  state.load_per_core = 0.2;
+  options_.device_state = [&state] { return state; };
+  options_.thresholds = {30, 70, true, 0.9};
+  coordinator_->checkins.push_back(MlpTask(1));
+  DeviceRuntime& rt = Make();
+  ASSERT_TRUE(rt.Run().ok());
+  EXPECT_EQ(coordinator_->reports.size(), 1u);
+  EXPECT_EQ(rt.tasks_declined(), 0);
+  // Too hot, then busy: declined with those reasons.
+  for (auto [temp, load, reason] : {std::make_tuple(75.0, 0.2, "too_hot"),
+                                    std::make_tuple(50.0, 1.5, "busy")}) {
+    SimulatedClock clock(kStart);
+    auto* coordinator = new FakeCoordinator(&clock);
+    coordinator->checkins.push_back(MlpTask(1));
+    state.temperature_c = temp;
+    state.load_per_core = load;
+    auto r = DeviceRuntime::Create(options_, std::unique_ptr<Coordinator>(coordinator),
+                                   SyntheticShard(12), &clock);
+    ASSERT_TRUE(r.ok());
+    ASSERT_TRUE((*r)->Run().ok());
+    EXPECT_TRUE(coordinator->reports.empty());
+    ASSERT_EQ(coordinator->checkin_calls.size(), 2u);
+    EXPECT_EQ(coordinator->checkin_calls[1].extras.declined_reason(), reason);
+  }
+}
+
+TEST_F(DeviceRuntimeTest, DeclinesOutsideTheTrainWindow) {
+  options_.device_state = [] { return DeviceState(); };
+  options_.time_zone = absl::UTCTimeZone();
+  // kStart is 2027-01-15 08:00 UTC.
+  options_.train_window = *ParseTrainWindow("22:00-06:00");
+  coordinator_->checkins.push_back(MlpTask(1));
+  DeviceRuntime& rt = Make();
+  ASSERT_TRUE(rt.Run().ok());
+  EXPECT_TRUE(coordinator_->reports.empty());
+  ASSERT_EQ(coordinator_->checkin_calls.size(), 2u);
+  EXPECT_EQ(coordinator_->checkin_calls[1].extras.declined_reason(), "outside_train_window");
+
+  SimulatedClock clock(kStart);
+  auto* coordinator = new FakeCoordinator(&clock);
+  coordinator->checkins.push_back(MlpTask(1));
+  options_.train_window = *ParseTrainWindow("07:30-08:30");
+  auto r = DeviceRuntime::Create(options_, std::unique_ptr<Coordinator>(coordinator),
+                                 SyntheticShard(12), &clock);
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE((*r)->Run().ok());
+  EXPECT_EQ(coordinator->reports.size(), 1u);
+}
+
+TEST_F(DeviceRuntimeTest, AnRssBudgetReducesTheBatchOrDeclines) {
+  options_.device_state = [] { return DeviceState(); };
+  // Far below what this process already holds: even batch 1 does not fit.
+  options_.max_rss_bytes = 1 << 20;
+  coordinator_->checkins.push_back(MlpTask(1));
+  DeviceRuntime& rt = Make();
+  ASSERT_TRUE(rt.Run().ok());
+  EXPECT_TRUE(coordinator_->reports.empty());
+  ASSERT_EQ(coordinator_->checkin_calls.size(), 2u);
+  EXPECT_EQ(coordinator_->checkin_calls[1].extras.declined_reason(), "rss_budget");
+  EXPECT_EQ(rt.last_batch_size(), 0);
+  // Room for the resident set, the model and 2.5 samples of activations at 4 MiB each: the batch
+  // of 4 is halved to 2 (2 MiB of slack for what loading the model adds) and the round reported.
+  SimulatedClock clock(kStart);
+  auto* coordinator = new FakeCoordinator(&clock);
+  coordinator->checkins.push_back(MlpTask(1));
+  const int64_t model = static_cast<int64_t>(MlpWeights().size() * sizeof(float));
+  options_.activation_bytes_per_sample = 4 << 20;
+  options_.max_rss_bytes = CurrentRssBytes() + 4 * model + (10 << 20);
+  auto r = DeviceRuntime::Create(options_, std::unique_ptr<Coordinator>(coordinator),
+                                 SyntheticShard(12), &clock);
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE((*r)->Run().ok());
+  EXPECT_EQ(coordinator->reports.size(), 1u);
+  EXPECT_EQ((*r)->last_batch_size(), 2);
+  // Without a budget the task's batch is used.
+  SimulatedClock clock2(kStart);
+  auto* coordinator2 = new FakeCoordinator(&clock2);
+  coordinator2->checkins.push_back(MlpTask(1));
+  options_.max_rss_bytes = 0;
+  r = DeviceRuntime::Create(options_, std::unique_ptr<Coordinator>(coordinator2),
+                            SyntheticShard(12), &clock2);
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE((*r)->Run().ok());
+  EXPECT_EQ((*r)->last_batch_size(), 4);
 }
 
 }  // namespace

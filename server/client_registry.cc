@@ -1,8 +1,12 @@
 #include "server/client_registry.h"
 
+#include <algorithm>
+
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/log.h"
 #include "common/crypto.h"
 #include "common/sha256.h"
 
@@ -11,6 +15,27 @@ namespace edgefl::server {
 ClientRegistry::ClientRegistry(const Options& options, const Clock* clock)
     : options_(options), clock_(clock) {
   next_ = options.id_seed;
+}
+
+std::string ClientRegistry::Ineligibility(const proto::Eligibility& c,
+                                          const proto::DeviceProfile& p) {
+  if (c.has_min_ram_mb() && p.ram_bytes() < (c.min_ram_mb() << 20)) {
+    return absl::StrCat("ram ", p.ram_bytes() >> 20, " MiB < min_ram_mb ", c.min_ram_mb());
+  }
+  if (c.architectures_size() > 0 &&
+      std::find(c.architectures().begin(), c.architectures().end(), p.arch()) ==
+          c.architectures().end()) {
+    return absl::StrCat("arch '", absl::CHexEscape(p.arch()), "' not in [",
+                        absl::StrJoin(c.architectures(), ", "), "]");
+  }
+  if (c.has_min_samples() && p.num_samples() < c.min_samples()) {
+    return absl::StrCat(p.num_samples(), " samples < min_samples ", c.min_samples());
+  }
+  if (c.has_accelerator() && p.accelerator() != c.accelerator()) {
+    return absl::StrCat("accelerator '", absl::CHexEscape(p.accelerator()), "' is not '",
+                        c.accelerator(), "'");
+  }
+  return "";
 }
 
 absl::StatusOr<std::string> ClientRegistry::Join(const proto::DeviceProfile& profile) {
@@ -36,6 +61,9 @@ absl::StatusOr<std::string> ClientRegistry::Join(const proto::DeviceProfile& pro
     }
   } while (clients_.contains(id));
   clients_[id] = Entry{profile, clock_->Now() + options_.lease};
+  if (std::string why = Ineligibility(options_.eligibility, profile); !why.empty()) {
+    EDGEFL_LOG_INFO("client ", id, " is not eligible for selection: ", why);
+  }
   return id;
 }
 
@@ -47,6 +75,30 @@ absl::Status ClientRegistry::JoinAs(const std::string& id, const proto::DevicePr
         absl::StrCat("registry full: ", clients_.size(), " clients joined"));
   }
   clients_[id] = Entry{profile, clock_->Now() + options_.lease};
+  if (std::string why = Ineligibility(options_.eligibility, profile); !why.empty()) {
+    EDGEFL_LOG_INFO("client ", id, " is not eligible for selection: ", why);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ClientRegistry::UpdateProfile(const std::string& client_id,
+                                           const proto::DeviceProfile& profile) {
+  absl::MutexLock lock(&mu_);
+  auto it = clients_.find(client_id);
+  if (it == clients_.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        "unknown client id '", absl::CHexEscape(client_id.substr(0, 64)), "'; Join again"));
+  }
+  const std::string before = Ineligibility(options_.eligibility, it->second.profile);
+  const std::string after = Ineligibility(options_.eligibility, profile);
+  if (before != after) {
+    if (after.empty()) {
+      EDGEFL_LOG_INFO("client ", client_id, " is eligible for selection again");
+    } else {
+      EDGEFL_LOG_INFO("client ", client_id, " is not eligible for selection: ", after);
+    }
+  }
+  it->second.profile = profile;
   return absl::OkStatus();
 }
 
@@ -73,7 +125,9 @@ std::vector<std::string> ClientRegistry::Eligible() const {
   std::vector<std::string> out;
   const absl::Time now = clock_->Now();
   for (const auto& [id, entry] : clients_) {
-    if (entry.expires >= now) out.push_back(id);
+    if (entry.expires >= now && Ineligibility(options_.eligibility, entry.profile).empty()) {
+      out.push_back(id);
+    }
   }
   return out;
 }

@@ -550,6 +550,15 @@ absl::Status ValidateConfig(const proto::ExperimentConfig& config) {
   RETURN_IF_ERROR(CheckInt("evaluation.batch_size", e.batch_size(), 1));
   RETURN_IF_ERROR(CheckInt("evaluation.threads", e.threads(), 1));
   if (config.data_dir().empty()) return absl::InvalidArgumentError("data_dir must not be empty");
+  for (const std::string& arch : config.eligibility().architectures()) {
+    if (arch.empty() || arch.size() > 64) {
+      return absl::InvalidArgumentError(
+          "eligibility.architectures entries must be 1..64 characters (e.g. \"aarch64\")");
+    }
+  }
+  if (config.eligibility().accelerator().size() > 64) {
+    return absl::InvalidArgumentError("eligibility.accelerator must be at most 64 characters");
+  }
   const proto::UpdateBounds& bounds = config.update_bounds();
   if (bounds.has_max_l2_norm()) {
     RETURN_IF_ERROR(CheckPositive("update_bounds.max_l2_norm", bounds.max_l2_norm()));

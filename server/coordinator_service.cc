@@ -107,6 +107,13 @@ grpc::Status CoordinatorService::CheckIn(grpc::ServerContext* context,
   if (absl::Status s = ValidateCheckInRequest(*request); !s.ok()) return Reject(s, "CheckIn");
   if (absl::Status s = access_->AdmitCheckIn(*caller); !s.ok()) return Reject(s, "CheckIn");
   if (absl::Status s = registry_->Touch(*caller); !s.ok()) return Reject(s, "CheckIn");
+  // The device's refreshed state decides its eligibility from now on; a declined task is counted
+  // and no longer waited for.
+  if (request->has_profile()) registry_->UpdateProfile(*caller, request->profile()).IgnoreError();
+  if (!request->declined_reason().empty()) {
+    scheduler_->Decline(*caller, request->declined_round(), request->declined_attempt(),
+                        request->declined_reason());
+  }
   // Hold the poll a little shorter than the client's own deadline allows.
   absl::Duration wait = options_.checkin_poll;
   if (context->deadline() != std::chrono::system_clock::time_point::max()) {

@@ -137,6 +137,7 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
   // ---- components ------------------------------------------------------------------------------
   ClientRegistry::Options reg_opts;
   reg_opts.lease = absl::Seconds(o.lease_seconds);
+  reg_opts.eligibility = run.config.eligibility();  // only eligible devices are selected
   p->registry = std::make_unique<ClientRegistry>(reg_opts, clock);
 
   // ---- who may call, as whom, how much ---------------------------------------------------------

@@ -1,5 +1,6 @@
 #include "server/request_validation.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -46,10 +47,19 @@ bool IsValidClientId(absl::string_view id) {
 
 std::string PrintableId(absl::string_view id) { return absl::CHexEscape(id.substr(0, 64)); }
 
+namespace {
+bool ProfileInRange(const proto::DeviceProfile& p) {
+  return p.arch().size() <= 64 && p.hostname().size() <= 256 && p.accelerator().size() <= 64 &&
+         p.cores() >= 0 &&
+         (!p.has_battery_percent() || (p.battery_percent() >= 0 && p.battery_percent() <= 100)) &&
+         (!p.has_temperature_c() || std::isfinite(p.temperature_c())) &&
+         (!p.has_load_per_core() || (std::isfinite(p.load_per_core()) && p.load_per_core() >= 0));
+}
+}  // namespace
+
 absl::Status ValidateJoinRequest(const proto::JoinRequest& request) {
-  const auto& p = request.profile();
-  if (p.arch().size() > 64 || p.hostname().size() > 256 || p.accelerator().size() > 64 ||
-      p.cores() < 0 || request.requested_client_id().size() > kMaxClientIdBytes) {
+  if (!ProfileInRange(request.profile()) ||
+      request.requested_client_id().size() > kMaxClientIdBytes) {
     return absl::InvalidArgumentError("device profile has out-of-range fields");
   }
   return absl::OkStatus();
@@ -63,6 +73,20 @@ absl::Status ValidateCheckInRequest(const proto::CheckInRequest& request) {
   if (request.have_model_version() < -1) {
     return absl::InvalidArgumentError(
         absl::StrCat("have_model_version must be >= -1, got ", request.have_model_version()));
+  }
+  if (request.has_profile() && !ProfileInRange(request.profile())) {
+    return absl::InvalidArgumentError("device profile has out-of-range fields");
+  }
+  const std::string& reason = request.declined_reason();
+  if (reason.size() > 64 || !std::all_of(reason.begin(), reason.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+      })) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("declined_reason must be at most 64 of [a-z0-9_], got '",
+                     PrintableId(reason), "'"));
+  }
+  if (!reason.empty() && (request.declined_round() < 1 || request.declined_attempt() < 1)) {
+    return absl::InvalidArgumentError("a declined task needs declined_round and declined_attempt >= 1");
   }
   return absl::OkStatus();
 }

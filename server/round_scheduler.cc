@@ -178,6 +178,7 @@ void RoundScheduler::OpenAttempt(int64_t round, int attempt,
   target_ = target;
   selected_ = absl::flat_hash_set<std::string>(selected.begin(), selected.end());
   reported_.clear();
+  declined_.clear();
   aggregation::RoundContext context(round);
   context.num_selected = static_cast<int>(selected.size());
   context.num_eligible = num_eligible;
@@ -233,7 +234,7 @@ absl::Status RoundScheduler::Run() {
       absl::MutexLock lock(&mu_);
       auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return shutdown_ || static_cast<int>(reported_.size()) >= target_ ||
-               reported_.size() == selected_.size();
+               reported_.size() + declined_.size() >= selected_.size();
       };
       clock_->AwaitWithDeadline(&mu_, absl::Condition(&done), deadline_);
       open_ = false;
@@ -332,7 +333,8 @@ PollOutcome RoundScheduler::WaitForTask(const std::string& client_id, absl::Dura
   absl::MutexLock lock(&mu_);
   auto ready = [this, &client_id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return finished_ || shutdown_ ||
-           (open_ && selected_.contains(client_id) && !reported_.contains(client_id));
+           (open_ && selected_.contains(client_id) && !reported_.contains(client_id) &&
+            !declined_.contains(client_id));
   };
   while (true) {
     const absl::Time now = clock_->Now();
@@ -357,6 +359,20 @@ PollOutcome RoundScheduler::WaitForTask(const std::string& client_id, absl::Dura
   grant->task = task_;
   grant->model = snapshot_;
   return PollOutcome::kTask;
+}
+
+bool RoundScheduler::Decline(const std::string& client_id, int64_t round, int attempt,
+                             const std::string& reason) {
+  absl::MutexLock lock(&mu_);
+  if (!open_ || round != round_ || attempt != attempt_ || !selected_.contains(client_id) ||
+      reported_.contains(client_id) || !declined_.insert(client_id).second) {
+    return false;
+  }
+  (*stats_.mutable_declined())[reason] += 1;
+  stats_.set_clients_declined(stats_.clients_declined() + 1);
+  EDGEFL_LOG_INFO("round ", round, " attempt ", attempt, ": client ", client_id,
+                  " declined its task (", reason, ")");
+  return true;
 }
 
 absl::Status RoundScheduler::CheckReport(const proto::ReportHeader& header) const {

@@ -102,6 +102,12 @@ class RoundScheduler {
   PollOutcome WaitForTask(const std::string& client_id, absl::Duration max_wait,
                           const std::function<bool()>& cancelled, TaskGrant* grant);
 
+  // Records that `client_id` declines the task of (round, attempt) for `reason` (a metric key the
+  // caller validated): counted in RoundRecord.declined, and the round no longer waits for it nor
+  // offers it the task again. Ignored (false) unless that attempt is open and the client is
+  // selected in it and has neither reported nor declined yet.
+  bool Decline(const std::string& client_id, int64_t round, int attempt, const std::string& reason);
+
   // Checks a report header before its payload is received: FAILED_PRECONDITION when no round is
   // open, for another round/attempt, against another model version, after the deadline, or when
   // the client already reported; PERMISSION_DENIED when the client was not selected.
@@ -171,6 +177,7 @@ class RoundScheduler {
   proto::Task task_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> selected_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> reported_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> declined_ ABSL_GUARDED_BY(mu_);
   proto::RoundRecord stats_ ABSL_GUARDED_BY(mu_);  // of the open round
   int64_t total_rejections_ ABSL_GUARDED_BY(mu_) = 0;
 

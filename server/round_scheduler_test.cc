@@ -452,3 +452,87 @@ TEST_F(SchedulerFixture, ClosedRoundsCarryTheOptimizerStateAndTheScheduledServer
 
 }  // namespace
 }  // namespace edgefl::server
+
+namespace edgefl::server {
+namespace {
+
+TEST_F(SchedulerFixture, ADeclinedTaskIsCountedAndNotWaitedFor) {
+  SetUpScheduler(/*clients=*/2, /*deadline_s=*/300, /*rounds=*/1);
+  StartRun();
+  TaskGrant g0, g1;
+  ASSERT_TRUE(GetTask(ids_[0], &g0));
+  ASSERT_TRUE(GetTask(ids_[1], &g1));
+  // A decline for another round or attempt, or from a client not selected, changes nothing.
+  EXPECT_FALSE(scheduler_->Decline(ids_[1], 2, 1, "battery_low"));
+  EXPECT_FALSE(scheduler_->Decline(ids_[1], 1, 2, "battery_low"));
+  EXPECT_FALSE(scheduler_->Decline("c-stranger", 1, 1, "battery_low"));
+  EXPECT_TRUE(scheduler_->Decline(ids_[1], 1, 1, "battery_low"));
+  EXPECT_FALSE(scheduler_->Decline(ids_[1], 1, 1, "too_hot"));  // counted once
+  // The decliner is not offered the task again.
+  TaskGrant again;
+  EXPECT_EQ(scheduler_->WaitForTask(ids_[1], absl::Milliseconds(100), nullptr, &again),
+            PollOutcome::kIdle);
+  std::vector<float> d0 = {1, 1, 1, 1};
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], g0, 1), d0).ok());
+  // The round closes on the one report, long before its 300 s deadline.
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(JoinRun().ok());
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+  ASSERT_EQ(done_.size(), 1u);
+  EXPECT_EQ(done_[0].clients_reported(), 1);
+  EXPECT_EQ(done_[0].clients_declined(), 1);
+  ASSERT_EQ(done_[0].declined().size(), 1u);
+  EXPECT_EQ(done_[0].declined().at("battery_low"), 1);
+  EXPECT_EQ(models_[0], (std::vector<float>{2, 3, 4, 5}));
+}
+
+proto::DeviceProfile Profile(const std::string& arch, uint64_t ram_mb, uint64_t samples,
+                             const std::string& accelerator = "") {
+  proto::DeviceProfile p;
+  p.set_arch(arch);
+  p.set_ram_bytes(ram_mb << 20);
+  p.set_num_samples(samples);
+  p.set_accelerator(accelerator);
+  return p;
+}
+
+TEST(ClientRegistry, SelectsOnlyEligibleDevicesFromTheirLatestProfile) {
+  ClientRegistry::Options o;
+  o.id_seed = 3;
+  o.eligibility.set_min_ram_mb(1024);
+  o.eligibility.add_architectures("aarch64");
+  o.eligibility.add_architectures("armv7l");
+  o.eligibility.set_min_samples(100);
+  ClientRegistry registry(o, Clock::Real());
+  const std::string pi = *registry.Join(Profile("aarch64", 4096, 500));
+  const std::string pc = *registry.Join(Profile("x86_64", 16384, 500));
+  const std::string small = *registry.Join(Profile("aarch64", 512, 500));
+  const std::string few = *registry.Join(Profile("armv7l", 2048, 10));
+  EXPECT_EQ(registry.Eligible(), std::vector<std::string>{pi});
+  EXPECT_EQ(registry.size(), 4);  // joined all the same
+  EXPECT_EQ(ClientRegistry::Ineligibility(o.eligibility, Profile("x86_64", 16384, 500)),
+            "arch 'x86_64' not in [aarch64, armv7l]");
+  EXPECT_EQ(ClientRegistry::Ineligibility(o.eligibility, Profile("aarch64", 512, 500)),
+            "ram 512 MiB < min_ram_mb 1024");
+  EXPECT_EQ(ClientRegistry::Ineligibility(o.eligibility, Profile("armv7l", 2048, 10)),
+            "10 samples < min_samples 100");
+  // A refreshed profile changes eligibility both ways.
+  ASSERT_TRUE(registry.UpdateProfile(few, Profile("armv7l", 2048, 200)).ok());
+  ASSERT_TRUE(registry.UpdateProfile(pi, Profile("aarch64", 4096, 50)).ok());
+  EXPECT_EQ(registry.Eligible(), std::vector<std::string>{few});
+  EXPECT_EQ(registry.UpdateProfile("c-unknown", Profile("aarch64", 4096, 500)).code(),
+            absl::StatusCode::kNotFound);
+  // An accelerator requirement.
+  proto::Eligibility gpu;
+  gpu.set_accelerator("cuda");
+  EXPECT_EQ(ClientRegistry::Ineligibility(gpu, Profile("aarch64", 4096, 500, "cuda")), "");
+  EXPECT_EQ(ClientRegistry::Ineligibility(gpu, Profile("aarch64", 4096, 500)),
+            "accelerator '' is not 'cuda'");
+  // No criteria: everyone.
+  EXPECT_EQ(ClientRegistry::Ineligibility(proto::Eligibility(), proto::DeviceProfile()), "");
+  (void)pc;
+  (void)small;
+}
+
+}  // namespace
+}  // namespace edgefl::server

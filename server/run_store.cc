@@ -103,6 +103,14 @@ std::string RunStore::MetricsToJson(const RoundMetrics& m) {
                          ? absl::StrFormat("\"dp_epsilon\":%.9g", s.dp_epsilon())
                          : std::string("\"dp_epsilon\":null"));
   }
+  // Selected devices that declined the task (battery, temperature, budgets), by reason.
+  std::vector<std::string> declined;
+  const std::map<std::string, int64_t> declined_by(s.declined().begin(), s.declined().end());
+  for (const auto& [reason, count] : declined_by) {
+    declined.push_back(absl::StrFormat("\"%s\":%d", reason, count));
+  }
+  fields.push_back(absl::StrCat("\"declined\":{", absl::StrJoin(declined, ","), "}"));
+  fields.push_back(absl::StrFormat("\"clients_declined\":%d", s.clients_declined()));
   if (s.student_reports() > 0) {
     fields.push_back(absl::StrFormat("\"student_local_accuracy\":%.6f",
                                      s.student_accuracy_sum() / s.student_reports()));
