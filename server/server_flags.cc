@@ -29,6 +29,9 @@ void DefineServerFlags(FlagSet* flags, ServerFlags* f) {
                 "output folder (default runs/<timestamp>; with --resume, the run "
                 "to continue, default the newest under runs/)");
   flags->Bool("resume", &f->resume, "continue the run in --out from its last completed round");
+  flags->Bool("resume_if_present", &f->resume_if_present,
+              "for restartable pods: resume the run in --out when it holds a checkpoint, else "
+              "start it fresh (--config is read only then)");
   flags->String("data_dir", &f->data_dir,
                 "folder with the Fashion-MNIST .gz files (config 'data_dir', default "
                 "/usr/share/datasets/fashion-mnist)");
@@ -102,6 +105,7 @@ ServerOptions ToServerOptions(const ServerFlags& f) {
   ServerOptions o;
   o.run.out = f.out;
   o.run.resume = f.resume;
+  o.run.resume_if_present = f.resume_if_present;
   o.run.config_file = f.config;
   o.run.overrides = SugarOverrides(f);
   o.transport = {f.tls_cert, f.tls_key, f.client_ca, f.insecure};

@@ -26,6 +26,7 @@ struct ServerFlags {
   std::string listen = "0.0.0.0:50051";
   std::string out;
   bool resume = false;
+  bool resume_if_present = false;
   std::string data_dir;
   std::string init_weights;
   int64_t seed = -1;
