@@ -68,12 +68,14 @@ struct FlServer::Parts {
   std::unique_ptr<RoundScheduler> scheduler;
   std::unique_ptr<CoordinatorService> service;
   std::unique_ptr<grpc::Server> grpc_server;
+  std::unique_ptr<grpc::Server> health_server;  // --health_listen
   int port = 0;
 };
 
 FlServer::FlServer(std::unique_ptr<Parts> parts) : parts_(std::move(parts)) {}
 
 FlServer::~FlServer() {
+  if (parts_->health_server != nullptr) parts_->health_server->Shutdown();
   if (parts_->grpc_server != nullptr) parts_->grpc_server->Shutdown();
 }
 
@@ -220,6 +222,17 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
   }
   p->grpc_server = std::move(started->server);
   p->port = started->port;
+  if (!o.health_listen.empty()) {
+    GrpcServerOptions health_opts;  // plaintext: kubelet's gRPC probe has no TLS
+    health_opts.listen = o.health_listen;
+    absl::StatusOr<StartedGrpcServer> health = StartHealthOnlyServer(health_opts);
+    if (!health.ok()) {
+      return AsUsageError(absl::Status(
+          health.status().code(), absl::StrCat("--health_listen: ", health.status().message())));
+    }
+    p->health_server = std::move(health->server);
+    EDGEFL_LOG_INFO("health service (plaintext, grpc.health.v1 only) on ", o.health_listen);
+  }
   if (!o.port_file.empty()) {
     if (absl::Status s = WriteFileAtomically(o.port_file, absl::StrCat(p->port, "\n")); !s.ok()) {
       EDGEFL_LOG_ERROR(s.ToString());
@@ -259,6 +272,7 @@ absl::Status FlServer::Run() {
       absl::SleepFor(absl::Milliseconds(100));
     }
   }
+  if (p.health_server != nullptr) p.health_server->Shutdown();
   p.grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (!status.ok()) {
     EDGEFL_LOG_ERROR("run stopped: ", status.ToString());

@@ -49,6 +49,9 @@ void DefineServerFlags(FlagSet* flags, ServerFlags* f) {
   flags->Double("finish_grace_seconds", &f->finish_grace_seconds,
                 "after the last round, how long to keep telling clients the run is over");
   flags->String("port_file", &f->port_file, "write the bound port to this file once serving");
+  flags->String("health_listen", &f->health_listen,
+                "also serve grpc.health.v1.Health alone, in plaintext, on this host:port (for "
+                "Kubernetes gRPC probes, which cannot use TLS); empty = off");
   flags->Int("max_message_mb", &f->max_message_mb, "gRPC message size limit, both directions");
   flags->String("tls_cert", &f->tls_cert, "server certificate chain (PEM)");
   flags->String("tls_key", &f->tls_key,
@@ -112,6 +115,7 @@ ServerOptions ToServerOptions(const ServerFlags& f) {
   o.listen = f.listen;
   o.max_message_mb = f.max_message_mb;
   o.port_file = f.port_file;
+  o.health_listen = f.health_listen;
   o.lease_seconds = f.lease_seconds;
   o.poll_seconds = f.poll_seconds;
   o.finish_grace_seconds = f.finish_grace_seconds;

@@ -39,6 +39,7 @@ struct ServerFlags {
   double poll_seconds = 20;
   double finish_grace_seconds = 10;
   std::string port_file;
+  std::string health_listen;
   int max_message_mb = channel_args::kDefaultMaxMessageMb;
   // Transport security.
   std::string tls_cert;
