@@ -23,6 +23,7 @@
 #include "server/coordinator_service.h"
 #include "server/enrollment_ledger.h"
 #include "server/grpc_server.h"
+#include "server/metrics_exporter.h"
 #include "server/round_scheduler.h"
 #include "server/tokens.h"
 
@@ -65,6 +66,7 @@ struct FlServer::Parts {
   std::unique_ptr<ClientRegistry> registry;
   std::unique_ptr<EnrollmentLedger> ledger;
   std::unique_ptr<AccessControl> access;
+  std::unique_ptr<MetricsExporter> metrics;  // --metrics_listen; after the registry it reads
   std::unique_ptr<RoundScheduler> scheduler;
   std::unique_ptr<CoordinatorService> service;
   std::unique_ptr<grpc::Server> grpc_server;
@@ -122,6 +124,27 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
   rec_opts.config = run.config;
   rec_opts.spec = run.spec;
   rec_opts.elapsed_before = run.elapsed_seconds;
+  Parts* parts = p.get();
+  if (!o.metrics_listen.empty()) {
+    MetricsExporter::Options m_opts;
+    m_opts.listen = o.metrics_listen;
+    m_opts.total_rounds = run.config.rounds();
+    m_opts.completed_rounds = run.completed_rounds;
+    m_opts.registered_clients = [parts]() -> int64_t {
+      return parts->registry == nullptr ? 0 : static_cast<int64_t>(parts->registry->Eligible().size());
+    };
+    absl::StatusOr<std::unique_ptr<MetricsExporter>> metrics = MetricsExporter::Create(m_opts);
+    if (!metrics.ok()) {
+      return AsUsageError(absl::Status(metrics.status().code(),
+                                       absl::StrCat("--metrics_listen: ", metrics.status().message())));
+    }
+    p->metrics = std::move(*metrics);
+    rec_opts.on_metrics_line = [parts](const RoundMetrics& line) {
+      if (parts->metrics != nullptr) parts->metrics->OnMetricsLine(line);
+    };
+    EDGEFL_LOG_INFO("Prometheus metrics on http://", o.metrics_listen.substr(0, o.metrics_listen.rfind(':')),
+                    ":", p->metrics->port(), "/metrics");
+  }
   absl::StatusOr<std::unique_ptr<RunRecorder>> recorder =
       RunRecorder::Create(std::move(rec_opts), &run.store, p->evaluator.get(), clock);
   RETURN_IF_USAGE_ERROR(StatusOf(recorder));
@@ -192,9 +215,13 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
   sched_opts.spec = run.spec;
   sched_opts.completed_rounds = run.completed_rounds;
   sched_opts.weights = std::move(run.weights);
-  sched_opts.on_round_closed = [rec](const proto::RoundRecord& stats,
-                                     std::shared_ptr<const std::vector<float>> model) {
+  sched_opts.on_round_closed = [rec, parts](const proto::RoundRecord& stats,
+                                            std::shared_ptr<const std::vector<float>> model) {
+    const absl::Time start = absl::Now();
     rec->OnRoundClosed(stats, std::move(model));
+    if (parts->metrics != nullptr) {
+      parts->metrics->OnRoundClosed(stats, absl::ToDoubleSeconds(absl::Now() - start));
+    }
   };
   absl::StatusOr<std::unique_ptr<RoundScheduler>> scheduler = RoundScheduler::Create(
       std::move(sched_opts), p->registry.get(), std::move(*strategy),

@@ -187,8 +187,11 @@ void RunRecorder::OnRoundDone(const proto::RoundRecord& stats,
   Evaluate(*model, &m);
   absl::Status s = store_->AppendMetrics(m);
   if (s.ok()) {
-    absl::MutexLock lock(&mu_);
-    pending_.erase(stats.round());
+    {
+      absl::MutexLock lock(&mu_);
+      pending_.erase(stats.round());
+    }
+    if (options_.on_metrics_line) options_.on_metrics_line(m);
   } else {
     EDGEFL_LOG_ERROR("could not write the metrics of round ", stats.round(), ": ", s.ToString());
     Fail(s);

@@ -6,6 +6,7 @@
 #define EDGEFL_SERVER_RUN_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -101,6 +102,8 @@ class RunRecorder {
     proto::ModelSpec spec;
     // Wall time of the run before this process; checkpoints count on from it (from Create).
     double elapsed_before = 0;
+    // Called after each metrics line is appended (e.g. the Prometheus exporter); may be empty.
+    std::function<void(const RoundMetrics&)> on_metrics_line;
   };
 
   // Writes config.json into `store`. `store` and `clock` must outlive the recorder; `evaluator`

@@ -52,6 +52,9 @@ void DefineServerFlags(FlagSet* flags, ServerFlags* f) {
   flags->String("health_listen", &f->health_listen,
                 "also serve grpc.health.v1.Health alone, in plaintext, on this host:port (for "
                 "Kubernetes gRPC probes, which cannot use TLS); empty = off");
+  flags->String("metrics_listen", &f->metrics_listen,
+                "serve Prometheus metrics (rounds, clients, bytes, rejections, evaluation, "
+                "process RSS/CPU) on http://host:port/metrics; empty = off");
   flags->Int("max_message_mb", &f->max_message_mb, "gRPC message size limit, both directions");
   flags->String("tls_cert", &f->tls_cert, "server certificate chain (PEM)");
   flags->String("tls_key", &f->tls_key,
@@ -116,6 +119,7 @@ ServerOptions ToServerOptions(const ServerFlags& f) {
   o.max_message_mb = f.max_message_mb;
   o.port_file = f.port_file;
   o.health_listen = f.health_listen;
+  o.metrics_listen = f.metrics_listen;
   o.lease_seconds = f.lease_seconds;
   o.poll_seconds = f.poll_seconds;
   o.finish_grace_seconds = f.finish_grace_seconds;

@@ -40,6 +40,7 @@ struct ServerFlags {
   double finish_grace_seconds = 10;
   std::string port_file;
   std::string health_listen;
+  std::string metrics_listen;
   int max_message_mb = channel_args::kDefaultMaxMessageMb;
   // Transport security.
   std::string tls_cert;
