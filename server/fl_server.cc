@@ -2,7 +2,10 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <optional>
@@ -24,6 +27,7 @@
 #include "server/enrollment_ledger.h"
 #include "server/grpc_server.h"
 #include "server/metrics_exporter.h"
+#include "server/report.h"
 #include "server/round_scheduler.h"
 #include "server/tokens.h"
 
@@ -71,6 +75,9 @@ struct FlServer::Parts {
   std::unique_ptr<CoordinatorService> service;
   std::unique_ptr<grpc::Server> grpc_server;
   std::unique_ptr<grpc::Server> health_server;  // --health_listen
+  bool progress = false;  // stderr is a terminal: a progress line per round
+  int64_t progress_rounds = 0;  // closed by this process (the scheduler's thread only)
+  double progress_seconds = 0;
   int port = 0;
 };
 
@@ -125,6 +132,7 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
   rec_opts.spec = run.spec;
   rec_opts.elapsed_before = run.elapsed_seconds;
   Parts* parts = p.get();
+  p->progress = ::isatty(STDERR_FILENO) != 0;
   if (!o.metrics_listen.empty()) {
     MetricsExporter::Options m_opts;
     m_opts.listen = o.metrics_listen;
@@ -222,6 +230,19 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
     if (parts->metrics != nullptr) {
       parts->metrics->OnRoundClosed(stats, absl::ToDoubleSeconds(absl::Now() - start));
     }
+    // Progress with an ETA from this process's mean round time, on a terminal only.
+    if (parts->progress) {
+      const int64_t total = parts->run->config.rounds();
+      parts->progress_rounds += 1;
+      parts->progress_seconds += stats.round_seconds();
+      const double eta = parts->progress_seconds / parts->progress_rounds *
+                         static_cast<double>(std::max<int64_t>(0, total - stats.round()));
+      std::fprintf(stderr, "\r[%3d%%] round %lld/%lld closed in %.1fs, ETA %s   \n",
+                   static_cast<int>(100 * stats.round() / std::max<int64_t>(1, total)),
+                   static_cast<long long>(stats.round()), static_cast<long long>(total),
+                   stats.round_seconds(),
+                   absl::FormatDuration(absl::Seconds(std::round(eta))).c_str());
+    }
   };
   absl::StatusOr<std::unique_ptr<RoundScheduler>> scheduler = RoundScheduler::Create(
       std::move(sched_opts), p->registry.get(), std::move(*strategy),
@@ -307,6 +328,9 @@ absl::Status FlServer::Run() {
   }
   if (absl::Status s = p.recorder->status(); !s.ok()) {
     return absl::InternalError(absl::StrCat("the run's files are incomplete: ", s.message()));
+  }
+  if (absl::Status s = WriteReport(run.store.dir()); !s.ok()) {
+    EDGEFL_LOG_WARN("could not write ", kReportFile, ": ", s.ToString());
   }
   std::printf("fl-server: %lld rounds done. Metrics: %s  Final model: %s  Checkpoint: %s\n",
               static_cast<long long>(total_rounds), run.store.Path(RunStore::kMetricsFile).c_str(),

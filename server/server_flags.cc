@@ -13,7 +13,8 @@ const char kServerDescription[] =
     "  fl-server --tls_cert server.pem --tls_key server.key --client_ca ca.pem\n"
     "  fl-server --insecure --config examples/fmnist_fedavg.json --set client.lr=0.02\n"
     "  fl-server --insecure --resume --out runs/20261126-101500\n"
-    "  fl-server token create --secret_file secret --ttl 24h --count 100\n\n"
+    "  fl-server token create --secret_file secret --ttl 24h --count 100\n"
+    "  fl-server report runs/20261126-101500   (writes its report.html)\n\n"
     "TLS is required unless --insecure is given. Enrollment tokens are required\n"
     "when a server secret is configured (--secret_file or $EDGEFL_SERVER_SECRET).";
 
