@@ -28,13 +28,18 @@ std::string Escape(const std::string& s) {
   return absl::StrReplaceAll(s, {{"&", "&amp;"}, {"<", "&lt;"}, {">", "&gt;"}, {"\"", "&quot;"}});
 }
 
-// A compact tick label: 0.8123 -> "0.812", 1305188 -> "1.31M".
-std::string Label(double v) {
+// A compact tick label: 0.8123 -> "0.8123", 1305188 -> "1.31M"; more digits when the axis spans
+// a narrow range of large values (66.51M..66.54M stay apart).
+std::string Label(double v, double span = 0) {
   const double a = std::fabs(v);
-  if (a >= 1e9) return absl::StrFormat("%.3gG", v / 1e9);
-  if (a >= 1e6) return absl::StrFormat("%.3gM", v / 1e6);
-  if (a >= 1e4) return absl::StrFormat("%.3gk", v / 1e3);
-  return absl::StrFormat("%.4g", v);
+  int digits = 4;
+  if (span > 0 && a > 0) {
+    digits = std::clamp(static_cast<int>(std::ceil(std::log10(a / span))) + 2, 4, 9);
+  }
+  if (a >= 1e9) return absl::StrFormat("%.*gG", digits, v / 1e9);
+  if (a >= 1e6) return absl::StrFormat("%.*gM", digits, v / 1e6);
+  if (a >= 1e4) return absl::StrFormat("%.*gk", digits, v / 1e3);
+  return absl::StrFormat("%.*g", digits, v);
 }
 
 // One line plot: axes with the data's own round and value ranges as labels.
@@ -68,7 +73,7 @@ std::string Plot(const std::string& title, const std::string& y_unit, const std:
                           "<line x1=\"%g\" x2=\"%g\" y1=\"%g\" y2=\"%g\" stroke=\"#ddd\"/>"
                           "<text class=\"ytick\" x=\"%g\" y=\"%g\" font-size=\"11\" "
                           "text-anchor=\"end\">%s</text>",
-                          kLeft, kLeft + pw, Y(v), Y(v), kLeft - 4, Y(v) + 4, Label(v));
+                          kLeft, kLeft + pw, Y(v), Y(v), kLeft - 4, Y(v) + 4, Label(v, (y1 - y0) / 4));
   }
   const int rounds = static_cast<int>(std::lround(x1 - x0)) + 1;
   const int step = std::max(1, rounds / 8);
@@ -83,7 +88,7 @@ std::string Plot(const std::string& title, const std::string& y_unit, const std:
                         "<text x=\"12\" y=\"%g\" font-size=\"11\" transform=\"rotate(-90 12 %g)\" "
                         "text-anchor=\"middle\">%s</text>",
                         kLeft + pw / 2, kH - 6, kTop + ph / 2, kTop + ph / 2, Escape(y_unit));
-  double legend_x = kLeft + 150;
+  double legend_x = kLeft + 16 + 8.5 * static_cast<double>(title.size());
   for (const Series& s : series) {
     std::string pts;
     for (const auto& [x, y] : s.points) absl::StrAppendFormat(&pts, "%.2f,%.2f ", X(x), Y(y));
