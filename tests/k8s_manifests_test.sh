@@ -61,7 +61,7 @@ refused typo-field "imagePullPolicyy: unknown field" '0,/imagePullPolicy:/s//ima
 refused missing-probe "has no readinessProbe" '0,/readinessProbe:/s//readinessProbeRemoved:/'
 refused latest-image "needs a pinned tag" '0,/image: localhost\/edgefl\/fl-server:0.1.0/s//image: localhost\/edgefl\/fl-server:latest/'
 refused run-off-pvc "must be on a PersistentVolumeClaim" 's|--out=/var/lib/edgefl/runs/|--out=/tmp/runs/|'
-refused no-limits "resources.limits.memory missing" '0,/memory: 1536Mi/s//memorx: 1536Mi/'
+refused no-limits "resources.limits.memory missing" '0,/memory: 1Gi/s//memorx: 1Gi/'
 refused root "runs as root" '0,/runAsNonRoot: true/s//runAsNonRoot: false/'
 refused schema-type "schema:" '0,/replicas: 1/s//replicas: one/'
 echo PASSED
