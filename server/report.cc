@@ -34,7 +34,7 @@ std::string Label(double v, double span = 0) {
   const double a = std::fabs(v);
   int digits = 4;
   if (span > 0 && a > 0) {
-    digits = std::clamp(static_cast<int>(std::ceil(std::log10(a / span))) + 2, 4, 9);
+    digits = std::clamp(static_cast<int>(std::ceil(std::log10(a / span))) + 2, 4, 7);
   }
   if (a >= 1e9) return absl::StrFormat("%.*gG", digits, v / 1e9);
   if (a >= 1e6) return absl::StrFormat("%.*gM", digits, v / 1e6);
@@ -44,7 +44,7 @@ std::string Label(double v, double span = 0) {
 
 // One line plot: axes with the data's own round and value ranges as labels.
 std::string Plot(const std::string& title, const std::string& y_unit, const std::vector<Series>& series) {
-  constexpr double kW = 460, kH = 240, kLeft = 64, kRight = 12, kTop = 28, kBottom = 40;
+  constexpr double kW = 480, kH = 240, kLeft = 84, kRight = 12, kTop = 28, kBottom = 40;
   double x0 = 1e300, x1 = -1e300, y0 = 1e300, y1 = -1e300;
   for (const Series& s : series) {
     for (const auto& [x, y] : s.points) {
