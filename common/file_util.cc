@@ -129,7 +129,11 @@ absl::StatusOr<std::string> ReadPrivateFile(const std::string& path, absl::strin
   if (!S_ISREG(st.st_mode)) {
     return absl::FailedPreconditionError(absl::StrCat(what, " ", path, " is not a regular file"));
   }
-  if ((st.st_mode & 0066) != 0) {
+  // Group read is fine on a root-owned file read by an unprivileged process through its group:
+  // that is how Kubernetes mounts a Secret for a non-root pod with fsGroup (root, mode 0440),
+  // and PostgreSQL's rule for its key files.
+  const mode_t refused = (st.st_uid == 0 && ::geteuid() != 0) ? 0026 : 0066;
+  if ((st.st_mode & refused) != 0) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "%s %s is accessible by group or others (mode %04o); refusing to use it: chmod 600 %s",
         what, path, st.st_mode & 07777, path));

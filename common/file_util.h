@@ -37,7 +37,8 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view data,
 // Reads a file that holds a secret (a private key, the server secret, a token). Refuses it with
 // FAILED_PRECONDITION, naming `what`, the path and its mode, when it is not a regular file or its
 // permission bits let group or others read or write it (anything in 0066): "chmod 600" fixes
-// that. NOT_FOUND if missing. The mode is checked on the open descriptor (no race with a swap).
+// that. One exception: a file owned by root, read by a non-root process, may be group-readable
+// (0640 / 0440: a Kubernetes Secret volume with fsGroup). NOT_FOUND if missing. The mode is checked on the open descriptor (no race with a swap).
 absl::StatusOr<std::string> ReadPrivateFile(const std::string& path, absl::string_view what);
 
 // Appends one line (a '\n' is added) and fsyncs. Used for metrics.jsonl.

@@ -2,7 +2,10 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <optional>
@@ -23,6 +26,8 @@
 #include "server/coordinator_service.h"
 #include "server/enrollment_ledger.h"
 #include "server/grpc_server.h"
+#include "server/metrics_exporter.h"
+#include "server/report.h"
 #include "server/round_scheduler.h"
 #include "server/tokens.h"
 
@@ -65,15 +70,21 @@ struct FlServer::Parts {
   std::unique_ptr<ClientRegistry> registry;
   std::unique_ptr<EnrollmentLedger> ledger;
   std::unique_ptr<AccessControl> access;
+  std::unique_ptr<MetricsExporter> metrics;  // --metrics_listen; after the registry it reads
   std::unique_ptr<RoundScheduler> scheduler;
   std::unique_ptr<CoordinatorService> service;
   std::unique_ptr<grpc::Server> grpc_server;
+  std::unique_ptr<grpc::Server> health_server;  // --health_listen
+  bool progress = false;  // stderr is a terminal: a progress line per round
+  int64_t progress_rounds = 0;  // closed by this process (the scheduler's thread only)
+  double progress_seconds = 0;
   int port = 0;
 };
 
 FlServer::FlServer(std::unique_ptr<Parts> parts) : parts_(std::move(parts)) {}
 
 FlServer::~FlServer() {
+  if (parts_->health_server != nullptr) parts_->health_server->Shutdown();
   if (parts_->grpc_server != nullptr) parts_->grpc_server->Shutdown();
 }
 
@@ -120,6 +131,28 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
   rec_opts.config = run.config;
   rec_opts.spec = run.spec;
   rec_opts.elapsed_before = run.elapsed_seconds;
+  Parts* parts = p.get();
+  p->progress = ::isatty(STDERR_FILENO) != 0;
+  if (!o.metrics_listen.empty()) {
+    MetricsExporter::Options m_opts;
+    m_opts.listen = o.metrics_listen;
+    m_opts.total_rounds = run.config.rounds();
+    m_opts.completed_rounds = run.completed_rounds;
+    m_opts.registered_clients = [parts]() -> int64_t {
+      return parts->registry == nullptr ? 0 : static_cast<int64_t>(parts->registry->Eligible().size());
+    };
+    absl::StatusOr<std::unique_ptr<MetricsExporter>> metrics = MetricsExporter::Create(m_opts);
+    if (!metrics.ok()) {
+      return AsUsageError(absl::Status(metrics.status().code(),
+                                       absl::StrCat("--metrics_listen: ", metrics.status().message())));
+    }
+    p->metrics = std::move(*metrics);
+    rec_opts.on_metrics_line = [parts](const RoundMetrics& line) {
+      if (parts->metrics != nullptr) parts->metrics->OnMetricsLine(line);
+    };
+    EDGEFL_LOG_INFO("Prometheus metrics on http://", o.metrics_listen.substr(0, o.metrics_listen.rfind(':')),
+                    ":", p->metrics->port(), "/metrics");
+  }
   absl::StatusOr<std::unique_ptr<RunRecorder>> recorder =
       RunRecorder::Create(std::move(rec_opts), &run.store, p->evaluator.get(), clock);
   RETURN_IF_USAGE_ERROR(StatusOf(recorder));
@@ -188,10 +221,27 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
   sched_opts.spec = run.spec;
   sched_opts.completed_rounds = run.completed_rounds;
   sched_opts.weights = std::move(run.weights);
-  sched_opts.on_round_closed = [rec](const proto::RoundRecord& stats,
-                                     std::shared_ptr<const std::vector<float>> model,
-                                     const std::string& aggregation_state) {
+  sched_opts.on_round_closed = [rec, parts](const proto::RoundRecord& stats,
+                                            std::shared_ptr<const std::vector<float>> model,
+                                            const std::string& aggregation_state) {
+    const absl::Time start = absl::Now();
     rec->OnRoundClosed(stats, std::move(model), aggregation_state);
+    if (parts->metrics != nullptr) {
+      parts->metrics->OnRoundClosed(stats, absl::ToDoubleSeconds(absl::Now() - start));
+    }
+    // Progress with an ETA from this process's mean round time, on a terminal only.
+    if (parts->progress) {
+      const int64_t total = parts->run->config.rounds();
+      parts->progress_rounds += 1;
+      parts->progress_seconds += stats.round_seconds();
+      const double eta = parts->progress_seconds / parts->progress_rounds *
+                         static_cast<double>(std::max<int64_t>(0, total - stats.round()));
+      std::fprintf(stderr, "\r[%3d%%] round %lld/%lld closed in %.1fs, ETA %s   \n",
+                   static_cast<int>(100 * stats.round() / std::max<int64_t>(1, total)),
+                   static_cast<long long>(stats.round()), static_cast<long long>(total),
+                   stats.round_seconds(),
+                   absl::FormatDuration(absl::Seconds(std::round(eta))).c_str());
+    }
   };
   EDGEFL_LOG_INFO("aggregation: ", run.strategy->name());
   absl::StatusOr<std::unique_ptr<RoundScheduler>> scheduler = RoundScheduler::Create(
@@ -220,6 +270,17 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
   }
   p->grpc_server = std::move(started->server);
   p->port = started->port;
+  if (!o.health_listen.empty()) {
+    GrpcServerOptions health_opts;  // plaintext: kubelet's gRPC probe has no TLS
+    health_opts.listen = o.health_listen;
+    absl::StatusOr<StartedGrpcServer> health = StartHealthOnlyServer(health_opts);
+    if (!health.ok()) {
+      return AsUsageError(absl::Status(
+          health.status().code(), absl::StrCat("--health_listen: ", health.status().message())));
+    }
+    p->health_server = std::move(health->server);
+    EDGEFL_LOG_INFO("health service (plaintext, grpc.health.v1 only) on ", o.health_listen);
+  }
   if (!o.port_file.empty()) {
     if (absl::Status s = WriteFileAtomically(o.port_file, absl::StrCat(p->port, "\n")); !s.ok()) {
       EDGEFL_LOG_ERROR(s.ToString());
@@ -259,6 +320,7 @@ absl::Status FlServer::Run() {
       absl::SleepFor(absl::Milliseconds(100));
     }
   }
+  if (p.health_server != nullptr) p.health_server->Shutdown();
   p.grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (!status.ok()) {
     EDGEFL_LOG_ERROR("run stopped: ", status.ToString());
@@ -266,6 +328,9 @@ absl::Status FlServer::Run() {
   }
   if (absl::Status s = p.recorder->status(); !s.ok()) {
     return absl::InternalError(absl::StrCat("the run's files are incomplete: ", s.message()));
+  }
+  if (absl::Status s = WriteReport(run.store.dir()); !s.ok()) {
+    EDGEFL_LOG_WARN("could not write ", kReportFile, ": ", s.ToString());
   }
   std::printf("fl-server: %lld rounds done. Metrics: %s  Final model: %s  Checkpoint: %s\n",
               static_cast<long long>(total_rounds), run.store.Path(RunStore::kMetricsFile).c_str(),

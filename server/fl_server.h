@@ -25,6 +25,11 @@ struct ServerOptions {
   std::string listen = "0.0.0.0:50051";  // port 0 picks a free port
   int max_message_mb = channel_args::kDefaultMaxMessageMb;
   std::string port_file;             // "" = none; else the bound port is written there once serving
+  // "" = off; else host:port of a PLAINTEXT server carrying only grpc.health.v1.Health (SERVING
+  // while the run is served), for Kubernetes' native gRPC probes, which cannot speak TLS.
+  std::string health_listen;
+  // "" = off; else host:port serving Prometheus metrics on GET /metrics (server/metrics_exporter.h).
+  std::string metrics_listen;
   double lease_seconds = 300;        // a client unseen this long is dropped
   double poll_seconds = 20;          // how long a CheckIn long poll is held
   double finish_grace_seconds = 10;  // after the last round, how long to tell clients it is over

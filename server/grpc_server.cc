@@ -1,10 +1,46 @@
 #include "server/grpc_server.h"
 
+#include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/health_check_service_interface.h>
 
 #include "absl/strings/str_cat.h"
 
 namespace edgefl::server {
+namespace {
+
+// Answers every method that is not registered UNIMPLEMENTED. With it the builder accepts a server
+// whose only registered service is the default health service.
+class UnimplementedGenericService : public grpc::CallbackGenericService {
+ public:
+  grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext*) override {
+    class Reactor : public grpc::ServerGenericBidiReactor {
+     public:
+      Reactor() { Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "health service only")); }
+      void OnDone() override { delete this; }
+    };
+    return new Reactor;
+  }
+};
+
+}  // namespace
+
+absl::StatusOr<StartedGrpcServer> StartHealthOnlyServer(const GrpcServerOptions& options) {
+  static UnimplementedGenericService* const unimplemented = new UnimplementedGenericService;
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  StartedGrpcServer started;
+  builder.AddListeningPort(
+      options.listen,
+      options.credentials != nullptr ? options.credentials : grpc::InsecureServerCredentials(),
+      &started.port);
+  builder.RegisterCallbackGenericService(unimplemented);
+  started.server = builder.BuildAndStart();
+  if (started.server == nullptr || started.port == 0) {
+    return absl::UnavailableError(absl::StrCat("could not listen on ", options.listen));
+  }
+  started.server->GetHealthCheckService()->SetServingStatus(true);
+  return started;
+}
 
 absl::StatusOr<StartedGrpcServer> StartGrpcServer(const GrpcServerOptions& options,
                                                   const std::vector<grpc::Service*>& services) {

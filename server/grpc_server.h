@@ -36,6 +36,11 @@ struct StartedGrpcServer {
 absl::StatusOr<StartedGrpcServer> StartGrpcServer(const GrpcServerOptions& options,
                                                   const std::vector<grpc::Service*>& services);
 
+// A server carrying only gRPC's default grpc.health.v1.Health (SERVING) on options.listen; every
+// other method is UNIMPLEMENTED. For probes (Kubernetes' gRPC probe speaks plaintext only).
+// Errors as StartGrpcServer.
+absl::StatusOr<StartedGrpcServer> StartHealthOnlyServer(const GrpcServerOptions& options);
+
 }  // namespace edgefl::server
 
 #endif  // EDGEFL_SERVER_GRPC_SERVER_H_

@@ -243,7 +243,9 @@ absl::Status RoundScheduler::Run() {
       if (reported >= need) {
         stats_.set_clients_reported(reported);
         stats_.set_clients_failed(static_cast<int>(selected_.size()) - reported);
+        const absl::Time aggregate_start = clock_->Now();
         absl::Status s = strategy_->Aggregate(absl::MakeSpan(global_), stats_.clients_failed());
+        stats_.set_aggregation_seconds(absl::ToDoubleSeconds(clock_->Now() - aggregate_start));
         if (std::optional<std::string> reason = ReasonOf(s); !s.ok() && reason.has_value()) {
           // The rule cannot combine what arrived (e.g. Krum with too few updates): the model is
           // unchanged and the round is retried, counted under the reason.

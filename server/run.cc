@@ -36,7 +36,25 @@ absl::Status Plain(const absl::Status& s) { return absl::Status(s.code(), s.mess
 
 }  // namespace
 
-absl::StatusOr<LoadedRun> LoadOrResumeRun(const RunOptions& options, const Clock* clock) {
+absl::StatusOr<LoadedRun> LoadOrResumeRun(const RunOptions& given, const Clock* clock) {
+  RunOptions options = given;
+  if (options.resume_if_present) {
+    if (options.resume) {
+      return absl::InvalidArgumentError("--resume_if_present and --resume exclude each other");
+    }
+    if (options.out.empty()) {
+      return absl::InvalidArgumentError("--resume_if_present needs --out (the run folder)");
+    }
+    if (FileExists(options.out + "/" + RunStore::kCheckpointFile)) {
+      EDGEFL_LOG_INFO("--resume_if_present: ", options.out, " holds a checkpoint, resuming it",
+                      options.config_file.empty() ? "" : " (its own config; --config not read)");
+      options.resume = true;
+      options.config_file.clear();
+    } else {
+      EDGEFL_LOG_INFO("--resume_if_present: no checkpoint in ", options.out,
+                      ", starting a fresh run");
+    }
+  }
   std::string out = options.out;
   if (options.resume) {
     if (out.empty()) out = NewestRunDir(options.runs_root);
@@ -202,8 +220,11 @@ void RunRecorder::OnRoundDone(const proto::RoundRecord& stats,
   Evaluate(*model, &m);
   absl::Status s = store_->AppendMetrics(m);
   if (s.ok()) {
-    absl::MutexLock lock(&mu_);
-    pending_.erase(stats.round());
+    {
+      absl::MutexLock lock(&mu_);
+      pending_.erase(stats.round());
+    }
+    if (options_.on_metrics_line) options_.on_metrics_line(m);
   } else {
     EDGEFL_LOG_ERROR("could not write the metrics of round ", stats.round(), ": ", s.ToString());
     Fail(s);

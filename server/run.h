@@ -6,6 +6,7 @@
 #define EDGEFL_SERVER_RUN_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -33,6 +34,10 @@ struct RunOptions {
   std::string out;
   // Continue the run in `out` from its checkpoint (its own config, model and round).
   bool resume = false;
+  // For restartable deployments (a Kubernetes pod on a volume): with `out` set, resume when
+  // `out` holds a checkpoint and start a fresh run there otherwise. On resume `config_file` is
+  // not read (the run keeps its own config, as with `resume`); overrides still apply.
+  bool resume_if_present = false;
   // Experiment config (JSON of proto::ExperimentConfig) of a fresh run; "" = the defaults.
   // Refused with `resume` (the run keeps its own config; overrides may still change it).
   std::string config_file;
@@ -62,7 +67,8 @@ struct LoadedRun {
 // is meant for the command line and names what is wrong: INVALID_ARGUMENT for a bad config or
 // override, --config with --resume or weights that do not fit the model; NOT_FOUND for a missing
 // file or no run to resume; FAILED_PRECONDITION for a fresh run over a folder that holds a run
-// already (pass --resume); DATA_LOSS for a corrupt checkpoint. `clock` names default folders.
+// already (pass --resume); DATA_LOSS for a corrupt checkpoint; INVALID_ARGUMENT for
+// resume_if_present without `out` or together with `resume`. `clock` names default folders.
 absl::StatusOr<LoadedRun> LoadOrResumeRun(const RunOptions& options, const Clock* clock);
 
 // ---- evaluation
@@ -100,6 +106,8 @@ class RunRecorder {
     proto::ModelSpec spec;
     // Wall time of the run before this process; checkpoints count on from it (from Create).
     double elapsed_before = 0;
+    // Called after each metrics line is appended (e.g. the Prometheus exporter); may be empty.
+    std::function<void(const RoundMetrics&)> on_metrics_line;
   };
 
   // Writes config.json into `store`. `store` and `clock` must outlive the recorder; `evaluator`

@@ -80,6 +80,7 @@ std::string RunStore::MetricsToJson(const RoundMetrics& m) {
   fields.push_back(absl::StrFormat("\"bytes_down\":%d", s.bytes_down()));
   fields.push_back(absl::StrFormat("\"bytes_up\":%d", s.bytes_up()));
   fields.push_back(absl::StrFormat("\"round_seconds\":%.3f", s.round_seconds()));
+  fields.push_back(absl::StrFormat("\"aggregation_seconds\":%.4f", s.aggregation_seconds()));
   fields.push_back(absl::StrFormat("\"eval_seconds\":%.3f", m.eval_seconds));
   fields.push_back(absl::StrFormat("\"unix_time\":%.3f", s.unix_time()));
   std::vector<std::string> rejected;

@@ -257,6 +257,43 @@ TEST_F(RunFixture, RefusesToStartAfreshOverAnExistingRun) {
   EXPECT_EQ(Rounds(MetricsLines(dir_ + "/run")), std::vector<int64_t>{});
 }
 
+// A restartable pod passes --resume_if_present every time: fresh on an empty volume (reading
+// --config), a resume once a checkpoint is there (not reading --config: the run keeps its own).
+TEST_F(RunFixture, ResumeIfPresentStartsFreshThenResumes) {
+  RunOptions o = Fresh();
+  o.resume_if_present = true;
+  o.config_file = dir_ + "/no-such-config.json";
+  absl::StatusOr<LoadedRun> missing = LoadOrResumeRun(o, &clock_);
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound) << missing.status();
+  EXPECT_FALSE(FileExists(dir_ + "/run/" + RunStore::kCheckpointFile));
+  o.config_file.clear();
+  {
+    absl::StatusOr<LoadedRun> run = LoadOrResumeRun(o, &clock_);
+    ASSERT_TRUE(run.ok()) << run.status();
+    EXPECT_FALSE(run->resumed_from.has_value());
+    std::unique_ptr<RunRecorder> rec = Recorder(&*run);
+    for (int r = 1; r <= 2; ++r) {
+      rec->OnRoundClosed(Closed(r), ModelOf(*run, r));
+      rec->OnRoundDone(Closed(r), ModelOf(*run, r));
+    }
+  }
+  o.config_file = dir_ + "/no-such-config.json";  // not read on resume
+  absl::StatusOr<LoadedRun> run = LoadOrResumeRun(o, &clock_);
+  ASSERT_TRUE(run.ok()) << run.status();
+  ASSERT_TRUE(run->resumed_from.has_value());
+  EXPECT_EQ(run->completed_rounds, 2);
+  EXPECT_EQ(run->weights[0], 2);
+  EXPECT_EQ(run->config.model(), "mlp");
+
+  RunOptions no_out = o;
+  no_out.out.clear();
+  EXPECT_EQ(LoadOrResumeRun(no_out, &clock_).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  RunOptions both = o;
+  both.resume = true;
+  EXPECT_EQ(LoadOrResumeRun(both, &clock_).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(RunFixture, BadOptionsGiveAClearStatus) {
   RunOptions o = Resume();  // nothing to resume
   absl::StatusOr<LoadedRun> run = LoadOrResumeRun(o, &clock_);

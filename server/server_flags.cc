@@ -17,7 +17,8 @@ const char kServerDescription[] =
     "            --set aggregation.server_optimizer.lr=0.01\n"
     "  fl-server strategies\n"
     "  fl-server --insecure --resume --out runs/20261126-101500\n"
-    "  fl-server token create --secret_file secret --ttl 24h --count 100\n\n"
+    "  fl-server token create --secret_file secret --ttl 24h --count 100\n"
+    "  fl-server report runs/20261126-101500   (writes its report.html)\n\n"
     "TLS is required unless --insecure is given. Enrollment tokens are required\n"
     "when a server secret is configured (--secret_file or $EDGEFL_SERVER_SECRET).";
 
@@ -33,6 +34,9 @@ void DefineServerFlags(FlagSet* flags, ServerFlags* f) {
                 "output folder (default runs/<timestamp>; with --resume, the run "
                 "to continue, default the newest under runs/)");
   flags->Bool("resume", &f->resume, "continue the run in --out from its last completed round");
+  flags->Bool("resume_if_present", &f->resume_if_present,
+              "for restartable pods: resume the run in --out when it holds a checkpoint, else "
+              "start it fresh (--config is read only then)");
   flags->String("data_dir", &f->data_dir,
                 "folder with the Fashion-MNIST .gz files (config 'data_dir', default "
                 "/usr/share/datasets/fashion-mnist)");
@@ -50,6 +54,12 @@ void DefineServerFlags(FlagSet* flags, ServerFlags* f) {
   flags->Double("finish_grace_seconds", &f->finish_grace_seconds,
                 "after the last round, how long to keep telling clients the run is over");
   flags->String("port_file", &f->port_file, "write the bound port to this file once serving");
+  flags->String("health_listen", &f->health_listen,
+                "also serve grpc.health.v1.Health alone, in plaintext, on this host:port (for "
+                "Kubernetes gRPC probes, which cannot use TLS); empty = off");
+  flags->String("metrics_listen", &f->metrics_listen,
+                "serve Prometheus metrics (rounds, clients, bytes, rejections, evaluation, "
+                "process RSS/CPU) on http://host:port/metrics; empty = off");
   flags->Int("max_message_mb", &f->max_message_mb, "gRPC message size limit, both directions");
   flags->String("tls_cert", &f->tls_cert, "server certificate chain (PEM)");
   flags->String("tls_key", &f->tls_key,
@@ -106,12 +116,15 @@ ServerOptions ToServerOptions(const ServerFlags& f) {
   ServerOptions o;
   o.run.out = f.out;
   o.run.resume = f.resume;
+  o.run.resume_if_present = f.resume_if_present;
   o.run.config_file = f.config;
   o.run.overrides = SugarOverrides(f);
   o.transport = {f.tls_cert, f.tls_key, f.client_ca, f.insecure};
   o.listen = f.listen;
   o.max_message_mb = f.max_message_mb;
   o.port_file = f.port_file;
+  o.health_listen = f.health_listen;
+  o.metrics_listen = f.metrics_listen;
   o.lease_seconds = f.lease_seconds;
   o.poll_seconds = f.poll_seconds;
   o.finish_grace_seconds = f.finish_grace_seconds;

@@ -26,6 +26,7 @@ struct ServerFlags {
   std::string listen = "0.0.0.0:50051";
   std::string out;
   bool resume = false;
+  bool resume_if_present = false;
   std::string data_dir;
   std::string init_weights;
   int64_t seed = -1;
@@ -38,6 +39,8 @@ struct ServerFlags {
   double poll_seconds = 20;
   double finish_grace_seconds = 10;
   std::string port_file;
+  std::string health_listen;
+  std::string metrics_listen;
   int max_message_mb = channel_args::kDefaultMaxMessageMb;
   // Transport security.
   std::string tls_cert;

@@ -15,6 +15,7 @@
 #include "common/memory.h"
 #include "common/status_macros.h"
 #include "server/fl_server.h"
+#include "server/report.h"
 #include "server/server_flags.h"
 #include "server/strategy_registry.h"
 #include "server/test_set_evaluator.h"
@@ -60,6 +61,7 @@ int ExitCode(const absl::Status& status) {
 
 int Main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "token") return RunTokenCommand(argc - 1, argv + 1);
+  if (argc >= 2 && std::string(argv[1]) == "report") return RunReportCommand(argc - 1, argv + 1);
   if (argc >= 2 && std::string(argv[1]) == "strategies") {
     if (argc > 2) {
       std::fprintf(stderr, "%s strategies: takes no arguments\n", kServerProgram);
