@@ -179,9 +179,24 @@ proto::DeviceProfile DeviceRuntime::CurrentProfile(const DeviceState& state) con
   return p;
 }
 
+namespace {
+// The device's own conditions tightened by the round's (config client.min_battery_percent, ...).
+EligibilityThresholds Stricter(EligibilityThresholds t, const proto::TaskConfig& c) {
+  auto tighter_max = [](double own, double round) {
+    if (round <= 0) return own;
+    return own <= 0 ? round : std::min(own, round);
+  };
+  t.min_battery_percent = std::max(t.min_battery_percent, c.min_battery_percent());
+  t.max_temperature_c = tighter_max(t.max_temperature_c, c.max_temperature_c());
+  t.require_charging = t.require_charging || c.require_charging();
+  t.max_load_per_core = tighter_max(t.max_load_per_core, c.max_load_per_core());
+  return t;
+}
+}  // namespace
+
 std::string DeviceRuntime::DeclineReasonFor(const proto::Task& task, std::string* why) {
   const DeviceState state = device_state_();
-  const EligibilityThresholds& t = options_.thresholds;
+  const EligibilityThresholds t = Stricter(options_.thresholds, task.config());
   const std::string reason = DeclineReason(state, t);
   if (!reason.empty()) {
     *why = DescribeDecline(reason, state, t);

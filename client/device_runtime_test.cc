@@ -610,6 +610,35 @@ TEST_F(DeviceRuntimeTest, DeclinesATaskOnLowBatteryAndSaysWhyInTheNextCheckIn) {
   EXPECT_EQ(rt.tasks_trained(), 0);
 }
 
+// The round's conditions come from the experiment config (client.min_battery_percent, ...) in
+// the task, and tighten the device's own flags.
+TEST_F(DeviceRuntimeTest, TheTasksConditionsFromTheConfigTightenTheDevicesOwn) {
+  DeviceState state;
+  state.has_battery = true;
+  state.battery_percent = 40;
+  state.charging = false;
+  state.temperature_c = 60;
+  state.load_per_core = 0.1;
+  options_.device_state = [&state] { return state; };
+  options_.thresholds.min_battery_percent = 20;  // the device alone would take it at 40%
+  Coordinator::CheckInResult strict = MlpTask(1);
+  strict.task.mutable_config()->set_min_battery_percent(50);
+  Coordinator::CheckInResult hot = MlpTask(2);
+  hot.task.mutable_config()->set_max_temperature_c(55);
+  Coordinator::CheckInResult fine = MlpTask(3);
+  fine.task.mutable_config()->set_max_temperature_c(80);
+  coordinator_->checkins.push_back(strict);
+  coordinator_->checkins.push_back(hot);
+  coordinator_->checkins.push_back(fine);
+  DeviceRuntime& rt = Make();
+  ASSERT_TRUE(rt.Run().ok());
+  ASSERT_GE(coordinator_->checkin_calls.size(), 3u);
+  EXPECT_EQ(coordinator_->checkin_calls[1].extras.declined_reason(), "battery_low");
+  EXPECT_EQ(coordinator_->checkin_calls[2].extras.declined_reason(), "too_hot");
+  EXPECT_EQ(rt.tasks_declined(), 2);
+  EXPECT_EQ(coordinator_->reports.size(), 1u);  // round 3: 40% >= 20%, 60 C <= 80 C
+}
+
 TEST_F(DeviceRuntimeTest, AnUnreadableBatteryIsNeverEligibleByAccident) {
   DeviceState state;
   state.has_battery = true;  // battery present, capacity garbage: unknown

@@ -127,6 +127,15 @@ DeviceState DeviceStateReader::Read() {
     s.charging = *s.mains_online;
   }
 
+  // ---- accelerator: a Jetson's device tree names its Tegra SoC ("nvidia,tegra210" ...; the file
+  // holds NUL-separated strings); a discrete NVIDIA GPU has its driver's control node.
+  if (std::optional<std::string> compat = ReadText("proc/device-tree/compatible");
+      compat && compat->find("nvidia,tegra") != std::string::npos) {
+    s.accelerator = "jetson-gpu";
+  } else if (std::ifstream(JoinPath(root_, "dev/nvidiactl")).good()) {
+    s.accelerator = "cuda";
+  }
+
   // ---- thermal zones (millidegrees C)
   bool temp_unknown = false;
   double hottest = -1e9;
@@ -229,6 +238,7 @@ std::string DescribeDecline(const std::string& reason, const DeviceState& s,
 
 void FillProfile(const DeviceState& s, proto::DeviceProfile* p) {
   p->set_has_battery(s.has_battery);
+  if (!s.accelerator.empty()) p->set_accelerator(s.accelerator);
   if (s.battery_percent) p->set_battery_percent(*s.battery_percent); else p->clear_battery_percent();
   if (s.charging) p->set_charging(*s.charging); else p->clear_charging();
   if (s.temperature_c) p->set_temperature_c(*s.temperature_c); else p->clear_temperature_c();

@@ -30,6 +30,9 @@ struct DeviceState {
   std::optional<double> temperature_c;   // the hottest thermal zone
   std::optional<double> load_per_core;   // 1-minute load average / online cores
   std::optional<uint64_t> mem_available_bytes;
+  // "jetson-gpu" when the device tree names an NVIDIA Tegra SoC (/proc/device-tree/compatible),
+  // "cuda" when an NVIDIA driver node exists (/dev/nvidiactl), else "" (none found).
+  std::string accelerator;
 };
 
 // Reads DeviceState from a filesystem root. Not thread-safe (remembers what it logged).

@@ -136,6 +136,24 @@ TEST(DeviceState, AnEmptyRootIsAMainsPoweredBoardWithNothingElseKnown) {
   EXPECT_EQ(DeclineReason(s, t), "temperature_unknown");
 }
 
+// The accelerator a server-side `eligibility.accelerator` can ask for, from the board itself.
+TEST(DeviceState, DetectsAJetsonOrAnNvidiaGpuAndNothingElse) {
+  FakeRoot jetson;
+  jetson.Write("proc/device-tree/compatible",
+               std::string("nvidia,p3450-0000\0nvidia,jetson-nano\0nvidia,tegra210\0", 53));
+  EXPECT_EQ(DeviceStateReader(jetson.path(), 4).Read().accelerator, "jetson-gpu");
+  FakeRoot gpu;
+  gpu.Write("dev/nvidiactl", "");
+  EXPECT_EQ(DeviceStateReader(gpu.path(), 4).Read().accelerator, "cuda");
+  FakeRoot pi;
+  pi.Write("proc/device-tree/compatible", std::string("raspberrypi,4-model-b\0brcm,bcm2711\0", 35));
+  const DeviceState s = DeviceStateReader(pi.path(), 4).Read();
+  EXPECT_EQ(s.accelerator, "");
+  proto::DeviceProfile profile;
+  FillProfile(DeviceStateReader(jetson.path(), 4).Read(), &profile);
+  EXPECT_EQ(profile.accelerator(), "jetson-gpu");
+}
+
 TEST(DeviceState, DeclinesByThreshold) {
   FakeRoot r;
   WriteBoard(r, "12", "Discharging", "0");

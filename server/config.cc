@@ -453,6 +453,16 @@ absl::Status ValidateClient(const std::string& prefix, const proto::ClientTraini
     RETURN_IF_ERROR(CheckInt(prefix + ".ef_max_staleness", c.ef_max_staleness(), 0));
   }
   if (c.has_proximal_mu()) RETURN_IF_ERROR(CheckNonNegative(prefix + ".proximal_mu", c.proximal_mu()));
+  if (c.has_min_battery_percent() && !(c.min_battery_percent() >= 0 && c.min_battery_percent() <= 100)) {
+    return absl::InvalidArgumentError(absl::StrCat(prefix, ".min_battery_percent must be in 0..100, got ",
+                                                   c.min_battery_percent()));
+  }
+  if (c.has_max_temperature_c()) {
+    RETURN_IF_ERROR(CheckNonNegative(prefix + ".max_temperature_c", c.max_temperature_c()));
+  }
+  if (c.has_max_load_per_core()) {
+    RETURN_IF_ERROR(CheckNonNegative(prefix + ".max_load_per_core", c.max_load_per_core()));
+  }
   return absl::OkStatus();
 }
 
@@ -632,6 +642,10 @@ proto::TaskConfig ResolveTaskConfig(const proto::ExperimentConfig& config, int64
   task.set_uplink(CanonicalChain(resolved.uplink()));
   task.set_ef_max_staleness(resolved.ef_max_staleness());
   task.set_proximal_mu(resolved.proximal_mu());
+  task.set_min_battery_percent(resolved.min_battery_percent());
+  task.set_max_temperature_c(resolved.max_temperature_c());
+  task.set_require_charging(resolved.require_charging());
+  task.set_max_load_per_core(resolved.max_load_per_core());
   task.set_seed(config.has_seed() ? config.seed() : kDefaultSeed);
   return task;
 }

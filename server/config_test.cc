@@ -376,6 +376,14 @@ TEST(Config, BadAggregationNamesTheField) {
   EXPECT_THAT(ResolveError({R"(schedule=[{"from_round":2,"dp_noise_multiplier":1}])"}),
               HasSubstr("dp_noise_multiplier is set but aggregation.dp.enabled is false"));
   EXPECT_EQ(ResolveError({"client.proximal_mu=-0.1"}), "client.proximal_mu must be >= 0, got -0.1");
+  EXPECT_EQ(ResolveError({"client.min_battery_percent=101"}),
+            "client.min_battery_percent must be in 0..100, got 101");
+  EXPECT_EQ(ResolveError({"client.max_temperature_c=-5"}),
+            "client.max_temperature_c must be >= 0, got -5");
+  auto devices = Resolve({"client.min_battery_percent=30", "client.require_charging=true"});
+  ASSERT_TRUE(devices.ok());
+  EXPECT_EQ(ResolveTaskConfig(*devices, 1).min_battery_percent(), 30);
+  EXPECT_TRUE(ResolveTaskConfig(*devices, 1).require_charging());
   EXPECT_THAT(ResolveError({"update_bounds.max_l2_norm=1", "aggregation.norm_bound.max_l2_norm=2"}),
               HasSubstr("not both"));
   // A buffered rule whose bound exceeds max_buffered_bytes is refused when the pipeline is built.
