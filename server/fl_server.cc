@@ -109,6 +109,10 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
   if (o.max_update_bytes_per_round < 0) {
     return AsUsageError(absl::InvalidArgumentError("--max_update_bytes_per_round must be >= 0"));
   }
+  if (!(o.metrics_linger_seconds >= 0)) {
+    return AsUsageError(absl::InvalidArgumentError("--metrics_linger_seconds must be >= 0"));
+  }
+
   // The server secret: enrollment tokens are required when there is one.
   std::string secret_source;
   absl::StatusOr<std::string> secret = LoadServerSecret(o.secret_file, &secret_source);
@@ -322,6 +326,11 @@ absl::Status FlServer::Run() {
   }
   if (p.health_server != nullptr) p.health_server->Shutdown();
   p.grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (p.metrics != nullptr && p.options.metrics_linger_seconds > 0) {
+    // The run's last values are in the exporter; give the scraper time to read them.
+    EDGEFL_LOG_INFO("serving the final metrics for ", p.options.metrics_linger_seconds, " s");
+    absl::SleepFor(absl::Seconds(std::min(p.options.metrics_linger_seconds, 3600.0)));
+  }
   if (!status.ok()) {
     EDGEFL_LOG_ERROR("run stopped: ", status.ToString());
     return status;

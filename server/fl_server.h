@@ -30,6 +30,8 @@ struct ServerOptions {
   std::string health_listen;
   // "" = off; else host:port serving Prometheus metrics on GET /metrics (server/metrics_exporter.h).
   std::string metrics_listen;
+  // With metrics_listen: how long /metrics stays up after the run (0 = not at all).
+  double metrics_linger_seconds = 0;
   double lease_seconds = 300;        // a client unseen this long is dropped
   double poll_seconds = 20;          // how long a CheckIn long poll is held
   double finish_grace_seconds = 10;  // after the last round, how long to tell clients it is over

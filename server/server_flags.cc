@@ -60,6 +60,9 @@ void DefineServerFlags(FlagSet* flags, ServerFlags* f) {
   flags->String("metrics_listen", &f->metrics_listen,
                 "serve Prometheus metrics (rounds, clients, bytes, rejections, evaluation, "
                 "process RSS/CPU) on http://host:port/metrics; empty = off");
+  flags->Double("metrics_linger_seconds", &f->metrics_linger_seconds,
+                "with --metrics_listen: keep serving the final metrics this long after the run "
+                "(so that a scraper sees the last round)");
   flags->Int("max_message_mb", &f->max_message_mb, "gRPC message size limit, both directions");
   flags->String("tls_cert", &f->tls_cert, "server certificate chain (PEM)");
   flags->String("tls_key", &f->tls_key,
@@ -125,6 +128,7 @@ ServerOptions ToServerOptions(const ServerFlags& f) {
   o.port_file = f.port_file;
   o.health_listen = f.health_listen;
   o.metrics_listen = f.metrics_listen;
+  o.metrics_linger_seconds = f.metrics_linger_seconds;
   o.lease_seconds = f.lease_seconds;
   o.poll_seconds = f.poll_seconds;
   o.finish_grace_seconds = f.finish_grace_seconds;

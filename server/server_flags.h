@@ -41,6 +41,7 @@ struct ServerFlags {
   std::string port_file;
   std::string health_listen;
   std::string metrics_listen;
+  double metrics_linger_seconds = 0;
   int max_message_mb = channel_args::kDefaultMaxMessageMb;
   // Transport security.
   std::string tls_cert;

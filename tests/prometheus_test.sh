@@ -20,7 +20,7 @@ trap cleanup EXIT
 grpc_port=$(free_port) metrics_port=$(free_port) prom_port=$(free_port)
 "$build/bin/fl-server" --insecure --listen="127.0.0.1:$grpc_port" --metrics_listen="127.0.0.1:$metrics_port" \
   --model=small_cnn --rounds=3 --min_clients=2 --eval_samples=500 --deadline=120 --seed=1 \
-  --finish_grace_seconds=5 --out="$dir/run" >"$dir/server.log" 2>&1 &
+  --finish_grace_seconds=5 --metrics_linger_seconds=5 --out="$dir/run" >"$dir/server.log" 2>&1 &
 pids+=($!)
 cat >"$dir/prometheus.yml" <<YML
 global:
