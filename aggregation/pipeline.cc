@@ -113,6 +113,12 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Create(const PipelineOptions
   return p;
 }
 
+double Pipeline::WeightOf(uint64_t num_samples) const {
+  // The unweighted mean (DP) counts every update once.
+  return options_.combiner == PipelineOptions::Combiner::kMean ? 1.0
+                                                               : static_cast<double>(num_samples);
+}
+
 bool Pipeline::NeedsDense() const {
   return norm_bound_ != nullptr || dp_clip_ != nullptr || buffered_ != nullptr;
 }
@@ -156,10 +162,7 @@ absl::Status Pipeline::AddScratch(uint64_t num_samples) {
     within = r.norm <= dp_clip_->clip_norm();
   }
   if (mean_ != nullptr) {
-    const double weight = options_.combiner == PipelineOptions::Combiner::kMean
-                              ? 1.0
-                              : static_cast<double>(num_samples);
-    RETURN_IF_ERROR(mean_->Add(update, weight));
+    RETURN_IF_ERROR(mean_->Add(update, WeightOf(num_samples)));
   } else {
     RETURN_IF_ERROR(buffered_->Add(update, num_samples));
   }
@@ -175,12 +178,7 @@ absl::Status Pipeline::Accumulate(absl::Span<const float> delta, uint64_t num_sa
     return absl::InvalidArgumentError(
         absl::StrCat("update has ", delta.size(), " values, expected ", options_.dim));
   }
-  if (!NeedsDense()) {
-    const double weight = options_.combiner == PipelineOptions::Combiner::kMean
-                              ? 1.0
-                              : static_cast<double>(num_samples);
-    return mean_->Add(delta, weight);
-  }
+  if (!NeedsDense()) return mean_->Add(delta, WeightOf(num_samples));
   scratch_.assign(delta.begin(), delta.end());
   return AddScratch(num_samples);
 }
@@ -190,12 +188,7 @@ absl::Status Pipeline::AccumulateEncoded(absl::string_view encoded,
                                          const compression::ChainSpec& chain,
                                          uint64_t num_samples) {
   if (num_samples == 0) return absl::InvalidArgumentError("update reports 0 training samples");
-  if (!NeedsDense()) {
-    const double weight = options_.combiner == PipelineOptions::Combiner::kMean
-                              ? 1.0
-                              : static_cast<double>(num_samples);
-    return mean_->AddEncoded(encoded, layout, chain, weight);
-  }
+  if (!NeedsDense()) return mean_->AddEncoded(encoded, layout, chain, WeightOf(num_samples));
   compression::DecodeOptions decode;
   decode.expected_chain = chain;
   RETURN_IF_ERROR(compression::DecodeToDense(encoded, layout, &scratch_, decode));

@@ -101,6 +101,8 @@ class Pipeline : public Strategy {
  private:
   explicit Pipeline(const PipelineOptions& options);
   bool NeedsDense() const;
+  // A streaming combiner's weight for an update of `num_samples`.
+  double WeightOf(uint64_t num_samples) const;
   // Runs the filters over scratch_ and hands it to the combiner.
   absl::Status AddScratch(uint64_t num_samples);
 
