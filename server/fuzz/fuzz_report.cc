@@ -8,7 +8,9 @@
 //   [2..] serialized ReportRequests (chunks), up to 64
 // Runs what CoordinatorService::Report runs on a stream after authentication and the
 // scheduler's round check: ValidateReportHeader, ChunkAssembler (Start / Add / Finish),
-// UpdateL2Norm, and then folds the update into a FedAvg strategy the way RoundScheduler does.
+// UpdateL2Norm (a cross-check of the payload's finiteness; the server itself applies norm bounds
+// in the strategy's filters, aggregation/pipeline.h), and then folds the update into a FedAvg
+// strategy.
 //
 // Properties (a violation aborts):
 //  - no crash, leak or UB on any input;
