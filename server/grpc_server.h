@@ -22,6 +22,11 @@ struct GrpcServerOptions {
   std::shared_ptr<grpc::ServerCredentials> credentials;
   // Message size limit in MiB, both directions (--max_message_mb).
   int max_message_mb = channel_args::kDefaultMaxMessageMb;
+  // Threads for the synchronous handlers (Join, Report). CheckIn long polls use the callback API
+  // and need none; uploads are admitted a few at a time (CoordinatorService), so this bounds the
+  // server's threads whatever the number of devices. A call that finds every thread busy is
+  // answered RESOURCE_EXHAUSTED by gRPC, which devices retry with backoff.
+  int max_sync_threads = 64;
 };
 
 struct StartedGrpcServer {

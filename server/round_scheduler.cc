@@ -127,8 +127,11 @@ void RoundScheduler::PublishLocked(int64_t version) {
 }
 
 void RoundScheduler::Shutdown() {
-  absl::MutexLock lock(&mu_);
-  shutdown_ = true;
+  {
+    absl::MutexLock lock(&mu_);
+    shutdown_ = true;
+  }
+  NotifyChange();
 }
 
 bool RoundScheduler::finished() const {
@@ -228,6 +231,7 @@ absl::Status RoundScheduler::Run() {
       }
       const int need = std::max(1, static_cast<int>(std::ceil(config.quorum() * target - 1e-9)));
       OpenAttempt(round, attempt, selected, target, num_eligible);
+      NotifyChange();
       EDGEFL_LOG_INFO("round ", round, "/", config.rounds(), " attempt ", attempt, ": selected ",
                       selected.size(), " clients (target ", target, ", quorum ", need, ")");
 
@@ -301,8 +305,11 @@ absl::Status RoundScheduler::Run() {
     queue_mu_.Await(absl::Condition(&empty));
   }
   if (worker_.joinable()) worker_.join();
-  absl::MutexLock lock(&mu_);
-  finished_ = true;
+  {
+    absl::MutexLock lock(&mu_);
+    finished_ = true;
+  }
+  NotifyChange();
   return absl::OkStatus();
 }
 
@@ -329,23 +336,13 @@ void RoundScheduler::WorkerLoop() {
   }
 }
 
-PollOutcome RoundScheduler::WaitForTask(const std::string& client_id, absl::Duration max_wait,
-                                        const std::function<bool()>& cancelled, TaskGrant* grant) {
-  const absl::Time until = clock_->Now() + max_wait;
-  absl::MutexLock lock(&mu_);
-  auto ready = [this, &client_id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return finished_ || shutdown_ ||
-           (open_ && selected_.contains(client_id) && !reported_.contains(client_id) &&
-            !declined_.contains(client_id));
-  };
-  while (true) {
-    const absl::Time now = clock_->Now();
-    if (clock_->AwaitWithDeadline(&mu_, absl::Condition(&ready),
-                                  std::min(until, now + absl::Seconds(1)))) {
-      break;
-    }
-    if (clock_->Now() >= until || (cancelled && cancelled())) return PollOutcome::kIdle;
-  }
+bool RoundScheduler::TaskReadyLocked(const std::string& client_id) const {
+  return finished_ || shutdown_ ||
+         (open_ && selected_.contains(client_id) && !reported_.contains(client_id) &&
+          !declined_.contains(client_id));
+}
+
+PollOutcome RoundScheduler::GrantLocked(TaskGrant* grant) const {
   if (finished_ || shutdown_) {
     if (finished_ && snapshot_ != nullptr) {
       grant->task = task_;  // the last round's config (empty after a resume with nothing to do)
@@ -361,6 +358,40 @@ PollOutcome RoundScheduler::WaitForTask(const std::string& client_id, absl::Dura
   grant->task = task_;
   grant->model = snapshot_;
   return PollOutcome::kTask;
+}
+
+PollOutcome RoundScheduler::WaitForTask(const std::string& client_id, absl::Duration max_wait,
+                                        const std::function<bool()>& cancelled, TaskGrant* grant) {
+  const absl::Time until = clock_->Now() + max_wait;
+  absl::MutexLock lock(&mu_);
+  auto ready = [this, &client_id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return TaskReadyLocked(client_id);
+  };
+  while (true) {
+    const absl::Time now = clock_->Now();
+    if (clock_->AwaitWithDeadline(&mu_, absl::Condition(&ready),
+                                  std::min(until, now + absl::Seconds(1)))) {
+      break;
+    }
+    if (clock_->Now() >= until || (cancelled && cancelled())) return PollOutcome::kIdle;
+  }
+  return GrantLocked(grant);
+}
+
+PollOutcome RoundScheduler::TryTask(const std::string& client_id, TaskGrant* grant) {
+  absl::ReaderMutexLock lock(&mu_);
+  if (!TaskReadyLocked(client_id)) return PollOutcome::kIdle;
+  return GrantLocked(grant);
+}
+
+void RoundScheduler::SetChangeListener(std::function<void()> fn) {
+  absl::MutexLock lock(&listener_mu_);
+  listener_ = std::move(fn);
+}
+
+void RoundScheduler::NotifyChange() {
+  absl::MutexLock lock(&listener_mu_);
+  if (listener_) listener_();
 }
 
 bool RoundScheduler::Decline(const std::string& client_id, int64_t round, int attempt,

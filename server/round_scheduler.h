@@ -101,6 +101,15 @@ class RoundScheduler {
   // with final_model set, for a client that asks for it.
   PollOutcome WaitForTask(const std::string& client_id, absl::Duration max_wait,
                           const std::function<bool()>& cancelled, TaskGrant* grant);
+  // The non-blocking form of WaitForTask for the callback CheckIn (server/poll_hub.h): kTask or
+  // kFinished, with `grant` filled exactly as WaitForTask fills it, when that is the answer now;
+  // kIdle when the client would have to wait.
+  PollOutcome TryTask(const std::string& client_id, TaskGrant* grant);
+  // `fn` is called whenever TryTask's answer may have changed from kIdle for some client: an
+  // attempt opened, the run finished, Shutdown. It runs on the thread that made the change,
+  // without the scheduler's lock held, and must not block; it may call TryTask. Replaces the
+  // previous listener; an empty `fn` removes it (returns once no call of the old one is running).
+  void SetChangeListener(std::function<void()> fn);
 
   // Records that `client_id` declines the task of (round, attempt) for `reason` (a metric key the
   // caller validated): counted in RoundRecord.declined, and the round no longer waits for it nor
@@ -153,6 +162,10 @@ class RoundScheduler {
                             const std::function<absl::Status()>& accumulate)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WorkerLoop();
+  // WaitForTask's readiness test and grant, shared with TryTask.
+  bool TaskReadyLocked(const std::string& client_id) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  PollOutcome GrantLocked(TaskGrant* grant) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void NotifyChange();
 
   const Options options_;
   ClientRegistry* const registry_;
@@ -180,6 +193,10 @@ class RoundScheduler {
   absl::flat_hash_set<std::string> declined_ ABSL_GUARDED_BY(mu_);
   proto::RoundRecord stats_ ABSL_GUARDED_BY(mu_);  // of the open round
   int64_t total_rejections_ ABSL_GUARDED_BY(mu_) = 0;
+
+  // Held while the change listener runs, so that removing it waits for a running call.
+  absl::Mutex listener_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  std::function<void()> listener_ ABSL_GUARDED_BY(listener_mu_);
 
   // Worker queue (round done callbacks).
   absl::Mutex queue_mu_;

@@ -56,6 +56,7 @@ struct Result {
   int64_t tasks_dropped = 0;       // never_report fault
   int64_t reconnects = 0;
   int64_t rpc_errors = 0;          // failed calls that were retried
+  int64_t uploads_deferred = 0;    // uploads refused RESOURCE_EXHAUSTED (admission) and retried
   int devices_finished = 0;        // heard that the federation is over
   uint64_t bytes_down = 0;
   uint64_t bytes_up = 0;
