@@ -72,7 +72,8 @@ RoundScheduler::RoundScheduler(Options options, ClientRegistry* registry,
       on_round_done_(std::move(on_round_done)),
       clock_(clock),
       num_params_(models::NumParameters(options_.spec)),
-      layout_(LayoutOf(options_.spec)) {
+      layout_(LayoutOf(options_.spec)),
+      buffered_(options_.config.aggregation().mode() == "buffered") {
   absl::MutexLock lock(&mu_);
   max_updates_ = strategy->max_updates_per_round();
   strategy_ = std::move(strategy);
@@ -222,14 +223,23 @@ absl::Status RoundScheduler::Run() {
       int target = aggregation::TargetClients(num_eligible, config.sampling().fraction(),
                                               config.sampling().min_clients());
       if (max_updates_ > 0) target = std::min(target, max_updates_);
+      double over_selection = config.sampling().over_selection();
+      if (buffered_) {
+        // FedBuff: offer the version to `concurrency` devices (all by default); it closes after
+        // buffer_size updates, from them or from devices still training on older versions.
+        const int concurrency = config.aggregation().buffered().concurrency();
+        const int offered = concurrency > 0 ? std::min(concurrency, num_eligible) : num_eligible;
+        target = config.aggregation().buffered().buffer_size();
+        over_selection = std::max(0.0, static_cast<double>(offered) / target - 1);
+      }
       std::vector<std::string> selected = aggregation::SelectClients(
-          std::move(eligible), target, config.sampling().over_selection(), config.seed(), round,
-          attempt);
+          std::move(eligible), target, over_selection, config.seed(), round, attempt);
       // A buffering rule holds at most max_updates_: over-selection stays within it too.
       if (max_updates_ > 0 && static_cast<int>(selected.size()) > max_updates_) {
         selected.resize(max_updates_);
       }
-      const int need = std::max(1, static_cast<int>(std::ceil(config.quorum() * target - 1e-9)));
+      const int need =
+          buffered_ ? 1 : std::max(1, static_cast<int>(std::ceil(config.quorum() * target - 1e-9)));
       OpenAttempt(round, attempt, selected, target, num_eligible);
       NotifyChange();
       EDGEFL_LOG_INFO("round ", round, "/", config.rounds(), " attempt ", attempt, ": selected ",
@@ -246,7 +256,10 @@ absl::Status RoundScheduler::Run() {
       const int reported = static_cast<int>(reported_.size());
       if (reported >= need) {
         stats_.set_clients_reported(reported);
-        stats_.set_clients_failed(static_cast<int>(selected_.size()) - reported);
+        // Buffered: the offered devices that did not report this version are still training (their
+        // updates arrive in a later version); only declines count as failures.
+        stats_.set_clients_failed(buffered_ ? static_cast<int>(declined_.size())
+                                            : static_cast<int>(selected_.size()) - reported);
         const absl::Time aggregate_start = clock_->Now();
         absl::Status s = strategy_->Aggregate(absl::MakeSpan(global_), stats_.clients_failed());
         stats_.set_aggregation_seconds(absl::ToDoubleSeconds(clock_->Now() - aggregate_start));
@@ -342,7 +355,7 @@ bool RoundScheduler::TaskReadyLocked(const std::string& client_id) const {
           !declined_.contains(client_id));
 }
 
-PollOutcome RoundScheduler::GrantLocked(TaskGrant* grant) const {
+PollOutcome RoundScheduler::GrantLocked(const std::string& client_id, TaskGrant* grant) {
   if (finished_ || shutdown_) {
     if (finished_ && snapshot_ != nullptr) {
       grant->task = task_;  // the last round's config (empty after a resume with nothing to do)
@@ -357,6 +370,7 @@ PollOutcome RoundScheduler::GrantLocked(TaskGrant* grant) const {
   }
   grant->task = task_;
   grant->model = snapshot_;
+  if (buffered_) granted_[client_id] = snapshot_->version;
   return PollOutcome::kTask;
 }
 
@@ -375,13 +389,13 @@ PollOutcome RoundScheduler::WaitForTask(const std::string& client_id, absl::Dura
     }
     if (clock_->Now() >= until || (cancelled && cancelled())) return PollOutcome::kIdle;
   }
-  return GrantLocked(grant);
+  return GrantLocked(client_id, grant);
 }
 
 PollOutcome RoundScheduler::TryTask(const std::string& client_id, TaskGrant* grant) {
-  absl::ReaderMutexLock lock(&mu_);
+  absl::MutexLock lock(&mu_);
   if (!TaskReadyLocked(client_id)) return PollOutcome::kIdle;
-  return GrantLocked(grant);
+  return GrantLocked(client_id, grant);
 }
 
 void RoundScheduler::SetChangeListener(std::function<void()> fn) {
@@ -418,6 +432,34 @@ absl::Status RoundScheduler::CheckReportLocked(const proto::ReportHeader& header
     return absl::FailedPreconditionError(
         absl::StrCat("no round is open (last round ", round_, "); the update came too late"));
   }
+  if (buffered_) {
+    // Any version the device was handed, within max_staleness of the newest.
+    auto granted = granted_.find(header.client_id());
+    if (granted == granted_.end()) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "client ", header.client_id(), " holds no task (it was not offered a version or already "
+          "reported against it)"));
+    }
+    if (header.model_version() != granted->second) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "update computed against model version ", header.model_version(), "; client ",
+          header.client_id(), " was handed version ", granted->second));
+    }
+    const int64_t staleness = snapshot_->version - header.model_version();
+    const int max_staleness = options_.config.aggregation().buffered().max_staleness();
+    if (staleness > max_staleness) {
+      return WithReason(absl::FailedPreconditionError(absl::StrCat(
+                            "update is ", staleness, " versions stale (against version ",
+                            header.model_version(), ", newest ", snapshot_->version,
+                            "); buffered.max_staleness is ", max_staleness)),
+                        "too_stale");
+    }
+    if (reported_.contains(header.client_id())) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "client ", header.client_id(), " already reported for version ", snapshot_->version));
+    }
+    return absl::OkStatus();
+  }
   if (header.round() != round_ || header.attempt() != attempt_) {
     return absl::FailedPreconditionError(absl::StrCat("update for round ", header.round(),
                                                       " attempt ", header.attempt(),
@@ -443,6 +485,22 @@ absl::Status RoundScheduler::CheckReportLocked(const proto::ReportHeader& header
   return absl::OkStatus();
 }
 
+double RoundScheduler::StalenessWeight(int64_t staleness) const {
+  if (staleness <= 0) return 1;
+  return std::pow(1.0 + static_cast<double>(staleness),
+                  -options_.config.aggregation().buffered().staleness_exponent());
+}
+
+absl::Status RoundScheduler::AccumulateScaled(absl::Span<const float> delta, uint64_t num_samples,
+                                              double scale) {
+  if (scale == 1) return strategy_->Accumulate(delta, num_samples);
+  scratch_.resize(delta.size());
+  for (size_t i = 0; i < delta.size(); ++i) {
+    scratch_[i] = static_cast<float>(static_cast<double>(delta[i]) * scale);
+  }
+  return strategy_->Accumulate(scratch_, num_samples);
+}
+
 absl::Status RoundScheduler::SubmitLocked(const proto::ReportHeader& header,
                                           const std::function<absl::Status()>& accumulate) {
   if (header.num_samples() == 0) {
@@ -451,6 +509,14 @@ absl::Status RoundScheduler::SubmitLocked(const proto::ReportHeader& header,
   RETURN_IF_ERROR(CheckReportLocked(header));
   RETURN_IF_ERROR(accumulate());
   reported_.insert(header.client_id());
+  if (buffered_) {
+    granted_.erase(header.client_id());
+    const int64_t staleness = snapshot_->version - header.model_version();
+    if (staleness > 0) {
+      stats_.set_updates_stale(stats_.updates_stale() + 1);
+      stats_.set_staleness_max(std::max<int32_t>(stats_.staleness_max(), staleness));
+    }
+  }
   const double student = header.metrics().student_local_accuracy();
   if (std::isfinite(student) && student > 0 && student <= 1) {
     stats_.set_student_accuracy_sum(stats_.student_accuracy_sum() + student);
@@ -472,7 +538,9 @@ absl::Status RoundScheduler::SubmitUpdate(const proto::ReportHeader& header,
                                                      " takes updates encoded as ",
                                                      task_.config().uplink()));
     }
-    return strategy_->Accumulate(delta, header.num_samples());
+    return AccumulateScaled(delta, header.num_samples(),
+                            buffered_ ? StalenessWeight(snapshot_->version - header.model_version())
+                                      : 1.0);
   });
 }
 
@@ -486,7 +554,15 @@ absl::Status RoundScheduler::SubmitEncodedUpdate(const proto::ReportHeader& head
                                                      ", but round ", round_, " takes ",
                                                      task_.config().uplink()));
     }
-    return strategy_->AccumulateEncoded(encoded, layout_, chain, header.num_samples());
+    const double weight =
+        buffered_ ? StalenessWeight(snapshot_->version - header.model_version()) : 1.0;
+    if (weight == 1) {
+      return strategy_->AccumulateEncoded(encoded, layout_, chain, header.num_samples());
+    }
+    // A stale update: decoded densely so that it can be scaled (one reused O(model) scratch).
+    RETURN_IF_ERROR(compression::DecodeToDense(encoded, layout_, &scratch_));
+    for (float& v : scratch_) v = static_cast<float>(static_cast<double>(v) * weight);
+    return strategy_->Accumulate(scratch_, header.num_samples());
   });
 }
 
@@ -497,12 +573,13 @@ std::string RoundScheduler::current_uplink() const {
 
 void RoundScheduler::AddBytesDown(int64_t round, uint64_t bytes) {
   absl::MutexLock lock(&mu_);
-  if (round == stats_.round()) stats_.set_bytes_down(stats_.bytes_down() + bytes);
+  // Buffered: traffic of older versions' tasks lands in the version being built.
+  if (round == stats_.round() || buffered_) stats_.set_bytes_down(stats_.bytes_down() + bytes);
 }
 
 void RoundScheduler::AddBytesUp(int64_t round, uint64_t bytes) {
   absl::MutexLock lock(&mu_);
-  if (round == stats_.round()) stats_.set_bytes_up(stats_.bytes_up() + bytes);
+  if (round == stats_.round() || buffered_) stats_.set_bytes_up(stats_.bytes_up() + bytes);
 }
 
 void RoundScheduler::CountRejection(const std::string& reason) {

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -52,6 +53,14 @@ struct TaskGrant {
 enum class PollOutcome { kIdle, kTask, kFinished };
 
 // Thread-safe: Run() on one thread; the other methods from gRPC handler threads.
+//
+// With aggregation.mode "buffered" (FedBuff, Nguyen et al. 2022) a "round" is a model version:
+// it opens for the sampled devices (buffered.concurrency, 0 = all eligible), closes as soon as
+// buffered.buffer_size updates arrived (or every offered device reported or declined; or at the
+// deadline with at least one), and the next opens at once. An update may have been computed
+// against any version the device was handed, up to buffered.max_staleness versions old; it is
+// folded in scaled by (1 + staleness)^-staleness_exponent. A device contributes at most once
+// per version; one that reported is offered the next version when it opens.
 class RoundScheduler {
  public:
   // Called with a closed round's figures and the new global model; must not call back into the
@@ -164,7 +173,13 @@ class RoundScheduler {
   void WorkerLoop();
   // WaitForTask's readiness test and grant, shared with TryTask.
   bool TaskReadyLocked(const std::string& client_id) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  PollOutcome GrantLocked(TaskGrant* grant) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  PollOutcome GrantLocked(const std::string& client_id, TaskGrant* grant)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Buffered mode: the staleness of an update against the newest version, and its weight.
+  double StalenessWeight(int64_t staleness) const;
+  // Folds a dense update in, scaled by `scale` (1 = as is) through scratch_.
+  absl::Status AccumulateScaled(absl::Span<const float> delta, uint64_t num_samples, double scale)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void NotifyChange();
 
   const Options options_;
@@ -193,6 +208,11 @@ class RoundScheduler {
   absl::flat_hash_set<std::string> declined_ ABSL_GUARDED_BY(mu_);
   proto::RoundRecord stats_ ABSL_GUARDED_BY(mu_);  // of the open round
   int64_t total_rejections_ ABSL_GUARDED_BY(mu_) = 0;
+  // aggregation.mode "buffered" (FedBuff): the model version each client was last handed, until
+  // it reports against it; an update's staleness is snapshot_->version - that version.
+  const bool buffered_;
+  absl::flat_hash_map<std::string, int64_t> granted_ ABSL_GUARDED_BY(mu_);
+  std::vector<float> scratch_ ABSL_GUARDED_BY(mu_);  // a stale update, decoded and scaled
 
   // Held while the change listener runs, so that removing it waits for a running call.
   absl::Mutex listener_mu_ ABSL_ACQUIRED_AFTER(mu_);

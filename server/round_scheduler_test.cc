@@ -1,12 +1,14 @@
 #include "server/round_scheduler.h"
 #include "server/strategy_registry.h"
 
+#include <cmath>
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "server/config.h"
 #include "common/model_layout.h"
+#include "common/status_reason.h"
 #include "common/testing/simulated_clock.h"
 #include "compression/update_codec.h"
 #include "gtest/gtest.h"
@@ -532,6 +534,115 @@ TEST(ClientRegistry, SelectsOnlyEligibleDevicesFromTheirLatestProfile) {
   EXPECT_EQ(ClientRegistry::Ineligibility(proto::Eligibility(), proto::DeviceProfile()), "");
   (void)pc;
   (void)small;
+}
+
+// aggregation.mode "buffered" (FedBuff): a version closes after buffer_size updates; an update
+// computed against an older version still counts, scaled by (1 + staleness)^-a.
+class BufferedSchedulerTest : public SchedulerFixture {
+ protected:
+  void SetUpBuffered(int clients, int rounds, int max_staleness) {
+    aggregation_.set_mode("buffered");
+    aggregation_.mutable_buffered()->set_buffer_size(2);
+    aggregation_.mutable_buffered()->set_staleness_exponent(0.5);
+    aggregation_.mutable_buffered()->set_max_staleness(max_staleness);
+    SetUpScheduler(clients, /*deadline_s=*/60, rounds);
+  }
+};
+
+TEST_F(BufferedSchedulerTest, AVersionClosesAfterBufferSizeUpdatesAndStaleOnesAreDownWeighted) {
+  SetUpBuffered(/*clients=*/3, /*rounds=*/2, /*max_staleness=*/2);
+  StartRun();
+  TaskGrant a, b, c;
+  ASSERT_TRUE(GetTask(ids_[0], &a));
+  ASSERT_TRUE(GetTask(ids_[1], &b));
+  ASSERT_TRUE(GetTask(ids_[2], &c));
+  EXPECT_EQ(c.model->version, 0);
+  const std::vector<float> d1 = {1, 1, 1, 1}, d3 = {3, 3, 3, 3};
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], a, 1), d1).ok());
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[1], b, 1), d3).ok());
+  // Two updates filled the buffer: version 1 is out, and a device that reported gets it.
+  TaskGrant a2;
+  ASSERT_TRUE(GetTask(ids_[0], &a2));
+  EXPECT_EQ(a2.model->version, 1);
+  EXPECT_EQ(a2.task.round(), 2);
+  // c still trains on version 0: its update arrives one version late and counts 1/sqrt(2).
+  const std::vector<float> d4 = {4, 4, 4, 4}, d2 = {2, 2, 2, 2};
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[2], c, 1), d4).ok());
+  // Its task is used up: the same update again is refused.
+  EXPECT_EQ(scheduler_->SubmitUpdate(Header(ids_[2], c, 1), d4).code(),
+            absl::StatusCode::kPermissionDenied);
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], a2, 1), d2).ok());
+  ASSERT_TRUE(JoinRun().ok());
+  ASSERT_EQ(done_.size(), 2u);
+  EXPECT_EQ(done_[0].clients_reported(), 2);
+  EXPECT_EQ(done_[0].updates_stale(), 0);
+  EXPECT_EQ(done_[1].clients_reported(), 2);
+  EXPECT_EQ(done_[1].updates_stale(), 1);
+  EXPECT_EQ(done_[1].staleness_max(), 1);
+  // Version 1 = {1,2,3,4} + mean(1, 3) = {3,4,5,6}; version 2 adds mean(2, 4 / sqrt 2).
+  const float stale = static_cast<float>(4.0 * std::pow(2.0, -0.5));
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_FLOAT_EQ(models_[0][i], static_cast<float>(i + 3));
+    EXPECT_NEAR(models_[1][i], i + 3 + (2.0 + stale) / 2, 1e-5);
+  }
+}
+
+TEST_F(BufferedSchedulerTest, AnUpdateStalerThanMaxStalenessIsRefusedWithItsReason) {
+  SetUpBuffered(/*clients=*/3, /*rounds=*/2, /*max_staleness=*/0);
+  StartRun();
+  TaskGrant a, b, c;
+  ASSERT_TRUE(GetTask(ids_[0], &a));
+  ASSERT_TRUE(GetTask(ids_[1], &b));
+  ASSERT_TRUE(GetTask(ids_[2], &c));
+  const std::vector<float> d = {1, 1, 1, 1};
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], a, 1), d).ok());
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[1], b, 1), d).ok());
+  TaskGrant a2, b2;
+  ASSERT_TRUE(GetTask(ids_[0], &a2));
+  ASSERT_TRUE(GetTask(ids_[1], &b2));
+  const absl::Status stale = scheduler_->SubmitUpdate(Header(ids_[2], c, 1), d);
+  EXPECT_EQ(stale.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ReasonOf(stale).value_or(""), "too_stale");
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], a2, 1), d).ok());
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[1], b2, 1), d).ok());
+  ASSERT_TRUE(JoinRun().ok());
+  ASSERT_EQ(models_.size(), 2u);
+  for (int i = 0; i < 4; ++i) EXPECT_FLOAT_EQ(models_[1][i], static_cast<float>(i + 3));
+}
+
+TEST(BufferedConfig, BadSettingsNameTheirField) {
+  struct Case {
+    const char* json;
+    const char* names;
+  };
+  const Case cases[] = {
+      {R"({"aggregation": {"mode": "async"}})", "aggregation.mode"},
+      {R"({"aggregation": {"mode": "buffered", "buffered": {"buffer_size": 0}}})",
+       "buffered.buffer_size"},
+      {R"({"aggregation": {"mode": "buffered", "buffered": {"staleness_exponent": -1}}})",
+       "buffered.staleness_exponent"},
+      {R"({"aggregation": {"mode": "buffered", "buffered": {"max_staleness": -2}}})",
+       "buffered.max_staleness"},
+      {R"({"aggregation": {"mode": "buffered", "combiner": {"rule": "median"}}})",
+       "streaming combiner"},
+      {R"({"aggregation": {"mode": "buffered", "strategy": "dp_fedavg"}})", "aggregation.dp"},
+      {R"({"aggregation": {"buffered": {"buffer_size": 4}}})", "aggregation.mode is not"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.json);
+    absl::StatusOr<proto::ExperimentConfig> config = ParseConfigJson(c.json);
+    ASSERT_TRUE(config.ok()) << config.status();
+    FillDefaults(&*config);
+    const absl::Status s = ValidateConfig(*config);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(s.message().find(c.names), std::string::npos) << s.message();
+  }
+  absl::StatusOr<proto::ExperimentConfig> ok =
+      ParseConfigJson(R"({"aggregation": {"mode": "buffered", "strategy": "fedadam"}})");
+  ASSERT_TRUE(ok.ok());
+  FillDefaults(&*ok);
+  EXPECT_TRUE(ValidateConfig(*ok).ok()) << ValidateConfig(*ok);
+  EXPECT_EQ(ok->aggregation().buffered().buffer_size(), 10);
 }
 
 }  // namespace
