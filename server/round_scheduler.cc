@@ -428,6 +428,12 @@ absl::Status RoundScheduler::CheckReport(const proto::ReportHeader& header) cons
 }
 
 absl::Status RoundScheduler::CheckReportLocked(const proto::ReportHeader& header) const {
+  if (!open_ && buffered_ && !finished_ && !shutdown_ && round_ < options_.config.rounds()) {
+    // Between two versions (the aggregation step): the update is still good a moment later.
+    return WithReason(
+        absl::UnavailableError("between two model versions; retry in a moment"),
+        "between_versions");
+  }
   if (!open_) {
     return absl::FailedPreconditionError(
         absl::StrCat("no round is open (last round ", round_, "); the update came too late"));

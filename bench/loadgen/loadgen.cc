@@ -151,8 +151,11 @@ void RunDevice(Shared* shared, int device, Fault fault, absl::Time give_up) {
     }
     done_task = this_task;
     // "Training".
-    const double seconds = o.train_sigma > 0 ? std::min(train_time(rng), o.train_max_seconds)
-                                             : o.train_median_seconds;
+    double seconds = o.train_sigma > 0 ? std::min(train_time(rng), o.train_max_seconds)
+                                       : o.train_median_seconds;
+    if (device >= o.devices - static_cast<int>(std::lround(o.slow_fraction * o.devices))) {
+      seconds *= o.slow_factor;
+    }
     absl::SleepFor(std::min(absl::Seconds(seconds), std::max(absl::ZeroDuration(), deadline - absl::Now())));
     if (fault == Fault::kNeverReport) {
       count([](Result& res) { ++res.tasks_dropped; });
@@ -217,10 +220,13 @@ void RunDevice(Shared* shared, int device, Fault fault, absl::Time give_up) {
     uint64_t bytes_up = 0;
     absl::StatusOr<proto::ReportResponse> report =
         sender->Report(header, payload, absl::Now() + absl::Milliseconds(1), &bytes_up);
-    // The server admits a few uploads at a time: a refused one waits (jittered) and tries again
-    // while the round is open, as fl-client does.
+    // The server admits a few uploads at a time (RESOURCE_EXHAUSTED), and in buffered mode
+    // answers UNAVAILABLE between two versions: such an upload waits (jittered) and tries again
+    // while its task's deadline allows, as fl-client does.
     std::uniform_real_distribution<double> jitter(0.5, 1.5);
-    for (int tries = 0; !report.ok() && absl::IsResourceExhausted(report.status()) &&
+    for (int tries = 0; !report.ok() &&
+                        (absl::IsResourceExhausted(report.status()) ||
+                         absl::IsUnavailable(report.status())) &&
                         absl::Now() < deadline && tries < 1000;
          ++tries) {
       count([](Result& res) { ++res.uploads_deferred; });

@@ -32,6 +32,10 @@ struct Options {
   double train_median_seconds = 1.0;
   double train_sigma = 0.5;
   double train_max_seconds = 120;
+  // A slow tail: the last slow_fraction of the devices take slow_factor times as long (after the
+  // cap), e.g. 0.1 and 10 for "10% of the fleet is ten times slower".
+  double slow_fraction = 0;
+  double slow_factor = 1;
   uint64_t samples_per_device = 100;  // the update's weight (num_samples)
   double update_scale = 1e-3;         // synthetic delta values are uniform in [-scale, scale]
   // Faults, as fractions of the devices (disjoint: never_report first, then disconnect, then
