@@ -106,6 +106,14 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
     return AsUsageError(absl::InvalidArgumentError(
         absl::StrCat("--session_ttl: ", session_ttl.status().message())));
   }
+  if (o.max_concurrent_uploads < 1) {
+    return AsUsageError(absl::InvalidArgumentError(
+        absl::StrCat("--max_concurrent_uploads must be >= 1, not ", o.max_concurrent_uploads)));
+  }
+  if (!(o.upload_stall_seconds > 0)) {
+    return AsUsageError(absl::InvalidArgumentError(
+        absl::StrCat("--upload_stall_seconds must be > 0, not ", o.upload_stall_seconds)));
+  }
   if (o.max_update_bytes_per_round < 0) {
     return AsUsageError(absl::InvalidArgumentError("--max_update_bytes_per_round must be >= 0"));
   }
@@ -259,6 +267,8 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
 
   CoordinatorService::Options svc_opts;
   svc_opts.checkin_poll = absl::Seconds(o.poll_seconds);
+  svc_opts.max_concurrent_reports = o.max_concurrent_uploads;
+  svc_opts.report_stall_timeout = absl::Seconds(o.upload_stall_seconds);
   p->service = std::make_unique<CoordinatorService>(svc_opts, run.spec, p->registry.get(),
                                                     p->scheduler.get(), p->access.get());
 

@@ -43,6 +43,10 @@ struct ServerOptions {
   double join_per_minute = 30;
   double checkin_per_minute = 60;
   int64_t max_update_bytes_per_round = 0;  // 0 = 4 x the dense model size + 1 MiB
+  // Uploads received at once; more are refused RESOURCE_EXHAUSTED with a retry hint (>= 1).
+  int max_concurrent_uploads = 4;
+  // An upload that sends nothing for this long is cancelled and counted "report_stalled" (> 0).
+  double upload_stall_seconds = 30;
 };
 
 // Builds the evaluator of a run (server/test_set_evaluator.h CreateTestSetEvaluator in fl-server).

@@ -83,6 +83,12 @@ void DefineServerFlags(FlagSet* flags, ServerFlags* f) {
                 "(default <out>/revoked_tokens)");
   flags->String("session_ttl", &f->session_ttl,
                 "lifetime of a session token; clients renew it by joining again");
+  flags->Int("max_concurrent_uploads", &f->max_concurrent_uploads,
+             "updates received at once; another is refused RESOURCE_EXHAUSTED with a "
+             "retry-after-ms hint (devices retry within the round), so memory does not grow with "
+             "the fleet");
+  flags->Double("upload_stall_seconds", &f->upload_stall_seconds,
+                "cancel an upload that sends nothing for this long (counted report_stalled)");
   flags->Double("join_per_minute", &f->join_per_minute,
                 "Join calls allowed per peer address (per certificate under mutual TLS) and "
                 "minute, also the burst; 0 = no limit");
@@ -139,6 +145,8 @@ ServerOptions ToServerOptions(const ServerFlags& f) {
   o.join_per_minute = f.join_per_minute;
   o.checkin_per_minute = f.checkin_per_minute;
   o.max_update_bytes_per_round = f.max_update_bytes_per_round;
+  o.max_concurrent_uploads = f.max_concurrent_uploads;
+  o.upload_stall_seconds = f.upload_stall_seconds;
   return o;
 }
 

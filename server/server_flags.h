@@ -56,6 +56,8 @@ struct ServerFlags {
   double join_per_minute = 30;
   double checkin_per_minute = 60;
   int64_t max_update_bytes_per_round = 0;
+  int max_concurrent_uploads = 4;
+  double upload_stall_seconds = 30;
 };
 
 // Registers every fl-server flag on `flags`, bound to the fields of `f` (which must outlive it).
