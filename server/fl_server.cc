@@ -110,6 +110,10 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
     return AsUsageError(absl::InvalidArgumentError(
         absl::StrCat("--max_concurrent_uploads must be >= 1, not ", o.max_concurrent_uploads)));
   }
+  if (o.max_transport_mb < 0) {
+    return AsUsageError(absl::InvalidArgumentError(
+        absl::StrCat("--max_transport_mb must be >= 0 (0 = unbounded), not ", o.max_transport_mb)));
+  }
   if (!(o.upload_stall_seconds > 0)) {
     return AsUsageError(absl::InvalidArgumentError(
         absl::StrCat("--upload_stall_seconds must be > 0, not ", o.upload_stall_seconds)));
@@ -277,6 +281,7 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
   grpc_opts.listen = o.listen;
   grpc_opts.credentials = transport->credentials;
   grpc_opts.max_message_mb = o.max_message_mb;
+  grpc_opts.max_transport_mb = o.max_transport_mb;
   absl::StatusOr<StartedGrpcServer> started = StartGrpcServer(grpc_opts, {p->service.get()});
   if (!started.ok()) {
     EDGEFL_LOG_ERROR(started.status().message());

@@ -47,6 +47,9 @@ struct ServerOptions {
   int max_concurrent_uploads = 4;
   // An upload that sends nothing for this long is cancelled and counted "report_stalled" (> 0).
   double upload_stall_seconds = 30;
+  // Memory gRPC's transport may hold for all connections, MiB (0 = unbounded); see
+  // GrpcServerOptions::max_transport_mb.
+  int max_transport_mb = 64;
 };
 
 // Builds the evaluator of a run (server/test_set_evaluator.h CreateTestSetEvaluator in fl-server).

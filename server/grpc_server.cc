@@ -57,9 +57,11 @@ absl::StatusOr<StartedGrpcServer> StartGrpcServer(const GrpcServerOptions& optio
       options.credentials != nullptr ? options.credentials : grpc::InsecureServerCredentials(),
       &started.port);
   for (grpc::Service* service : services) builder.RegisterService(service);
-  if (options.max_sync_threads > 0) {
+  if (options.max_sync_threads > 0 || options.max_transport_mb > 0) {
     grpc::ResourceQuota quota("edgefl-server");
-    quota.SetMaxThreads(options.max_sync_threads);
+    if (options.max_sync_threads > 0) quota.SetMaxThreads(options.max_sync_threads);
+    // Under pressure gRPC shrinks its per-connection read buffers instead of growing them.
+    if (options.max_transport_mb > 0) quota.Resize(static_cast<size_t>(options.max_transport_mb) << 20);
     builder.SetResourceQuota(quota);
   }
   builder.SetMaxReceiveMessageSize(options.max_message_mb << 20);

@@ -27,6 +27,10 @@ struct GrpcServerOptions {
   // server's threads whatever the number of devices. A call that finds every thread busy is
   // answered RESOURCE_EXHAUSTED by gRPC, which devices retry with backoff.
   int max_sync_threads = 64;
+  // Memory gRPC's transport may hold for all connections (read buffers, frames), MiB; 0 = no
+  // bound. With it, a burst of uploads from a large fleet does not grow the server's memory
+  // with the number of devices: gRPC reads in smaller pieces under pressure.
+  int max_transport_mb = 0;
 };
 
 struct StartedGrpcServer {

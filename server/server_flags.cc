@@ -89,6 +89,9 @@ void DefineServerFlags(FlagSet* flags, ServerFlags* f) {
              "the fleet");
   flags->Double("upload_stall_seconds", &f->upload_stall_seconds,
                 "cancel an upload that sends nothing for this long (counted report_stalled)");
+  flags->Int("max_transport_mb", &f->max_transport_mb,
+             "memory gRPC may hold for all connections' buffers, MiB (0 = unbounded); bounds the "
+             "server's memory under a fleet-wide burst of uploads");
   flags->Double("join_per_minute", &f->join_per_minute,
                 "Join calls allowed per peer address (per certificate under mutual TLS) and "
                 "minute, also the burst; 0 = no limit");
@@ -147,6 +150,7 @@ ServerOptions ToServerOptions(const ServerFlags& f) {
   o.max_update_bytes_per_round = f.max_update_bytes_per_round;
   o.max_concurrent_uploads = f.max_concurrent_uploads;
   o.upload_stall_seconds = f.upload_stall_seconds;
+  o.max_transport_mb = f.max_transport_mb;
   return o;
 }
 

@@ -58,6 +58,7 @@ struct ServerFlags {
   int64_t max_update_bytes_per_round = 0;
   int max_concurrent_uploads = 4;
   double upload_stall_seconds = 30;
+  int max_transport_mb = 64;
 };
 
 // Registers every fl-server flag on `flags`, bound to the fields of `f` (which must outlive it).
