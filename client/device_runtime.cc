@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <random>
 #include <thread>
 #include <utility>
 
@@ -18,6 +19,7 @@
 #include "common/file_util.h"
 #include "common/log.h"
 #include "common/memory.h"
+#include "common/status_reason.h"
 #include "models/model_spec.h"
 
 namespace edgefl::client {
@@ -164,7 +166,8 @@ DeviceRuntime::DeviceRuntime(const Options& options, std::unique_ptr<Coordinator
       pipeline_(options.state_dir.empty()
                     ? std::string()
                     : absl::StrCat(options.state_dir, "/client-", options.client_index, ".ef")),
-      backoff_(options.backoff, options.seed * 7919 + options.client_index) {
+      backoff_(options.backoff, options.seed * 7919 + options.client_index),
+      retry_rng_(options.seed * 104729 + options.client_index) {
   device_state_ = options.device_state;
   if (!device_state_) {
     auto reader = std::make_shared<DeviceStateReader>("/");
@@ -591,6 +594,16 @@ absl::Status DeviceRuntime::Upload(const proto::Task& task, const models::TrainR
     if (clock_->Now() > deadline) {
       pipeline_.Rollback();  // the round closed: the update is lost
       return s;
+    }
+    if (std::optional<absl::Duration> hint = RetryAfterOf(s); hint.has_value()) {
+      // A busy server (upload admission) said when to try again: wait that long, jittered so that
+      // the devices it refused together do not come back together, within the round.
+      const double jitter = std::uniform_real_distribution<double>(0.5, 1.5)(retry_rng_);
+      const absl::Duration wait = std::min(*hint * jitter, deadline - clock_->Now());
+      EDGEFL_LOG_INFO("round ", task.round(), ": ", s.message(), "; retrying in ",
+                      absl::FormatDuration(absl::Trunc(wait, absl::Milliseconds(1))));
+      clock_->SleepFor(wait);
+      continue;
     }
     absl::Status handled = HandleError(s, "Report");
     if (!handled.ok() || client_id_.empty()) {

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <random>
 #include <optional>
 #include <string>
 #include <vector>
@@ -189,6 +190,7 @@ class DeviceRuntime {
   std::unique_ptr<models::ModelRunner> runner_;
   UpdatePipeline pipeline_;
   Backoff backoff_;
+  std::mt19937_64 retry_rng_;  // jitter on a busy server's retry-after hint
   std::string client_id_;
   std::vector<float> model_;        // the global model version have_version_ (downlink base)
   std::unique_ptr<Spill> spilled_;  // model_'s content while Train runs, or null

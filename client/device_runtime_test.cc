@@ -24,6 +24,7 @@
 #include "common/clock.h"
 #include "common/file_util.h"
 #include "common/memory.h"
+#include "common/status_reason.h"
 #include "common/testing/simulated_clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -375,6 +376,29 @@ TEST_F(DeviceRuntimeTest, ReportLostUntilTheDeadlineRollsBackToo) {
   EXPECT_THAT(clock_.sleeps(), ElementsAre(absl::Seconds(5)));
   EXPECT_EQ(rt.rounds_done(), 1);
   EXPECT_EQ(Residual(rt), committed);
+}
+
+// A busy server refuses the upload with a retry-after hint: the device waits about that long
+// (jittered 0.5x-1.5x), not its growing backoff, and the update goes in on the next try.
+TEST_F(DeviceRuntimeTest, ABusyServersRetryAfterHintPacesTheUpload) {
+  options_.backoff.initial = absl::Seconds(60);  // what it would wait without the hint
+  coordinator_->report_answers.push_back(
+      WithRetryAfter(absl::ResourceExhaustedError("busy"), absl::Seconds(8)));
+  coordinator_->report_answers.push_back(
+      WithRetryAfter(absl::ResourceExhaustedError("busy"), absl::Seconds(8)));
+  coordinator_->report_answers.push_back(absl::OkStatus());
+  coordinator_->checkins.push_back(MlpTask(1, "dense"));
+  DeviceRuntime& rt = Make();
+  ASSERT_TRUE(rt.Run().ok());
+  EXPECT_EQ(coordinator_->reports.size(), 3u);
+  EXPECT_EQ(rt.rounds_done(), 1);
+  const std::vector<absl::Duration> sleeps = clock_.sleeps();
+  ASSERT_EQ(sleeps.size(), 2u);
+  for (absl::Duration d : sleeps) {
+    EXPECT_GE(d, absl::Seconds(4));
+    EXPECT_LE(d, absl::Seconds(12));
+  }
+  EXPECT_NE(sleeps[0], sleeps[1]);  // jittered
 }
 
 TEST_F(DeviceRuntimeTest, RenewsTheSessionHalfWayThroughItsLife) {

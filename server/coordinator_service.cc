@@ -63,28 +63,46 @@ int CoordinatorService::reports_in_flight() const {
 }
 
 absl::Status CoordinatorService::AdmitReport(const std::string& client_id,
-                                             grpc::ServerContext* context) {
+                                             grpc::ServerContext* context,
+                                             absl::Duration* retry_after) {
   absl::MutexLock lock(&mu_);
+  const absl::Time now = absl::Now();
+  // Devices refused lately and not admitted since: the queue a refused device waits behind.
+  absl::erase_if(waiting_, [now](const auto& kv) { return now - kv.second > absl::Seconds(10); });
+  auto refuse = [&](absl::Status status) {
+    waiting_[client_id] = now;
+    // About how long the uploads ahead of it take through max_concurrent_reports slots (the
+    // device adds its own jitter), within [report_retry_after, 60 s].
+    const double ahead = static_cast<double>(waiting_.size()) / options_.max_concurrent_reports;
+    *retry_after = std::clamp(absl::Seconds(ahead * upload_seconds_ewma_),
+                              options_.report_retry_after, absl::Seconds(60));
+    return status;
+  };
   for (const auto& [ctx, upload] : uploads_) {
     if (upload.client_id == client_id) {
-      return WithReason(absl::ResourceExhaustedError(
-                            "this client already has an upload in flight; retry after it ends"),
-                        "report_in_flight");
+      return refuse(WithReason(absl::ResourceExhaustedError(
+                                   "this client already has an upload in flight; retry after it ends"),
+                               "report_in_flight"));
     }
   }
   if (static_cast<int>(uploads_.size()) >= options_.max_concurrent_reports) {
-    return WithReason(absl::ResourceExhaustedError(absl::StrCat(
-                          "the server is receiving ", uploads_.size(),
-                          " updates already; retry after the retry-after-ms trailer")),
-                      "report_busy");
+    return refuse(WithReason(absl::ResourceExhaustedError(absl::StrCat(
+                                 "the server is receiving ", uploads_.size(),
+                                 " updates already; retry after the retry-after-ms trailer")),
+                             "report_busy"));
   }
-  uploads_[context] = Upload{client_id, absl::Now()};
+  waiting_.erase(client_id);
+  uploads_[context] = Upload{client_id, now, now};
   return absl::OkStatus();
 }
 
 void CoordinatorService::ReleaseReport(grpc::ServerContext* context) {
   absl::MutexLock lock(&mu_);
-  uploads_.erase(context);
+  auto it = uploads_.find(context);
+  if (it == uploads_.end()) return;
+  const double took = absl::ToDoubleSeconds(absl::Now() - it->second.started);
+  upload_seconds_ewma_ = 0.9 * upload_seconds_ewma_ + 0.1 * took;
+  uploads_.erase(it);
 }
 
 void CoordinatorService::ProgressReport(grpc::ServerContext* context) {
@@ -128,7 +146,23 @@ void CoordinatorService::StallWatch() {
 }
 
 grpc::Status CoordinatorService::Reject(const absl::Status& status, const std::string& rpc) {
-  scheduler_->CountRejection(RejectionReason(status));
+  const std::string reason = RejectionReason(status);
+  scheduler_->CountRejection(reason);
+  // A busy server refuses many uploads a second with a large fleet: those are counted always but
+  // logged once per 10 s with how many were not.
+  if (reason == "report_busy") {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = absl::Now();
+    if (now - busy_logged_at_ < absl::Seconds(10)) {
+      ++busy_unlogged_;
+      return ToGrpcStatus(status);
+    }
+    EDGEFL_LOG_WARN(rpc, " rejected: ", StatusText(status), " (", busy_unlogged_,
+                    " more such refusals in the last 10 s, not logged)");
+    busy_logged_at_ = now;
+    busy_unlogged_ = 0;
+    return ToGrpcStatus(status);
+  }
   // Messages never carry token text (server/tokens.h), so the status is safe to log.
   EDGEFL_LOG_WARN(rpc, " rejected: ", StatusText(status));
   return ToGrpcStatus(status);
@@ -440,10 +474,10 @@ grpc::Status CoordinatorService::ReportImpl(grpc::ServerContext* context,
   // Bound the uploads received at once, so server memory and threads do not grow with clients
   // (admitted before the first message, so a stream that sends nothing is bounded too): a
   // refused one is told when to try again (the device retries within the round's deadline).
-  if (absl::Status s = AdmitReport(*caller, context); !s.ok()) {
-    context->AddTrailingMetadata(
-        "retry-after-ms",
-        absl::StrCat(absl::ToInt64Milliseconds(options_.report_retry_after)));
+  absl::Duration retry_after;
+  if (absl::Status s = AdmitReport(*caller, context, &retry_after); !s.ok()) {
+    context->AddTrailingMetadata("retry-after-ms",
+                                 absl::StrCat(absl::ToInt64Milliseconds(retry_after)));
     return Reject(s, "Report");
   }
   struct Release {

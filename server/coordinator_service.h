@@ -36,7 +36,8 @@ class CoordinatorService final
     // once with RESOURCE_EXHAUSTED and a "retry-after-ms" trailer (the device retries within the
     // round's deadline), so memory and threads do not grow with the number of devices.
     int max_concurrent_reports = 4;
-    absl::Duration report_retry_after = absl::Milliseconds(500);  // the hint in that trailer
+    // The least hint in that trailer; it grows with the devices waiting (AdmitReport).
+    absl::Duration report_retry_after = absl::Milliseconds(500);
     // An upload that receives nothing for this long is cancelled (counted as "report_stalled"),
     // so a stalled device cannot hold an upload slot.
     absl::Duration report_stall_timeout = absl::Seconds(30);
@@ -81,7 +82,10 @@ class CoordinatorService final
   // Admits an upload of `client_id` or refuses it (RESOURCE_EXHAUSTED) when max_concurrent_reports
   // are being received or the client already has one in flight. On OK the caller must call
   // ReleaseReport(context) when the upload ends.
-  absl::Status AdmitReport(const std::string& client_id, grpc::ServerContext* context);
+  // `retry_after` is the hint a refused device gets: about how long the uploads queued ahead of
+  // it take (devices refused in the last 10 s / max_concurrent_reports x the mean upload time).
+  absl::Status AdmitReport(const std::string& client_id, grpc::ServerContext* context,
+                           absl::Duration* retry_after);
   void ReleaseReport(grpc::ServerContext* context);
   void ProgressReport(grpc::ServerContext* context);
   void StallWatch();
@@ -101,10 +105,15 @@ class CoordinatorService final
   struct Upload {
     std::string client_id;
     absl::Time last_progress;
+    absl::Time started;
   };
   mutable absl::Mutex mu_;
   absl::flat_hash_map<grpc::ServerContext*, Upload> uploads_ ABSL_GUARDED_BY(mu_);
   int64_t finished_notices_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<std::string, absl::Time> waiting_ ABSL_GUARDED_BY(mu_);  // refused, when
+  double upload_seconds_ewma_ ABSL_GUARDED_BY(mu_) = 1.0;
+  absl::Time busy_logged_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  int64_t busy_unlogged_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread stall_watch_;
 };

@@ -15,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/model_layout.h"
+#include "common/status_reason.h"
 #include "compression/chain.h"
 #include "compression/error_feedback.h"
 #include "compression/update_codec.h"
@@ -230,7 +231,9 @@ void RunDevice(Shared* shared, int device, Fault fault, absl::Time give_up) {
                         absl::Now() < deadline && tries < 1000;
          ++tries) {
       count([](Result& res) { ++res.uploads_deferred; });
-      absl::SleepFor(std::min(absl::Milliseconds(500 * jitter(rng)),
+      const absl::Duration hint =
+          RetryAfterOf(report.status()).value_or(absl::Milliseconds(500));
+      absl::SleepFor(std::min(hint * jitter(rng),
                               std::max(absl::ZeroDuration(), deadline - absl::Now())));
       uint64_t more = 0;
       report = sender->Report(header, payload, absl::Now() + absl::Milliseconds(1), &more);
