@@ -218,7 +218,8 @@ grpc::Status CoordinatorService::ReportImpl(grpc::ServerContext* context,
   if (absl::Status s = scheduler_->CheckReport(header); !s.ok()) return Reject(s, "Report");
   absl::StatusOr<ReportPlan> plan =
       ValidateReportHeader(header, limits_, scheduler_->current_uplink());
-  if (!plan.ok()) return Reject(plan.status(), "Report");
+  // From here on a bad update (INVALID_ARGUMENT) also ends the client's attempt.
+  if (!plan.ok()) return Reject(scheduler_->RefuseReport(header, plan.status()), "Report");
   if (absl::Status s = access_->ChargeUpdateBytes(*caller, header.round(), header.total_bytes());
       !s.ok()) {
     return Reject(s, "Report");
@@ -245,20 +246,24 @@ grpc::Status CoordinatorService::ReportImpl(grpc::ServerContext* context,
 
   ChunkAssembler assembler(plan->max_bytes);
   if (absl::Status s = assembler.Start(header.total_bytes(), header.sha256()); !s.ok()) {
-    return Reject(s, "Report");
+    return Reject(scheduler_->RefuseReport(header, s), "Report");
   }
   while (reader->Read(&msg)) {
     if (!msg.has_chunk()) {
-      return Reject(absl::InvalidArgumentError("a second header in one Report stream"), "Report");
+      return Reject(scheduler_->RefuseReport(
+                        header, absl::InvalidArgumentError("a second header in one Report stream")),
+                    "Report");
     }
     *bytes_received += msg.ByteSizeLong();
     if (absl::Status s = assembler.Add(msg.chunk().offset(), msg.chunk().data()); !s.ok()) {
-      return Reject(s, "Report");
+      return Reject(scheduler_->RefuseReport(header, s), "Report");
     }
   }
   if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
   std::string payload;
-  if (absl::Status s = assembler.Finish(&payload); !s.ok()) return Reject(s, "Report");
+  if (absl::Status s = assembler.Finish(&payload); !s.ok()) {
+    return Reject(scheduler_->RefuseReport(header, s), "Report");
+  }
   // Count the traffic before the update can close the round (the round's stats are taken then).
   scheduler_->AddBytesUp(header.round(), *bytes_received);
   *bytes_received = 0;
