@@ -503,7 +503,8 @@ grpc::Status CoordinatorService::ReportImpl(grpc::ServerContext* context,
   if (absl::Status s = scheduler_->CheckReport(header); !s.ok()) return Reject(s, "Report");
   absl::StatusOr<ReportPlan> plan =
       ValidateReportHeader(header, limits_, scheduler_->current_uplink());
-  if (!plan.ok()) return Reject(plan.status(), "Report");
+  // From here on a bad update (INVALID_ARGUMENT) also ends the client's attempt.
+  if (!plan.ok()) return Reject(scheduler_->RefuseReport(header, plan.status()), "Report");
   // Charged once admitted, so that a refused attempt does not count against the device's bytes.
   if (absl::Status s = access_->ChargeUpdateBytes(*caller, header.round(), header.total_bytes());
       !s.ok()) {
@@ -512,16 +513,18 @@ grpc::Status CoordinatorService::ReportImpl(grpc::ServerContext* context,
 
   ChunkAssembler assembler(plan->max_bytes);
   if (absl::Status s = assembler.Start(header.total_bytes(), header.sha256()); !s.ok()) {
-    return Reject(s, "Report");
+    return Reject(scheduler_->RefuseReport(header, s), "Report");
   }
   while (reader->Read(&msg)) {
     if (!msg.has_chunk()) {
-      return Reject(absl::InvalidArgumentError("a second header in one Report stream"), "Report");
+      return Reject(scheduler_->RefuseReport(
+                        header, absl::InvalidArgumentError("a second header in one Report stream")),
+                    "Report");
     }
     *bytes_received += msg.ByteSizeLong();
     ProgressReport(context);
     if (absl::Status s = assembler.Add(msg.chunk().offset(), msg.chunk().data()); !s.ok()) {
-      return Reject(s, "Report");
+      return Reject(scheduler_->RefuseReport(header, s), "Report");
     }
   }
   if (context->IsCancelled()) {
@@ -529,7 +532,9 @@ grpc::Status CoordinatorService::ReportImpl(grpc::ServerContext* context,
     return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
   }
   std::string payload;
-  if (absl::Status s = assembler.Finish(&payload); !s.ok()) return Reject(s, "Report");
+  if (absl::Status s = assembler.Finish(&payload); !s.ok()) {
+    return Reject(scheduler_->RefuseReport(header, s), "Report");
+  }
   // Count the traffic before the update can close the round (the round's stats are taken then).
   scheduler_->AddBytesUp(header.round(), *bytes_received);
   *bytes_received = 0;

@@ -183,6 +183,7 @@ void RoundScheduler::OpenAttempt(int64_t round, int attempt,
   selected_ = absl::flat_hash_set<std::string>(selected.begin(), selected.end());
   reported_.clear();
   declined_.clear();
+  refused_.clear();
   aggregation::RoundContext context(round);
   context.num_selected = static_cast<int>(selected.size());
   context.num_eligible = num_eligible;
@@ -464,6 +465,11 @@ absl::Status RoundScheduler::CheckReportLocked(const proto::ReportHeader& header
       return absl::FailedPreconditionError(absl::StrCat(
           "client ", header.client_id(), " already reported for version ", snapshot_->version));
     }
+    if (refused_.contains(header.client_id())) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "client ", header.client_id(), "'s update for version ", snapshot_->version,
+          " was refused; it takes no further update for this version"));
+    }
     return absl::OkStatus();
   }
   if (header.round() != round_ || header.attempt() != attempt_) {
@@ -484,6 +490,11 @@ absl::Status RoundScheduler::CheckReportLocked(const proto::ReportHeader& header
   if (reported_.contains(header.client_id())) {
     return absl::FailedPreconditionError(
         absl::StrCat("client ", header.client_id(), " already reported for round ", round_));
+  }
+  if (refused_.contains(header.client_id())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("client ", header.client_id(), "'s update for round ", round_, " attempt ",
+                     attempt_, " was refused; it takes no further update in this attempt"));
   }
   if (clock_->Now() > deadline_) {
     return absl::FailedPreconditionError(absl::StrCat("round ", round_, " deadline has passed"));
@@ -507,13 +518,33 @@ absl::Status RoundScheduler::AccumulateScaled(absl::Span<const float> delta, uin
   return strategy_->Accumulate(scratch_, num_samples);
 }
 
+absl::Status RoundScheduler::RefuseReport(const proto::ReportHeader& header,
+                                          absl::Status refusal) {
+  absl::MutexLock lock(&mu_);
+  return RefuseLocked(header, std::move(refusal));
+}
+
+absl::Status RoundScheduler::RefuseLocked(const proto::ReportHeader& header,
+                                          absl::Status refusal) {
+  // Only a bad update ends the client's attempt; a refusal about the round (closed, another
+  // attempt, already reported) or a transient one leaves it as it was.
+  if (!absl::IsInvalidArgument(refusal) || !CheckReportLocked(header).ok()) return refusal;
+  refused_.insert(header.client_id());
+  declined_.insert(header.client_id());
+  stats_.set_clients_refused(stats_.clients_refused() + 1);
+  EDGEFL_LOG_WARN("round ", round_, " attempt ", attempt_, ": the update of client ",
+                  header.client_id(), " was refused (", refusal.message(),
+                  "); it is done for this attempt");
+  return refusal;
+}
+
 absl::Status RoundScheduler::SubmitLocked(const proto::ReportHeader& header,
                                           const std::function<absl::Status()>& accumulate) {
   if (header.num_samples() == 0) {
-    return absl::InvalidArgumentError("num_samples must be > 0");
+    return RefuseLocked(header, absl::InvalidArgumentError("num_samples must be > 0"));
   }
   RETURN_IF_ERROR(CheckReportLocked(header));
-  RETURN_IF_ERROR(accumulate());
+  if (absl::Status s = accumulate(); !s.ok()) return RefuseLocked(header, std::move(s));
   reported_.insert(header.client_id());
   if (buffered_) {
     granted_.erase(header.client_id());
@@ -533,12 +564,12 @@ absl::Status RoundScheduler::SubmitLocked(const proto::ReportHeader& header,
 
 absl::Status RoundScheduler::SubmitUpdate(const proto::ReportHeader& header,
                                           absl::Span<const float> delta) {
-  if (static_cast<int64_t>(delta.size()) != num_params_) {
-    return absl::InvalidArgumentError(absl::StrCat("update holds ", delta.size(),
-                                                   " values; the model has ", num_params_));
-  }
   absl::MutexLock lock(&mu_);
   return SubmitLocked(header, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (static_cast<int64_t>(delta.size()) != num_params_) {
+      return absl::InvalidArgumentError(absl::StrCat("update holds ", delta.size(),
+                                                     " values; the model has ", num_params_));
+    }
     if (task_.config().uplink() != "dense") {
       return absl::InvalidArgumentError(absl::StrCat("a dense update, but round ", round_,
                                                      " takes updates encoded as ",

@@ -132,7 +132,10 @@ class RoundScheduler {
   absl::Status CheckReport(const proto::ReportHeader& header) const;
   // Re-checks the header (the round may have closed meanwhile) and folds the dense delta into the
   // strategy. INVALID_ARGUMENT for a wrong size, non-finite values or zero samples, leaving the
-  // round's aggregate unchanged.
+  // round's aggregate unchanged. A refused update (INVALID_ARGUMENT) ends the client's part in the
+  // attempt, as RefuseReport does: its client would only train the same task again (a diverged
+  // model gives every honest client a NaN update), so it is not offered the task again and the
+  // round does not wait for it.
   // The strategy's filters run here (aggregation/pipeline.h): with a norm bound, an update whose
   // L2 norm exceeds it is refused (INVALID_ARGUMENT, reason "update_norm") under on_violation
   // "reject", or scaled down to the bound and counted in RoundRecord.updates_clipped under "clip".
@@ -142,6 +145,15 @@ class RoundScheduler {
   // O(model) scratch). INVALID_ARGUMENT for a malformed encoding or another chain.
   absl::Status SubmitEncodedUpdate(const proto::ReportHeader& header, absl::string_view encoded,
                                    const compression::ChainSpec& chain);
+  // Records that a report which passed CheckReport was refused with `refusal` before it reached
+  // SubmitUpdate (a malformed header or payload) and returns `refusal` unchanged. When `refusal`
+  // is INVALID_ARGUMENT (the update itself is bad) and `header` is still for the open attempt,
+  // the client is done for that attempt: counted in RoundRecord.clients_refused (and in
+  // clients_failed), not offered the task again, not waited for, and a later report from it in
+  // the attempt is FAILED_PRECONDITION. Any other refusal (RESOURCE_EXHAUSTED admission, DATA_LOSS
+  // on a corrupted upload the client retries, FAILED_PRECONDITION for a closed round) leaves the
+  // client free to report.
+  absl::Status RefuseReport(const proto::ReportHeader& header, absl::Status refusal);
   // The uplink chain of the open round (canonical text; "dense" before the first round).
   std::string current_uplink() const;
 
@@ -166,6 +178,9 @@ class RoundScheduler {
   absl::Status CheckReportLocked(const proto::ReportHeader& header) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void PublishLocked(int64_t version) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // See RefuseReport.
+  absl::Status RefuseLocked(const proto::ReportHeader& header, absl::Status refusal)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Checks the header, folds the update in with `accumulate` and marks the client reported.
   absl::Status SubmitLocked(const proto::ReportHeader& header,
                             const std::function<absl::Status()>& accumulate)
@@ -205,7 +220,12 @@ class RoundScheduler {
   proto::Task task_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> selected_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> reported_ ABSL_GUARDED_BY(mu_);
+  // Selected clients the open attempt no longer waits for nor offers its task to: those that
+  // declined it (counted in RoundRecord.declined) and those in refused_.
   absl::flat_hash_set<std::string> declined_ ABSL_GUARDED_BY(mu_);
+  // Selected clients whose update for the open attempt was refused (RefuseReport): done for the
+  // attempt. Always also in declined_, which is what WaitForTask and the close condition read.
+  absl::flat_hash_set<std::string> refused_ ABSL_GUARDED_BY(mu_);
   proto::RoundRecord stats_ ABSL_GUARDED_BY(mu_);  // of the open round
   int64_t total_rejections_ ABSL_GUARDED_BY(mu_) = 0;
   // aggregation.mode "buffered" (FedBuff): the model version each client was last handed, until
