@@ -410,6 +410,19 @@ TEST(Deploy, FullRunVolumeStopsTheRunAndKeepsTheLastCheckpoint) {
   }
   EXPECT_TRUE(files.empty()) << files[0];
 
+  // The pod restarted on the still-full volume: it fails at start-up, naming the file, and
+  // changes nothing.
+  {
+    std::vector<std::string> argv = {BinDir() + "/fl-server", "--insecure",
+                                     "--listen=127.0.0.1:0"};
+    argv.insert(argv.end(), server_args.begin(), server_args.end());
+    std::string out;
+    EXPECT_EQ(RunProgram(argv, &out), 2) << out;
+    EXPECT_NE(out.find("No space left on device"), std::string::npos) << out;
+    EXPECT_EQ(ReadFileOrEmpty(run + "/checkpoint.pb"), checkpoint_before);
+    EXPECT_EQ(ReadFileOrEmpty(run + "/metrics.jsonl"), metrics_before);
+  }
+
   // Space freed (the volume expanded): the same command resumes from that checkpoint.
   ASSERT_EQ(unlink((volume + "/filler").c_str()), 0);
   auto resumed = StartServer(server_args, dir, "server2.log", &port);
