@@ -8,11 +8,13 @@
 #include <cmath>
 #include <chrono>
 #include <cstdio>
+#include <mutex>
 #include <optional>
 #include <utility>
 
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "aggregation/strategy.h"
 #include "common/crypto.h"
@@ -75,6 +77,22 @@ struct FlServer::Parts {
   std::unique_ptr<CoordinatorService> service;
   std::unique_ptr<grpc::Server> grpc_server;
   std::unique_ptr<grpc::Server> health_server;  // --health_listen
+  absl::Mutex stop_mu;
+  bool stop ABSL_GUARDED_BY(stop_mu) = false;  // Shutdown() was called
+  std::once_flag write_failure;
+
+  // A file of the run could not be written: stop serving at once, then stop the scheduler. In
+  // that order, clients never hear `finished` (what the scheduler answers once shut down) from a
+  // run that did not finish: their calls fail UNAVAILABLE and they retry until a restarted
+  // server resumes the run from its last checkpoint.
+  void StopOnWriteFailure() {
+    std::call_once(write_failure, [this] {
+      const auto now = std::chrono::system_clock::now();
+      if (grpc_server != nullptr) grpc_server->Shutdown(now);
+      if (health_server != nullptr) health_server->Shutdown(now);
+      scheduler->Shutdown();
+    });
+  }
   bool progress = false;  // stderr is a terminal: a progress line per round
   int64_t progress_rounds = 0;  // closed by this process (the scheduler's thread only)
   double progress_seconds = 0;
@@ -120,6 +138,10 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
   }
   if (o.max_update_bytes_per_round < 0) {
     return AsUsageError(absl::InvalidArgumentError("--max_update_bytes_per_round must be >= 0"));
+  }
+  if (o.after_finish != "exit" && o.after_finish != "serve") {
+    return AsUsageError(absl::InvalidArgumentError(
+        absl::StrCat("--after_finish must be exit or serve, not '", o.after_finish, "'")));
   }
   if (!(o.metrics_linger_seconds >= 0)) {
     return AsUsageError(absl::InvalidArgumentError("--metrics_linger_seconds must be >= 0"));
@@ -242,6 +264,9 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
                                             const std::string& aggregation_state) {
     const absl::Time start = absl::Now();
     rec->OnRoundClosed(stats, std::move(model), aggregation_state);
+    // A checkpoint that cannot be written (full or read-only volume) stops the run: going on
+    // would train rounds a restart loses. Run() returns the recorder's error.
+    if (!rec->status().ok()) parts->StopOnWriteFailure();
     if (parts->metrics != nullptr) {
       parts->metrics->OnRoundClosed(stats, absl::ToDoubleSeconds(absl::Now() - start));
     }
@@ -262,8 +287,10 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
   EDGEFL_LOG_INFO("aggregation: ", run.strategy->name());
   absl::StatusOr<std::unique_ptr<RoundScheduler>> scheduler = RoundScheduler::Create(
       std::move(sched_opts), p->registry.get(), std::move(run.strategy),
-      [rec](const proto::RoundRecord& stats, std::shared_ptr<const std::vector<float>> model) {
+      [rec, parts](const proto::RoundRecord& stats,
+                   std::shared_ptr<const std::vector<float>> model) {
         rec->OnRoundDone(stats, std::move(model));
+        if (!rec->status().ok()) parts->StopOnWriteFailure();  // a metrics line: as above
       },
       clock);
   RETURN_IF_USAGE_ERROR(StatusOf(scheduler));
@@ -319,14 +346,28 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
   return std::unique_ptr<FlServer>(new FlServer(std::move(p)));
 }
 
-void FlServer::Shutdown() { parts_->scheduler->Shutdown(); }
+void FlServer::Shutdown() {
+  {
+    absl::MutexLock lock(&parts_->stop_mu);
+    parts_->stop = true;
+  }
+  parts_->scheduler->Shutdown();
+}
 
 absl::Status FlServer::Run() {
   Parts& p = *parts_;
   const LoadedRun& run = *p.run;
   const int64_t total_rounds = run.config.rounds();
   absl::Status status = p.scheduler->Run();
-  if (status.ok()) {
+  if (absl::Status files = p.recorder->status(); !files.ok()) {
+    // The scheduler stopped because a file could not be written; that is the reason to report
+    // (not the CANCELLED it returns after the stop).
+    status = absl::InternalError(
+        absl::StrCat("the run's files could not be written: ", files.message(),
+                     "; the last checkpoint is intact (resume once the volume is fixed)"));
+  }
+  const bool serve = status.ok() && p.options.after_finish == "serve";
+  if (status.ok() && !serve) {
     // Tell polling clients that the run is over before going away (bounded).
     const absl::Time until = absl::Now() + absl::Seconds(p.options.finish_grace_seconds);
     // A run resumed with every round already closed starts with an empty registry: it waits
@@ -339,9 +380,33 @@ absl::Status FlServer::Run() {
       absl::SleepFor(absl::Milliseconds(100));
     }
   }
+  if (status.ok()) {
+    if (absl::Status s = WriteReport(run.store.dir()); !s.ok()) {
+      EDGEFL_LOG_WARN("could not write ", kReportFile, ": ", s.ToString());
+    }
+    std::printf("fl-server: %lld rounds done. Metrics: %s  Final model: %s  Checkpoint: %s\n",
+                static_cast<long long>(total_rounds),
+                run.store.Path(RunStore::kMetricsFile).c_str(),
+                run.store.Path(RunStore::kFinalModelFile).c_str(),
+                run.store.Path(RunStore::kCheckpointFile).c_str());
+    if (std::optional<double> eps = p.recorder->dp_epsilon(); eps.has_value()) {
+      std::printf("fl-server: central DP spent (epsilon, delta) = (%.4g, %g) over %lld rounds\n",
+                  *eps, run.config.aggregation().dp().delta(),
+                  static_cast<long long>(total_rounds));
+    }
+    std::fflush(stdout);
+  }
+  if (serve) {
+    // A Deployment restarts a container that exits: stay up, answering CheckIn with `finished`
+    // (clients exit, or wait for the next run), health SERVING, metrics served, until SIGTERM.
+    EDGEFL_LOG_INFO("--after_finish=serve: the run is finished; serving it (CheckIn answers "
+                    "finished, health SERVING) until SIGTERM");
+    absl::MutexLock lock(&p.stop_mu);
+    p.stop_mu.Await(absl::Condition(&p.stop));
+  }
   if (p.health_server != nullptr) p.health_server->Shutdown();
   p.grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  if (p.metrics != nullptr && p.options.metrics_linger_seconds > 0) {
+  if (!serve && p.metrics != nullptr && p.options.metrics_linger_seconds > 0) {
     // The run's last values are in the exporter; give the scraper time to read them.
     EDGEFL_LOG_INFO("serving the final metrics for ", p.options.metrics_linger_seconds, " s");
     absl::SleepFor(absl::Seconds(std::min(p.options.metrics_linger_seconds, 3600.0)));
@@ -350,21 +415,6 @@ absl::Status FlServer::Run() {
     EDGEFL_LOG_ERROR("run stopped: ", status.ToString());
     return status;
   }
-  if (absl::Status s = p.recorder->status(); !s.ok()) {
-    return absl::InternalError(absl::StrCat("the run's files are incomplete: ", s.message()));
-  }
-  if (absl::Status s = WriteReport(run.store.dir()); !s.ok()) {
-    EDGEFL_LOG_WARN("could not write ", kReportFile, ": ", s.ToString());
-  }
-  std::printf("fl-server: %lld rounds done. Metrics: %s  Final model: %s  Checkpoint: %s\n",
-              static_cast<long long>(total_rounds), run.store.Path(RunStore::kMetricsFile).c_str(),
-              run.store.Path(RunStore::kFinalModelFile).c_str(),
-              run.store.Path(RunStore::kCheckpointFile).c_str());
-  if (std::optional<double> eps = p.recorder->dp_epsilon(); eps.has_value()) {
-    std::printf("fl-server: central DP spent (epsilon, delta) = (%.4g, %g) over %lld rounds\n",
-                *eps, run.config.aggregation().dp().delta(), static_cast<long long>(total_rounds));
-  }
-  std::fflush(stdout);
   return absl::OkStatus();
 }
 

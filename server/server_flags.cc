@@ -17,6 +17,8 @@ const char kServerDescription[] =
     "            --set aggregation.server_optimizer.lr=0.01\n"
     "  fl-server strategies\n"
     "  fl-server --insecure --resume --out runs/20261126-101500\n"
+    "  fl-server --tls_cert ... --out /var/lib/edgefl/runs/exp1 --resume_if_present \\\n"
+    "            --after_finish=serve   (a Kubernetes pod: resumes, stays up once done)\n"
     "  fl-server token create --secret_file secret --ttl 24h --count 100\n"
     "  fl-server report runs/20261126-101500   (writes its report.html)\n\n"
     "TLS is required unless --insecure is given. Enrollment tokens are required\n"
@@ -53,6 +55,10 @@ void DefineServerFlags(FlagSet* flags, ServerFlags* f) {
   flags->Double("poll_seconds", &f->poll_seconds, "how long a CheckIn long poll is held");
   flags->Double("finish_grace_seconds", &f->finish_grace_seconds,
                 "after the last round, how long to keep telling clients the run is over");
+  flags->String("after_finish", &f->after_finish,
+                "once every round is done: exit (after --finish_grace_seconds), or serve (keep "
+                "serving the finished run until SIGTERM: CheckIn answers finished, health SERVING, "
+                "metrics up; for a Kubernetes Deployment, which restarts a container that exits)");
   flags->String("port_file", &f->port_file, "write the bound port to this file once serving");
   flags->String("health_listen", &f->health_listen,
                 "also serve grpc.health.v1.Health alone, in plaintext, on this host:port (for "
@@ -141,6 +147,7 @@ ServerOptions ToServerOptions(const ServerFlags& f) {
   o.lease_seconds = f.lease_seconds;
   o.poll_seconds = f.poll_seconds;
   o.finish_grace_seconds = f.finish_grace_seconds;
+  o.after_finish = f.after_finish;
   o.secret_file = f.secret_file;
   o.token_uses = f.token_uses;
   o.revoked = f.revoked;

@@ -38,6 +38,7 @@ struct ServerFlags {
   double lease_seconds = 300;
   double poll_seconds = 20;
   double finish_grace_seconds = 10;
+  std::string after_finish = "exit";
   std::string port_file;
   std::string health_listen;
   std::string metrics_listen;
