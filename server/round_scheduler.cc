@@ -357,6 +357,10 @@ bool RoundScheduler::TaskReadyLocked(const std::string& client_id) const {
 }
 
 PollOutcome RoundScheduler::GrantLocked(const std::string& client_id, TaskGrant* grant) {
+  // Shut down before the run finished (SIGTERM, a pod being replaced, a failed checkpoint): the
+  // device is told nothing final; its next CheckIn finds the server gone and it retries until a
+  // restarted server resumes the run.
+  if (shutdown_ && !finished_) return PollOutcome::kIdle;
   if (finished_ || shutdown_) {
     if (finished_ && snapshot_ != nullptr) {
       grant->task = task_;  // the last round's config (empty after a resume with nothing to do)
