@@ -444,6 +444,11 @@ absl::Status RoundScheduler::CheckReportLocked(const proto::ReportHeader& header
         absl::StrCat("no round is open (last round ", round_, "); the update came too late"));
   }
   if (buffered_) {
+    if (static_cast<int>(reported_.size()) >= target_) {
+      // The version is full and about to be made: the update goes into the next one.
+      return WithReason(absl::UnavailableError("the version's buffer is full; retry in a moment"),
+                        "between_versions");
+    }
     // Any version the device was handed, within max_staleness of the newest.
     auto granted = granted_.find(header.client_id());
     if (granted == granted_.end()) {
