@@ -16,6 +16,7 @@
 #include "protos/config.pb.h"
 #include "server/run.h"
 #include "server/transport.h"
+#include "server/upstream_link.h"
 
 namespace edgefl::server {
 
@@ -43,6 +44,10 @@ struct ServerOptions {
   double join_per_minute = 30;
   double checkin_per_minute = 60;
   int64_t max_update_bytes_per_round = 0;  // 0 = 4 x the dense model size + 1 MiB
+  // Set (address non-empty): run as a regional aggregator of that upstream coordinator
+  // (server/upstream_link.h): rounds come from upstream, the config's aggregation must only
+  // average (CheckAggregatorConfig), and there is no evaluation, checkpoint or resume here.
+  UpstreamOptions upstream;
 };
 
 // Builds the evaluator of a run (server/test_set_evaluator.h CreateTestSetEvaluator in fl-server).
@@ -66,7 +71,8 @@ class FlServer {
                                                          const Clock* clock);
   ~FlServer();
 
-  // Runs every remaining round, then tells polling clients the run is over (for at most
+  // Runs every remaining round (as a regional aggregator: every upstream task, until the
+  // upstream's run is over), then tells polling clients the run is over (for at most
   // finish_grace_seconds), stops serving and prints the summary line on stdout. The scheduler's
   // errors (DEADLINE_EXCEEDED, UNAVAILABLE, CANCELLED after Shutdown) come back logged as "run
   // stopped"; INTERNAL when a checkpoint or metrics line could not be written. Call once.

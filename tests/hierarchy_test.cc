@@ -1,0 +1,266 @@
+// End-to-end hierarchical aggregation (server/upstream_link.h): a root fl-server, regional
+// aggregators (fl-server --upstream) and fl-client devices as real processes on 127.0.0.1, TLS on
+// both sides (deploy/certs/make-dev-certs.sh), real Fashion-MNIST.
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gtest/gtest.h"
+#include "tests/e2e_util.h"
+
+namespace edgefl::testing {
+namespace {
+
+constexpr absl::Duration kRunTimeout = absl::Seconds(240);
+
+std::vector<float> ReadFloats(const std::string& path) {
+  const std::string bytes = ReadFileOrEmpty(path);
+  std::vector<float> out(bytes.size() / sizeof(float));
+  std::memcpy(out.data(), bytes.data(), out.size() * sizeof(float));
+  return out;
+}
+
+int CountLines(const std::string& log, const std::string& needle) {
+  int n = 0;
+  for (absl::string_view line : absl::StrSplit(log, '\n')) n += absl::StrContains(line, needle);
+  return n;
+}
+
+class Hierarchy : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = MakeTempDir("edgefl-hier");
+    certs_ = dir_ + "/certs";
+    std::string log;
+    ASSERT_TRUE(MakeDevCerts(certs_, 2, &log)) << log;
+  }
+
+  std::vector<std::string> Tls() const {
+    return {"--tls_cert=" + certs_ + "/server.pem", "--tls_key=" + certs_ + "/server.key"};
+  }
+
+  // The root: the experiment's config, evaluation, checkpoints.
+  std::unique_ptr<Subprocess> StartRoot(const std::string& name, int min_clients, int rounds,
+                                        double deadline, std::vector<std::string> extra,
+                                        int* port) {
+    std::vector<std::string> args = Tls();
+    for (std::string a :
+         {std::string("--model=small_cnn"), absl::StrCat("--rounds=", rounds),
+          absl::StrCat("--min_clients=", min_clients), std::string("--eval_samples=200"),
+          absl::StrCat("--deadline=", deadline), std::string("--finish_grace_seconds=5"),
+          "--out=" + dir_ + "/" + name}) {
+      args.push_back(a);
+    }
+    args.insert(args.end(), extra.begin(), extra.end());
+    *port = 0;
+    return StartServer(args, dir_, name + ".log", port);
+  }
+
+  // A regional aggregator of the root on `root_port`: TLS to its devices and to the root.
+  std::unique_ptr<Subprocess> StartAggregator(const std::string& name, int root_port,
+                                              int min_clients, std::vector<std::string> extra,
+                                              int* port) {
+    std::vector<std::string> args = Tls();
+    for (std::string a : {std::string("--model=small_cnn"),
+                          absl::StrCat("--min_clients=", min_clients),
+                          std::string("--finish_grace_seconds=5"), "--out=" + dir_ + "/" + name,
+                          absl::StrCat("--upstream=127.0.0.1:", root_port),
+                          "--upstream_ca=" + certs_ + "/ca.pem"}) {
+      args.push_back(a);
+    }
+    args.insert(args.end(), extra.begin(), extra.end());
+    *port = 0;
+    return StartServer(args, dir_, name + ".log", port);
+  }
+
+  std::unique_ptr<Subprocess> StartDevice(int port, int index, int partitions,
+                                          const std::string& log) {
+    return StartClient(port,
+                       {"--ca_cert=" + certs_ + "/ca.pem", "--partition=iid",
+                        absl::StrCat("--num_partitions=", partitions),
+                        absl::StrCat("--client_index=", index), "--seed=1",
+                        "--max_retry_seconds=120"},
+                       dir_, log);
+  }
+
+  std::string dir_;
+  std::string certs_;
+};
+
+// The documented bound (README "Hierarchical aggregation"): per round, the hierarchical global
+// model differs from the flat one by at most one float rounding of each region's mean plus one
+// ulp of the model (aggregation/pipeline_test.cc checks that exactly); the next round's local
+// training starts from models that differ by that much and may carry the difference on, so after
+// R rounds we allow |hier - flat| <= 1e-5 * max(1, |flat|) per coordinate. Measured after 2 rounds
+// of small_cnn: see the printed figure (README).
+TEST_F(Hierarchy, RootWithTwoAggregatorsMatchesTheFlatSixDeviceFedAvg) {
+  constexpr int kRounds = 2;
+  constexpr int kPartitions = 200;  // 300 training images per device
+  // Flat: the six devices on the root.
+  int flat_port = 0;
+  auto flat = StartRoot("flat", 6, kRounds, 120, {}, &flat_port);
+  ASSERT_GT(flat_port, 0) << flat->Log();
+  {
+    std::vector<std::unique_ptr<Subprocess>> devices;
+    for (int i = 0; i < 6; ++i) {
+      devices.push_back(StartDevice(flat_port, i, kPartitions, absl::StrCat("flat-device", i, ".log")));
+    }
+    ASSERT_EQ(flat->Wait(kRunTimeout), 0) << flat->Log();
+    for (auto& d : devices) EXPECT_EQ(d->Wait(absl::Seconds(60)), 0) << d->Log();
+  }
+  // Hierarchical: the same devices (shards, seeds) in two regions of three.
+  int root_port = 0;
+  auto root = StartRoot("root", 2, kRounds, 120, {}, &root_port);
+  ASSERT_GT(root_port, 0) << root->Log();
+  int port_a = 0, port_b = 0;
+  auto agg_a = StartAggregator("region-a", root_port, 3, {}, &port_a);
+  auto agg_b = StartAggregator("region-b", root_port, 3, {}, &port_b);
+  ASSERT_GT(port_a, 0) << agg_a->Log();
+  ASSERT_GT(port_b, 0) << agg_b->Log();
+  std::vector<std::unique_ptr<Subprocess>> devices;
+  for (int i = 0; i < 6; ++i) {
+    devices.push_back(StartDevice(i < 3 ? port_a : port_b, i, kPartitions,
+                                  absl::StrCat("hier-device", i, ".log")));
+  }
+  ASSERT_EQ(root->Wait(kRunTimeout), 0) << root->Log();
+  EXPECT_EQ(agg_a->Wait(absl::Seconds(60)), 0) << agg_a->Log();
+  EXPECT_EQ(agg_b->Wait(absl::Seconds(60)), 0) << agg_b->Log();
+  for (auto& d : devices) EXPECT_EQ(d->Wait(absl::Seconds(60)), 0) << d->Log();
+
+  // The root saw two clients per round, each weighing its region's samples.
+  auto metrics = ReadJsonLines(dir_ + "/root/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), static_cast<size_t>(kRounds)) << root->Log();
+  for (const auto& m : metrics) {
+    EXPECT_EQ(NumberField(m, "clients_selected"), 2);
+    EXPECT_EQ(NumberField(m, "clients_reported"), 2);
+  }
+  for (auto* agg : {agg_a.get(), agg_b.get()}) {
+    EXPECT_EQ(CountLines(agg->Log(), "reported the region's update upstream: 3 of 3 devices, 900 samples"),
+              kRounds)
+        << agg->Log();
+    EXPECT_NE(agg->Log().find("regional aggregator done: 2 rounds reported"), std::string::npos)
+        << agg->Log();
+  }
+  // The model.
+  const std::vector<float> f = ReadFloats(dir_ + "/flat/model_final.f32");
+  const std::vector<float> h = ReadFloats(dir_ + "/root/model_final.f32");
+  ASSERT_GT(f.size(), 1000u);
+  ASSERT_EQ(h.size(), f.size());
+  double max_diff = 0, max_rel = 0, max_abs = 0;
+  int differ = 0;
+  for (size_t j = 0; j < f.size(); ++j) {
+    const double d = std::fabs(static_cast<double>(h[j]) - f[j]);
+    max_diff = std::max(max_diff, d);
+    max_abs = std::max(max_abs, std::fabs(static_cast<double>(f[j])));
+    max_rel = std::max(max_rel, d / std::max(1.0, std::fabs(static_cast<double>(f[j]))));
+    differ += d > 0;
+    ASSERT_LE(d, 1e-5 * std::max(1.0, std::fabs(static_cast<double>(f[j])))) << "coordinate " << j;
+  }
+  std::printf(
+      "hierarchical vs flat after %d rounds: %d of %zu coordinates differ, max |diff| %.3g "
+      "(max |w| %.3g, max diff / max(1,|w|) %.3g)\n",
+      kRounds, differ, f.size(), max_diff, max_abs, max_rel);
+}
+
+// A lost aggregator costs its region's contribution for that round, nothing else: the root's
+// round closes at its deadline with the other region (quorum 1 of 2) and the run goes on.
+TEST_F(Hierarchy, AKilledAggregatorCostsOnlyItsRegion) {
+  constexpr double kDeadline = 20;
+  int root_port = 0;
+  auto root = StartRoot("root", 2, 2, kDeadline, {"--set=quorum=0.5"}, &root_port);
+  ASSERT_GT(root_port, 0) << root->Log();
+  int port_a = 0, port_b = 0;
+  auto agg_a = StartAggregator("region-a", root_port, 2, {"--upstream_margin_seconds=4"}, &port_a);
+  auto agg_b = StartAggregator("region-b", root_port, 1, {"--upstream_margin_seconds=4"}, &port_b);
+  ASSERT_GT(port_a, 0) << agg_a->Log();
+  ASSERT_GT(port_b, 0) << agg_b->Log();
+  auto a0 = StartDevice(port_a, 0, 200, "a0.log");
+  auto a1 = StartDevice(port_a, 1, 200, "a1.log");
+  // Region B's one device holds half the training set: still training when its aggregator dies.
+  auto b0 = StartDevice(port_b, 1, 2, "b0.log");
+  ASSERT_TRUE(WaitFor([&] { return b0->Log().find("training on") != std::string::npos; },
+                      absl::Seconds(120)))
+      << b0->Log() << agg_b->Log() << root->Log();
+  agg_b->Signal(SIGKILL);
+  ASSERT_EQ(agg_b->Wait(absl::Seconds(30)), 128 + SIGKILL);
+
+  ASSERT_EQ(root->Wait(absl::Seconds(2 * kDeadline + 120)), 0) << root->Log();
+  auto metrics = ReadJsonLines(dir_ + "/root/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 2u) << root->Log();
+  EXPECT_EQ(NumberField(metrics[0], "clients_selected"), 2);
+  EXPECT_EQ(NumberField(metrics[0], "clients_reported"), 1);
+  EXPECT_EQ(NumberField(metrics[0], "clients_failed"), 1);
+  EXPECT_LE(NumberField(metrics[0], "round_seconds"), kDeadline + 5);
+  // Region A took part in both rounds and ended with the run, as did its devices.
+  EXPECT_EQ(agg_a->Wait(absl::Seconds(60)), 0) << agg_a->Log();
+  EXPECT_EQ(CountLines(agg_a->Log(), "reported the region's update upstream"), 2) << agg_a->Log();
+  EXPECT_EQ(a0->Wait(absl::Seconds(60)), 0) << a0->Log();
+  EXPECT_EQ(a1->Wait(absl::Seconds(60)), 0) << a1->Log();
+  EXPECT_GT(NumberField(metrics[1], "test_accuracy"), 0.2);  // chance is 0.1
+}
+
+// An aggregator whose upstream refuses it (a CA that did not sign the root's certificate; an
+// enrollment token the root does not accept) logs why and retries with a growing delay; it does
+// not exit, and stops cleanly on SIGTERM.
+TEST_F(Hierarchy, ARefusedAggregatorLogsWhyAndRetriesWithBackoff) {
+  std::string log;
+  ASSERT_TRUE(MakeDevCerts(dir_ + "/other", 0, &log)) << log;
+  const std::string fl_server = BinDir() + "/fl-server";
+  const std::string secret = dir_ + "/secret";
+  std::string out;
+  ASSERT_EQ(RunProgram({fl_server, "token", "new-secret", "--secret_file=" + secret}, &out), 0)
+      << out;
+  const std::string bad_token = dir_ + "/bad.token";
+  {
+    FILE* f = std::fopen(bad_token.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs("eft1.not-a-real-token.AAAA\n", f);
+    std::fclose(f);
+    chmod(bad_token.c_str(), 0600);
+  }
+  int root_port = 0;
+  auto root = StartRoot("root", 2, 1, 60, {"--secret_file=" + secret}, &root_port);
+  ASSERT_GT(root_port, 0) << root->Log();
+  int port_ca = 0, port_token = 0;
+  auto wrong_ca = StartAggregator(
+      "wrong-ca", root_port, 1,
+      {"--upstream_ca=" + dir_ + "/other/ca.pem", "--upstream_retry_max_seconds=2"}, &port_ca);
+  auto bad = StartAggregator(
+      "bad-token", root_port, 1,
+      {"--upstream_token_file=" + bad_token, "--upstream_retry_max_seconds=2"}, &port_token);
+  ASSERT_GT(port_ca, 0) << wrong_ca->Log();
+  ASSERT_GT(port_token, 0) << bad->Log();
+  constexpr char kRefused[] = "refused the aggregator's Join";
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return CountLines(wrong_ca->Log(), kRefused) >= 4 && CountLines(bad->Log(), kRefused) >= 4;
+      },
+      absl::Seconds(60)))
+      << wrong_ca->Log() << bad->Log();
+  // Why, in the line.
+  EXPECT_NE(wrong_ca->Log().find("server certificate could not be verified"), std::string::npos)
+      << wrong_ca->Log();
+  EXPECT_NE(bad->Log().find("UNAUTHENTICATED"), std::string::npos) << bad->Log();
+  // With a growing delay (1 s, 2 s, then the 2 s cap, each +-30%).
+  for (auto* agg : {wrong_ca.get(), bad.get()}) {
+    EXPECT_TRUE(agg->running()) << agg->Log();
+    EXPECT_NE(agg->Log().find("retrying in"), std::string::npos) << agg->Log();
+  }
+  EXPECT_EQ(root->Log().find(" joined from"), std::string::npos) << root->Log();
+  for (auto* agg : {wrong_ca.get(), bad.get()}) {
+    agg->Signal(SIGTERM);
+    EXPECT_EQ(agg->Wait(absl::Seconds(30)), 130) << agg->Log();
+  }
+}
+
+}  // namespace
+}  // namespace edgefl::testing
