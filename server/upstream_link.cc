@@ -11,6 +11,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "common/file_util.h"
 #include "common/log.h"
@@ -248,9 +249,13 @@ absl::Status UpstreamLink::JoinWithRetry() {
       ++joins_refused_;
     }
     const absl::Duration wait = backoff_.Next();
+    // The transport's messages name fl-client's flags; here they are the --upstream_* ones.
+    const std::string why = absl::StrReplaceAll(
+        r.status().message(),
+        {{"--ca_cert", "--upstream_ca"}, {"--tls_server_name", "--upstream_server_name"}});
     EDGEFL_LOG_WARN("upstream ", options_.upstream, " refused the aggregator's Join (",
-                    absl::StatusCodeToString(r.status().code()), "): ", r.status().message(),
-                    "; retrying in ", Round(wait));
+                    absl::StatusCodeToString(r.status().code()), "): ", why, "; retrying in ",
+                    Round(wait));
     if (!Pause(wait)) break;
   }
   return absl::CancelledError("shutting down");
