@@ -8,7 +8,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/model_layout.h"
 #include "common/status_reason.h"
+#include "compression/update_codec.h"
 #include "common/testing/simulated_clock.h"
 #include "gtest/gtest.h"
 #include "server/config.h"
@@ -234,6 +236,27 @@ TEST(UpstreamLink, TaskRunsAsARegionalRoundAndTheCombinedUpdateGoesUp) {
   EXPECT_EQ(payload, Bytes(result.delta));
   EXPECT_EQ(t.link->rounds_reported(), 1);
   EXPECT_EQ(t.link->rounds_declined(), 0);
+}
+
+TEST(UpstreamLink, TheRegionsUpdateTravelsUnderTheRoundsUplinkChain) {
+  LinkUnderTest t;
+  client::Coordinator::CheckInResult task =
+      TaskAnswer(1, 0, t.clock.Now() + absl::Seconds(60), {0, 0, 0, 0});
+  task.task.mutable_config()->set_uplink("int8");
+  t.upstream->checkins.push_back(task);
+  RoundScheduler::ExternalResult result;
+  result.delta = {0.5f, -0.25f, 0.125f, 1};
+  result.num_samples = 7;
+  t.region.answers.push_back(result);
+  ASSERT_TRUE(t.link->Run().ok());
+  ASSERT_EQ(t.upstream->reports.size(), 1u);
+  EXPECT_EQ(t.upstream->reports[0].first.codec(), "int8");
+  std::vector<float> decoded;
+  ASSERT_TRUE(compression::DecodeToDense(t.upstream->reports[0].second, LayoutOf(TinySpec()),
+                                         &decoded)
+                  .ok());
+  ASSERT_EQ(decoded.size(), 4u);
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(decoded[i], result.delta[i], 1.0 / 127) << i;
 }
 
 TEST(UpstreamLink, ShortDeadlineKeepsHalfTheTimeForTheUpload) {

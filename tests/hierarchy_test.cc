@@ -177,11 +177,21 @@ TEST_F(Hierarchy, RootWithTwoAggregatorsMatchesTheFlatSixDeviceFedAvg) {
 TEST_F(Hierarchy, AKilledAggregatorCostsOnlyItsRegion) {
   constexpr double kDeadline = 20;
   int root_port = 0;
-  auto root = StartRoot("root", 2, 2, kDeadline, {"--set=quorum=0.5"}, &root_port);
+  // Mutual TLS between the aggregators and the root: the root knows them by their certificates.
+  auto root = StartRoot("root", 2, 2, kDeadline,
+                        {"--set=quorum=0.5", "--client_ca=" + certs_ + "/ca.pem"}, &root_port);
   ASSERT_GT(root_port, 0) << root->Log();
   int port_a = 0, port_b = 0;
-  auto agg_a = StartAggregator("region-a", root_port, 2, {"--upstream_margin_seconds=4"}, &port_a);
-  auto agg_b = StartAggregator("region-b", root_port, 1, {"--upstream_margin_seconds=4"}, &port_b);
+  auto agg_a = StartAggregator("region-a", root_port, 2,
+                               {"--upstream_margin_seconds=4",
+                                "--upstream_tls_cert=" + certs_ + "/client-0.pem",
+                                "--upstream_tls_key=" + certs_ + "/client-0.key"},
+                               &port_a);
+  auto agg_b = StartAggregator("region-b", root_port, 1,
+                               {"--upstream_margin_seconds=4",
+                                "--upstream_tls_cert=" + certs_ + "/client-1.pem",
+                                "--upstream_tls_key=" + certs_ + "/client-1.key"},
+                               &port_b);
   ASSERT_GT(port_a, 0) << agg_a->Log();
   ASSERT_GT(port_b, 0) << agg_b->Log();
   auto a0 = StartDevice(port_a, 0, 200, "a0.log");
@@ -201,6 +211,7 @@ TEST_F(Hierarchy, AKilledAggregatorCostsOnlyItsRegion) {
   EXPECT_EQ(NumberField(metrics[0], "clients_reported"), 1);
   EXPECT_EQ(NumberField(metrics[0], "clients_failed"), 1);
   EXPECT_LE(NumberField(metrics[0], "round_seconds"), kDeadline + 5);
+  EXPECT_NE(root->Log().find("client client-0 joined"), std::string::npos) << root->Log();
   // Region A took part in both rounds and ended with the run, as did its devices.
   EXPECT_EQ(agg_a->Wait(absl::Seconds(60)), 0) << agg_a->Log();
   EXPECT_EQ(CountLines(agg_a->Log(), "reported the region's update upstream"), 2) << agg_a->Log();
