@@ -268,7 +268,7 @@ bool UpstreamLink::Failed(const absl::Status& s, const char* what) {
     client_id_.clear();
   }
   const absl::Duration wait = backoff_.Next();
-  EDGEFL_LOG_WARN("upstream ", what, ": ", s.ToString(), client_id_.empty() ? "; joining again" : "",
+  EDGEFL_LOG_WARN("upstream ", what, ": ", s.ToString(), client_id_.empty() ? "; the aggregator joins again" : "",
                   "; retrying in ", Round(wait));
   return Pause(wait);
 }

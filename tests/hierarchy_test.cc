@@ -277,5 +277,35 @@ TEST_F(Hierarchy, ARefusedAggregatorLogsWhyAndRetriesWithBackoff) {
   }
 }
 
+// What does not compose at an aggregator, and upstream flags that do not fit, are refused at
+// start-up: one line, exit code 2.
+TEST_F(Hierarchy, AnAggregatorRefusesRulesThatBelongAtTheRoot) {
+  const std::string fl_server = BinDir() + "/fl-server";
+  struct Case {
+    std::vector<std::string> args;
+    std::string says;
+  };
+  const std::vector<Case> cases = {
+      {{"--upstream_insecure", "--set=aggregation.strategy=fedmedian"}, "belongs at the root"},
+      {{"--upstream_insecure", "--set=aggregation.strategy=dp_fedavg"}, "belongs at the root"},
+      {{"--upstream_insecure", "--set=aggregation.strategy=fedadam"}, "belongs at the root"},
+      {{}, "--upstream_ca"},
+      {{"--upstream_insecure", "--upstream_ca=" + certs_ + "/ca.pem"}, "cannot be combined"},
+      {{"--upstream_ca=" + certs_ + "/missing.pem"}, "--upstream_ca"},
+      {{"--upstream_insecure", "--resume"}, "--resume"},
+  };
+  int n = 0;
+  for (const Case& c : cases) {
+    std::vector<std::string> argv = {fl_server, "--insecure", "--listen=127.0.0.1:0",
+                                     "--upstream=127.0.0.1:9",
+                                     absl::StrCat("--out=", dir_, "/refused", n++)};
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    std::string out;
+    EXPECT_EQ(RunProgram(argv, &out), 2) << out;
+    EXPECT_NE(out.find(c.says), std::string::npos) << out;
+    EXPECT_EQ(CountLines(out, "fl-server: "), 1) << out;
+  }
+}
+
 }  // namespace
 }  // namespace edgefl::testing
