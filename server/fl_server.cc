@@ -273,7 +273,13 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
   p->scheduler = std::move(*scheduler);
 
   if (aggregator) {
-    p->region = NewSchedulerRegion(p->scheduler.get(), p->registry.get());
+    // The region's rounds go to this server's metrics.jsonl (and /metrics), without evaluation.
+    p->region = NewSchedulerRegion(
+        p->scheduler.get(), p->registry.get(),
+        [rec, parts](const proto::RoundRecord& stats, const std::vector<float>& model) {
+          rec->OnRoundDone(stats, std::make_shared<const std::vector<float>>(model));
+          if (parts->metrics != nullptr) parts->metrics->OnRoundClosed(stats, 0);
+        });
     std::unique_ptr<client::CoordinatorClient> rpc = client::CoordinatorClient::Create(upstream->rpc);
     rpc->SetEnrollmentToken(upstream->enrollment_token);
     UpstreamLink::Options link_opts;

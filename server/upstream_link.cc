@@ -46,13 +46,16 @@ proto::DeviceProfile ThisHost() {
 
 class SchedulerRegion : public Region {
  public:
-  SchedulerRegion(RoundScheduler* scheduler, ClientRegistry* registry)
-      : scheduler_(scheduler), registry_(registry) {}
+  SchedulerRegion(RoundScheduler* scheduler, ClientRegistry* registry, RegionalRoundFn on_round)
+      : scheduler_(scheduler), registry_(registry), on_round_(std::move(on_round)) {}
   uint64_t RegisteredSamples() const override { return registry_->EligibleSamples(); }
   absl::StatusOr<RoundScheduler::ExternalResult> RunRound(const proto::Task& task,
                                                           absl::Span<const float> model,
                                                           absl::Time close_by) override {
-    return scheduler_->RunExternalRound(task, model, close_by);
+    absl::StatusOr<RoundScheduler::ExternalResult> r =
+        scheduler_->RunExternalRound(task, model, close_by);
+    if (r.ok() && on_round_) on_round_(r->stats, std::vector<float>(model.begin(), model.end()));
+    return r;
   }
   void Finish(int64_t version, const std::vector<float>* final_model) override {
     scheduler_->FinishExternal(version, final_model);
@@ -61,12 +64,14 @@ class SchedulerRegion : public Region {
  private:
   RoundScheduler* const scheduler_;
   ClientRegistry* const registry_;
+  const RegionalRoundFn on_round_;
 };
 
 }  // namespace
 
-std::unique_ptr<Region> NewSchedulerRegion(RoundScheduler* scheduler, ClientRegistry* registry) {
-  return std::make_unique<SchedulerRegion>(scheduler, registry);
+std::unique_ptr<Region> NewSchedulerRegion(RoundScheduler* scheduler, ClientRegistry* registry,
+                                           RegionalRoundFn on_round) {
+  return std::make_unique<SchedulerRegion>(scheduler, registry, std::move(on_round));
 }
 
 absl::StatusOr<UpstreamClientConfig> LoadUpstreamClientConfig(const UpstreamOptions& o) {

@@ -22,6 +22,7 @@
 #define EDGEFL_SERVER_UPSTREAM_LINK_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -88,8 +89,13 @@ class Region {
   virtual void Finish(int64_t version, const std::vector<float>* final_model) = 0;
 };
 
+// Called with each regional round that produced an update: its figures and the model it trained
+// from (fl-server appends them to the aggregator's metrics.jsonl).
+using RegionalRoundFn =
+    std::function<void(const proto::RoundRecord& stats, const std::vector<float>& model)>;
 // The region of a scheduler and its registry (both must outlive it).
-std::unique_ptr<Region> NewSchedulerRegion(RoundScheduler* scheduler, ClientRegistry* registry);
+std::unique_ptr<Region> NewSchedulerRegion(RoundScheduler* scheduler, ClientRegistry* registry,
+                                           RegionalRoundFn on_round = nullptr);
 
 // Not thread-safe except Shutdown and the observers: Run on one thread.
 class UpstreamLink {

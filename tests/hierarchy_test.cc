@@ -149,6 +149,16 @@ TEST_F(Hierarchy, RootWithTwoAggregatorsMatchesTheFlatSixDeviceFedAvg) {
     EXPECT_NE(agg->Log().find("regional aggregator done: 2 rounds reported"), std::string::npos)
         << agg->Log();
   }
+  // Each aggregator keeps its regional rounds in its own metrics.jsonl.
+  for (const std::string region : {"region-a", "region-b"}) {
+    auto lines = ReadJsonLines(dir_ + "/" + region + "/metrics.jsonl");
+    ASSERT_EQ(lines.size(), static_cast<size_t>(kRounds)) << region;
+    for (int r = 0; r < kRounds; ++r) {
+      EXPECT_EQ(NumberField(lines[r], "round"), r + 1);
+      EXPECT_EQ(NumberField(lines[r], "clients_reported"), 3);
+      EXPECT_GT(NumberField(lines[r], "bytes_up"), 0);
+    }
+  }
   // The model.
   const std::vector<float> f = ReadFloats(dir_ + "/flat/model_final.f32");
   const std::vector<float> h = ReadFloats(dir_ + "/root/model_final.f32");
