@@ -85,7 +85,8 @@ TEST(Pipeline, RegionalCombinedUpdatesComposeToFlatFedAvgWithinOneRounding) {
     const double ulp = std::nextafter(big, INFINITY) - big;
     double mean_error = 0;
     for (int r = 0; r < 2; ++r) {
-      mean_error += region_samples[r] / total * std::fabs(region_means[r][j]) * std::ldexp(1.0, -24);
+      mean_error +=
+          region_samples[r] / total * std::fabs(region_means[r][j]) * std::ldexp(1.0, -24);
     }
     const double diff = std::fabs(static_cast<double>(hier_model[j]) - flat_model[j]);
     ASSERT_LE(diff, ulp + mean_error) << "coordinate " << j;

@@ -280,7 +280,8 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
           rec->OnRoundDone(stats, std::make_shared<const std::vector<float>>(model));
           if (parts->metrics != nullptr) parts->metrics->OnRoundClosed(stats, 0);
         });
-    std::unique_ptr<client::CoordinatorClient> rpc = client::CoordinatorClient::Create(upstream->rpc);
+    std::unique_ptr<client::CoordinatorClient> rpc =
+        client::CoordinatorClient::Create(upstream->rpc);
     rpc->SetEnrollmentToken(upstream->enrollment_token);
     UpstreamLink::Options link_opts;
     link_opts.upstream = o.upstream.address;
@@ -293,7 +294,8 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
     RETURN_IF_USAGE_ERROR(StatusOf(link));
     p->link = std::move(*link);
     EDGEFL_LOG_INFO("regional aggregator: rounds come from upstream ", o.upstream.address, " (",
-                    upstream->rpc.insecure ? "PLAINTEXT" : "TLS", "); the config's rounds, "
+                    upstream->rpc.insecure ? "PLAINTEXT" : "TLS",
+                    "); the config's rounds, "
                     "client settings and evaluation are the root's business");
   }
 

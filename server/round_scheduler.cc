@@ -312,10 +312,10 @@ absl::StatusOr<RoundScheduler::ExternalResult> RoundScheduler::RunExternalRound(
   const auto& config = options_.config;
   if (static_cast<int64_t>(model.size()) != num_params_ ||
       (upstream.has_spec() && !models::CheckSpecMatches(options_.spec, upstream.spec()).ok())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the upstream task's model (", upstream.spec().model(), ", ", model.size(),
-        " values) is not this server's ", options_.spec.model(), " (", num_params_,
-        " parameters): give the aggregator the root's model"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the upstream task's model (", upstream.spec().model(), ", ", model.size(),
+                     " values) is not this server's ", options_.spec.model(), " (", num_params_,
+                     " parameters): give the aggregator the root's model"));
   }
   const int64_t round = upstream.round();
   const int attempt = static_cast<int>(upstream.attempt());
@@ -351,9 +351,9 @@ absl::StatusOr<RoundScheduler::ExternalResult> RoundScheduler::RunExternalRound(
   const int num_eligible = static_cast<int>(eligible.size());
   int target = aggregation::TargetClients(num_eligible, config.sampling().fraction(), min_clients);
   if (max_updates_ > 0) target = std::min(target, max_updates_);
-  std::vector<std::string> selected = aggregation::SelectClients(
-      std::move(eligible), target, config.sampling().over_selection(), config.seed(), round,
-      attempt);
+  std::vector<std::string> selected =
+      aggregation::SelectClients(std::move(eligible), target, config.sampling().over_selection(),
+                                 config.seed(), round, attempt);
   if (max_updates_ > 0 && static_cast<int>(selected.size()) > max_updates_) {
     selected.resize(max_updates_);
   }
@@ -401,9 +401,9 @@ absl::StatusOr<RoundScheduler::ExternalResult> RoundScheduler::RunExternalRound(
   stats_.set_unix_time(absl::ToDoubleSeconds(clock_->Now() - absl::UnixEpoch()));
   stats_.set_rejected_total(total_rejections_);
   if (reported < need) {
-    return WithReason(absl::FailedPreconditionError(absl::StrCat(
-                          "regional round ", round, " missed its quorum: ", reported, " of ",
-                          need, " needed reported by its close")),
+    return WithReason(absl::FailedPreconditionError(
+                          absl::StrCat("regional round ", round, " missed its quorum: ", reported,
+                                       " of ", need, " needed reported by its close")),
                       "region_quorum");
   }
   ExternalResult result;

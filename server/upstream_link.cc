@@ -88,8 +88,8 @@ absl::StatusOr<UpstreamClientConfig> LoadUpstreamClientConfig(const UpstreamOpti
   if (!(o.retry_max_seconds >= 1)) {
     return absl::InvalidArgumentError("--upstream_retry_max_seconds must be >= 1");
   }
-  const bool any_tls = !o.ca_cert.empty() || !o.tls_cert.empty() || !o.tls_key.empty() ||
-                       !o.tls_server_name.empty();
+  const bool any_tls =
+      !o.ca_cert.empty() || !o.tls_cert.empty() || !o.tls_key.empty() || !o.tls_server_name.empty();
   if (o.insecure) {
     if (any_tls) {
       return absl::InvalidArgumentError(
@@ -157,10 +157,10 @@ absl::Status CheckAggregatorConfig(const proto::ExperimentConfig& config) {
   }
   const proto::ServerOptimizer& o = a.server_optimizer();
   if (o.name() != "sgd" || o.lr() != 1.0 || o.momentum() != 0.0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "aggregation.server_optimizer (", o.name(), ", lr ", o.lr(),
-        o.name() == "sgd" ? absl::StrCat(", momentum ", o.momentum()) : std::string(),
-        ") belongs at the root; leave it at sgd, lr 1, momentum 0 here", where));
+    return absl::InvalidArgumentError(
+        absl::StrCat("aggregation.server_optimizer (", o.name(), ", lr ", o.lr(),
+                     o.name() == "sgd" ? absl::StrCat(", momentum ", o.momentum()) : std::string(),
+                     ") belongs at the root; leave it at sgd, lr 1, momentum 0 here", where));
   }
   for (const proto::ScheduleEntry& e : config.schedule()) {
     if (e.has_server_lr() || e.has_dp_noise_multiplier()) {
@@ -245,8 +245,8 @@ absl::Status UpstreamLink::JoinWithRetry() {
       const absl::Time expires = rpc_->session_expires();
       renew_at_ = expires > now ? now + (expires - now) / 2 : absl::InfiniteFuture();
       backoff_.Reset();
-      EDGEFL_LOG_INFO("joined upstream ", options_.upstream, " as ", client_id_,
-                      " (region weight ", req.profile().num_samples(), " samples)");
+      EDGEFL_LOG_INFO("joined upstream ", options_.upstream, " as ", client_id_, " (region weight ",
+                      req.profile().num_samples(), " samples)");
       return absl::OkStatus();
     }
     {
@@ -273,8 +273,9 @@ bool UpstreamLink::Failed(const absl::Status& s, const char* what) {
     client_id_.clear();
   }
   const absl::Duration wait = backoff_.Next();
-  EDGEFL_LOG_WARN("upstream ", what, ": ", s.ToString(), client_id_.empty() ? "; the aggregator joins again" : "",
-                  "; retrying in ", Round(wait));
+  EDGEFL_LOG_WARN("upstream ", what, ": ", s.ToString(),
+                  client_id_.empty() ? "; the aggregator joins again" : "", "; retrying in ",
+                  Round(wait));
   return Pause(wait);
 }
 
@@ -307,11 +308,11 @@ absl::Status UpstreamLink::Run() {
         return absl::OkStatus();
       case client::Coordinator::CheckInResult::Kind::kFinalModel: {
         std::vector<float> final_model = model_;
-        absl::Status s = client::UpdatePipeline::ApplyDownload(r->task, r->payload, have_version_,
-                                                               &final_model);
-        EDGEFL_LOG_INFO("upstream ", options_.upstream, ": the run is finished (final model version ",
-                        r->task.model_version(), s.ok() ? "" : absl::StrCat(" unusable: ", s.message()),
-                        ")");
+        absl::Status s =
+            client::UpdatePipeline::ApplyDownload(r->task, r->payload, have_version_, &final_model);
+        EDGEFL_LOG_INFO("upstream ", options_.upstream,
+                        ": the run is finished (final model version ", r->task.model_version(),
+                        s.ok() ? "" : absl::StrCat(" unusable: ", s.message()), ")");
         region_->Finish(r->task.model_version(), s.ok() ? &final_model : nullptr);
         return absl::OkStatus();
       }
@@ -372,8 +373,8 @@ void UpstreamLink::RunTask(client::Coordinator::CheckInResult result) {
   absl::StatusOr<client::EncodedUpdate> update =
       uplink_.Encode(task, std::move(regional->delta), task.config().seed() ^ 0x5e9107a1ULL);
   if (!update.ok()) {
-    EDGEFL_LOG_ERROR("round ", task.round(), ": cannot encode the region's update: ",
-                     update.status().ToString());
+    EDGEFL_LOG_ERROR("round ", task.round(),
+                     ": cannot encode the region's update: ", update.status().ToString());
     Decline(task, "region_failed");
     return;
   }
@@ -410,8 +411,8 @@ void UpstreamLink::RunTask(client::Coordinator::CheckInResult result) {
     const absl::Status& s = r.status();
     if (absl::IsFailedPrecondition(s) || absl::IsPermissionDenied(s) ||
         absl::IsInvalidArgument(s)) {
-      EDGEFL_LOG_WARN("round ", task.round(), ": the upstream refused the region's update: ",
-                      s.ToString());
+      EDGEFL_LOG_WARN("round ", task.round(),
+                      ": the upstream refused the region's update: ", s.ToString());
       uplink_.Rollback();
       return;
     }

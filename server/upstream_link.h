@@ -130,9 +130,9 @@ class UpstreamLink {
   void Shutdown();
 
   // ---- observers (thread-safe)
-  int joins_refused() const;     // failed Join calls so far
-  int rounds_reported() const;   // regional updates the upstream accepted
-  int rounds_declined() const;   // upstream tasks declined (the region had nothing to send)
+  int joins_refused() const;    // failed Join calls so far
+  int rounds_reported() const;  // regional updates the upstream accepted
+  int rounds_declined() const;  // upstream tasks declined (the region had nothing to send)
 
  private:
   UpstreamLink(Options options, std::unique_ptr<client::Coordinator> coordinator, Region* region,

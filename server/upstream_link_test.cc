@@ -10,8 +10,8 @@
 #include "absl/synchronization/mutex.h"
 #include "common/model_layout.h"
 #include "common/status_reason.h"
-#include "compression/update_codec.h"
 #include "common/testing/simulated_clock.h"
+#include "compression/update_codec.h"
 #include "gtest/gtest.h"
 #include "server/config.h"
 #include "server/strategy_registry.h"
@@ -42,7 +42,7 @@ class FakeUpstream : public client::Coordinator {
 
   std::deque<absl::Status> join_errors;
   std::deque<absl::StatusOr<CheckInResult>> checkins;
-  std::deque<absl::Status> report_answers;  // default: accepted
+  std::deque<absl::Status> report_answers;      // default: accepted
   absl::Status join_always = absl::OkStatus();  // once join_errors is used up
 
   std::vector<absl::Time> join_times;
@@ -80,9 +80,8 @@ class FakeUpstream : public client::Coordinator {
     checkins.pop_front();
     return step;
   }
-  absl::StatusOr<proto::ReportResponse> Report(proto::ReportHeader header,
-                                               std::string_view payload, absl::Time deadline,
-                                               uint64_t* bytes_up) override {
+  absl::StatusOr<proto::ReportResponse> Report(proto::ReportHeader header, std::string_view payload,
+                                               absl::Time deadline, uint64_t* bytes_up) override {
     reports.emplace_back(header, std::string(payload));
     if (bytes_up != nullptr) *bytes_up = payload.size();
     if (!report_answers.empty()) {
@@ -180,7 +179,8 @@ TEST(UpstreamLink, RefusedJoinIsRetriedWithGrowingBackoffUntilAccepted) {
   ASSERT_EQ(t.upstream->join_times.size(), 6u);
   // Backoff 1 s, 2 s, 4 s, 8 s, 16 s, each within +-30% jitter.
   for (int i = 1; i < 6; ++i) {
-    const double gap = absl::ToDoubleSeconds(t.upstream->join_times[i] - t.upstream->join_times[i - 1]);
+    const double gap =
+        absl::ToDoubleSeconds(t.upstream->join_times[i] - t.upstream->join_times[i - 1]);
     const double nominal = 1 << (i - 1);
     EXPECT_GE(gap, 0.7 * nominal - 1e-6) << i;
     EXPECT_LE(gap, 1.3 * nominal + 1e-6) << i;
@@ -252,9 +252,9 @@ TEST(UpstreamLink, TheRegionsUpdateTravelsUnderTheRoundsUplinkChain) {
   ASSERT_EQ(t.upstream->reports.size(), 1u);
   EXPECT_EQ(t.upstream->reports[0].first.codec(), "int8");
   std::vector<float> decoded;
-  ASSERT_TRUE(compression::DecodeToDense(t.upstream->reports[0].second, LayoutOf(TinySpec()),
-                                         &decoded)
-                  .ok());
+  ASSERT_TRUE(
+      compression::DecodeToDense(t.upstream->reports[0].second, LayoutOf(TinySpec()), &decoded)
+          .ok());
   ASSERT_EQ(decoded.size(), 4u);
   for (int i = 0; i < 4; ++i) EXPECT_NEAR(decoded[i], result.delta[i], 1.0 / 127) << i;
 }
@@ -279,8 +279,8 @@ TEST(UpstreamLink, ARegionWithNothingToSendDeclinesTheTask) {
   client::Coordinator::CheckInResult idle;
   idle.kind = Kind::kIdle;
   t.upstream->checkins.push_back(idle);
-  t.region.answers.push_back(WithReason(absl::FailedPreconditionError("only 0 of 3 devices"),
-                                        "no_devices"));
+  t.region.answers.push_back(
+      WithReason(absl::FailedPreconditionError("only 0 of 3 devices"), "no_devices"));
   ASSERT_TRUE(t.link->Run().ok());
   EXPECT_TRUE(t.upstream->reports.empty());
   ASSERT_GE(t.upstream->checkin_extras.size(), 2u);
@@ -335,8 +335,8 @@ TEST(CheckAggregatorConfig, OnlyPlainAveragingComposesAtAnAggregator) {
   proto::ExperimentConfig bounded = Filled("fedavg");
   bounded.mutable_aggregation()->mutable_norm_bound()->set_max_l2_norm(5);
   EXPECT_TRUE(CheckAggregatorConfig(bounded).ok());  // a per-device filter
-  for (const char* strategy : {"fedmedian", "fedtrimmedavg", "krum", "dp_fedavg", "fedadam",
-                               "fedavgm", "fedyogi"}) {
+  for (const char* strategy :
+       {"fedmedian", "fedtrimmedavg", "krum", "dp_fedavg", "fedadam", "fedavgm", "fedyogi"}) {
     absl::Status s = CheckAggregatorConfig(Filled(strategy));
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << strategy;
     EXPECT_NE(s.message().find("belongs at the root"), absl::string_view::npos) << s;
@@ -445,7 +445,8 @@ TEST_F(ExternalRound, DevicesGetTheUpstreamTaskAndTheWeightedMeanComesBack) {
   EXPECT_EQ(scheduler_->current_model_version(), 4);
   region_->Finish(6, nullptr);
   TaskGrant g;
-  EXPECT_EQ(scheduler_->WaitForTask(ids_[0], absl::Seconds(1), nullptr, &g), PollOutcome::kFinished);
+  EXPECT_EQ(scheduler_->WaitForTask(ids_[0], absl::Seconds(1), nullptr, &g),
+            PollOutcome::kFinished);
 }
 
 TEST_F(ExternalRound, TooFewDevicesByTheCloseIsNoDevices) {

@@ -53,11 +53,10 @@ class Hierarchy : public ::testing::Test {
                                         double deadline, std::vector<std::string> extra,
                                         int* port) {
     std::vector<std::string> args = Tls();
-    for (std::string a :
-         {std::string("--model=small_cnn"), absl::StrCat("--rounds=", rounds),
-          absl::StrCat("--min_clients=", min_clients), std::string("--eval_samples=200"),
-          absl::StrCat("--deadline=", deadline), std::string("--finish_grace_seconds=5"),
-          "--out=" + dir_ + "/" + name}) {
+    for (std::string a : {std::string("--model=small_cnn"), absl::StrCat("--rounds=", rounds),
+                          absl::StrCat("--min_clients=", min_clients),
+                          std::string("--eval_samples=200"), absl::StrCat("--deadline=", deadline),
+                          std::string("--finish_grace_seconds=5"), "--out=" + dir_ + "/" + name}) {
       args.push_back(a);
     }
     args.insert(args.end(), extra.begin(), extra.end());
@@ -69,11 +68,11 @@ class Hierarchy : public ::testing::Test {
                                               int min_clients, std::vector<std::string> extra,
                                               int* port) {
     std::vector<std::string> args = Tls();
-    for (std::string a : {std::string("--model=small_cnn"),
-                          absl::StrCat("--min_clients=", min_clients),
-                          std::string("--finish_grace_seconds=5"), "--out=" + dir_ + "/" + name,
-                          absl::StrCat("--upstream=127.0.0.1:", root_port),
-                          "--upstream_ca=" + certs_ + "/ca.pem"}) {
+    for (std::string a :
+         {std::string("--model=small_cnn"), absl::StrCat("--min_clients=", min_clients),
+          std::string("--finish_grace_seconds=5"), "--out=" + dir_ + "/" + name,
+          absl::StrCat("--upstream=127.0.0.1:", root_port),
+          "--upstream_ca=" + certs_ + "/ca.pem"}) {
       args.push_back(a);
     }
     args.insert(args.end(), extra.begin(), extra.end());
@@ -82,12 +81,12 @@ class Hierarchy : public ::testing::Test {
 
   std::unique_ptr<Subprocess> StartDevice(int port, int index, int partitions,
                                           const std::string& log) {
-    return StartClient(port,
-                       {"--ca_cert=" + certs_ + "/ca.pem", "--partition=iid",
-                        absl::StrCat("--num_partitions=", partitions),
-                        absl::StrCat("--client_index=", index), "--seed=1",
-                        "--max_retry_seconds=120"},
-                       dir_, log);
+    return StartClient(
+        port,
+        {"--ca_cert=" + certs_ + "/ca.pem", "--partition=iid",
+         absl::StrCat("--num_partitions=", partitions), absl::StrCat("--client_index=", index),
+         "--seed=1", "--max_retry_seconds=120"},
+        dir_, log);
   }
 
   std::string dir_;
@@ -111,7 +110,8 @@ TEST_F(Hierarchy, RootWithTwoAggregatorsMatchesTheFlatSixDeviceFedAvg) {
   {
     std::vector<std::unique_ptr<Subprocess>> devices;
     for (int i = 0; i < 6; ++i) {
-      devices.push_back(StartDevice(flat_port, i, kPartitions, absl::StrCat("flat-device", i, ".log")));
+      devices.push_back(
+          StartDevice(flat_port, i, kPartitions, absl::StrCat("flat-device", i, ".log")));
     }
     ASSERT_EQ(flat->Wait(kRunTimeout), 0) << flat->Log();
     for (auto& d : devices) EXPECT_EQ(d->Wait(absl::Seconds(60)), 0) << d->Log();
@@ -143,7 +143,8 @@ TEST_F(Hierarchy, RootWithTwoAggregatorsMatchesTheFlatSixDeviceFedAvg) {
     EXPECT_EQ(NumberField(m, "clients_reported"), 2);
   }
   for (auto* agg : {agg_a.get(), agg_b.get()}) {
-    EXPECT_EQ(CountLines(agg->Log(), "reported the region's update upstream: 3 of 3 devices, 900 samples"),
+    EXPECT_EQ(CountLines(agg->Log(),
+                         "reported the region's update upstream: 3 of 3 devices, 900 samples"),
               kRounds)
         << agg->Log();
     EXPECT_NE(agg->Log().find("regional aggregator done: 2 rounds reported"), std::string::npos)
