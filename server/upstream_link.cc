@@ -241,6 +241,8 @@ absl::Status UpstreamLink::JoinWithRetry() {
     absl::StatusOr<proto::JoinResponse> r = rpc_->Join(req);
     if (r.ok()) {
       client_id_ = r->client_id();
+      // A new session: a root resumed from an earlier checkpoint may offer a round again.
+      last_task_.reset();
       const absl::Time now = clock_->Now();
       const absl::Time expires = rpc_->session_expires();
       renew_at_ = expires > now ? now + (expires - now) / 2 : absl::InfiniteFuture();

@@ -160,7 +160,8 @@ class UpstreamLink {
   std::vector<float> model_;  // the upstream model of have_version_ (downlink delta base)
   int64_t have_version_ = -1;
   proto::CheckInRequest pending_decline_;
-  std::optional<std::pair<int64_t, int64_t>> last_task_;  // round, attempt
+  // The last task run in this session (reset by every Join): round, attempt.
+  std::optional<std::pair<int64_t, int64_t>> last_task_;
 
   mutable absl::Mutex mu_;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;

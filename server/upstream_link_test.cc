@@ -309,6 +309,25 @@ TEST(UpstreamLink, UnknownClientRejoinsAndTransientReportFailuresAreRetried) {
   EXPECT_EQ(t.link->rounds_reported(), 1);
 }
 
+TEST(UpstreamLink, ARoundOfferedTwiceRunsOnceUnlessTheUpstreamRestarted) {
+  LinkUnderTest t;
+  const absl::Time deadline = t.clock.Now() + absl::Seconds(60);
+  RoundScheduler::ExternalResult result;
+  result.delta = {0, 0, 0, 0};
+  result.num_samples = 1;
+  // The same task twice in one session: run once (the second offer only pauses the loop).
+  t.upstream->checkins.push_back(TaskAnswer(1, 0, deadline, {0, 0, 0, 0}));
+  t.upstream->checkins.push_back(TaskAnswer(1, 0, deadline, {0, 0, 0, 0}));
+  // The upstream restarts from an earlier checkpoint: unknown client, then round 1 again.
+  t.upstream->checkins.push_back(absl::NotFoundError("unknown client id; Join again"));
+  t.upstream->checkins.push_back(TaskAnswer(1, 0, deadline, {0, 0, 0, 0}));
+  t.region.answers.push_back(result);
+  t.region.answers.push_back(result);
+  ASSERT_TRUE(t.link->Run().ok());
+  EXPECT_EQ(t.region.calls.size(), 2u);
+  EXPECT_EQ(t.upstream->reports.size(), 2u);
+}
+
 TEST(UpstreamLink, TheFinalModelReachesTheRegion) {
   LinkUnderTest t;
   client::Coordinator::CheckInResult final_answer =
