@@ -181,6 +181,57 @@ TEST_F(Hierarchy, RootWithTwoAggregatorsMatchesTheFlatSixDeviceFedAvg) {
       kRounds, differ, f.size(), max_diff, max_abs, max_rel);
 }
 
+// Compression on every link: the devices' uplink chain (top-k + int8 + error feedback) is the
+// root's task setting, so devices encode to their aggregator and the aggregator re-encodes the
+// region's mean (with its own residual) to the root; the root sends the aggregators int8 deltas
+// of the model (its downlink) and each aggregator sends its devices int8 deltas (its own).
+TEST_F(Hierarchy, CompressedLinksStillLearn) {
+  constexpr int kRounds = 3;
+  constexpr double kDenseBytes = 54314.0 * 4;  // small_cnn in float32
+  int root_port = 0;
+  auto root =
+      StartRoot("root", 2, kRounds, 120,
+                {"--set=client.uplink=topk:0.1|int8|ef", "--set=client.downlink=int8"}, &root_port);
+  ASSERT_GT(root_port, 0) << root->Log();
+  int port_a = 0, port_b = 0;
+  auto agg_a = StartAggregator("region-a", root_port, 2, {"--set=client.downlink=int8"}, &port_a);
+  auto agg_b = StartAggregator("region-b", root_port, 2, {"--set=client.downlink=int8"}, &port_b);
+  ASSERT_GT(port_a, 0) << agg_a->Log();
+  ASSERT_GT(port_b, 0) << agg_b->Log();
+  std::vector<std::unique_ptr<Subprocess>> devices;
+  for (int i = 0; i < 4; ++i) {
+    devices.push_back(
+        StartClient(i < 2 ? port_a : port_b,
+                    {"--ca_cert=" + certs_ + "/ca.pem", "--partition=iid", "--num_partitions=20",
+                     absl::StrCat("--client_index=", i), "--seed=1", "--max_retry_seconds=120",
+                     "--state_dir=" + dir_ + "/state"},
+                    dir_, absl::StrCat("device", i, ".log")));
+  }
+  ASSERT_EQ(root->Wait(kRunTimeout), 0) << root->Log();
+  EXPECT_EQ(agg_a->Wait(absl::Seconds(60)), 0) << agg_a->Log();
+  EXPECT_EQ(agg_b->Wait(absl::Seconds(60)), 0) << agg_b->Log();
+  for (auto& d : devices) EXPECT_EQ(d->Wait(absl::Seconds(60)), 0) << d->Log();
+  auto metrics = ReadJsonLines(dir_ + "/root/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), static_cast<size_t>(kRounds)) << root->Log();
+  for (int r = 0; r < kRounds; ++r) {
+    EXPECT_EQ(NumberField(metrics[r], "clients_reported"), 2) << r;
+    // Each region's update is top-10% + int8 too: well under a tenth of the dense update.
+    EXPECT_LT(NumberField(metrics[r], "bytes_up") / 2, kDenseBytes / 10) << r;
+  }
+  // Round 1 ships the full model to the aggregators; later rounds an int8 delta.
+  EXPECT_GT(NumberField(metrics[0], "bytes_down") / 2, kDenseBytes);
+  EXPECT_LT(NumberField(metrics[2], "bytes_down") / 2, kDenseBytes / 3);
+  EXPECT_GT(NumberField(metrics[kRounds - 1], "test_accuracy"), 0.5);
+  // The aggregators' regions: compressed both ways too, and the uplink's residual kept.
+  for (const std::string region : {"region-a", "region-b"}) {
+    auto lines = ReadJsonLines(dir_ + "/" + region + "/metrics.jsonl");
+    ASSERT_EQ(lines.size(), static_cast<size_t>(kRounds)) << region;
+    EXPECT_LT(NumberField(lines[2], "bytes_up") / 2, kDenseBytes / 10) << region;
+    EXPECT_LT(NumberField(lines[2], "bytes_down") / 2, kDenseBytes / 3) << region;
+    EXPECT_FALSE(ReadFileOrEmpty(dir_ + "/" + region + "/upstream.ef").empty()) << region;
+  }
+}
+
 // A lost aggregator costs its region's contribution for that round, nothing else: the root's
 // round closes at its deadline with the other region (quorum 1 of 2) and the run goes on (the
 // dead aggregator stays selected until its lease runs out, so round 2 waits for its deadline too).
