@@ -318,11 +318,19 @@ absl::StatusOr<RoundScheduler::ExternalResult> RoundScheduler::RunExternalRound(
                      " parameters): give the aggregator the root's model"));
   }
   const int64_t round = upstream.round();
-  const int attempt = static_cast<int>(upstream.attempt());
+  int attempt = static_cast<int>(upstream.attempt());
   const absl::Time start = clock_->Now();
   {
     absl::MutexLock lock(&mu_);
     if (shutdown_) return absl::CancelledError("server shutting down");
+    // The same round and attempt again (an upstream resumed from its checkpoint re-runs the round
+    // it died in): devices would take it for a task they already trained, so it gets the next
+    // attempt number here. Their training does not depend on it (the task's seed does).
+    if (round == round_ && attempt <= attempt_) {
+      EDGEFL_LOG_WARN("regional round ", round, ": the upstream offers attempt ", attempt,
+                      " again; the devices get it as attempt ", attempt_ + 1);
+      attempt = attempt_ + 1;
+    }
     global_.assign(model.begin(), model.end());
     PublishLocked(upstream.model_version());
     stats_.Clear();

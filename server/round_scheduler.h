@@ -148,7 +148,9 @@ class RoundScheduler {
   // until `close_by` for sampling.min_clients eligible devices, selects them as Run does (this
   // server's sampling, quorum and seed), hands them the task's round, attempt and TaskConfig
   // unchanged with `close_by` as their deadline, and folds their updates as Run does until all
-  // selected reported or declined, or close_by. Returns the combined update; the model stays
+  // selected reported or declined, or close_by (a round and attempt offered again, e.g. by an
+  // upstream resumed from its checkpoint, goes to the devices as the next attempt: a device does
+  // not train a (round, attempt) twice). Returns the combined update; the model stays
   // `model` (no server step). INVALID_ARGUMENT when the task's model is not this server's;
   // FAILED_PRECONDITION with reason "no_devices" (too few eligible devices by close_by),
   // "region_quorum" (fewer than the quorum reported) or the strategy's; UNIMPLEMENTED for a

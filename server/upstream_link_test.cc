@@ -468,6 +468,30 @@ TEST_F(ExternalRound, DevicesGetTheUpstreamTaskAndTheWeightedMeanComesBack) {
             PollOutcome::kFinished);
 }
 
+TEST_F(ExternalRound, ARoundOfferedAgainGoesToTheDevicesAsTheNextAttempt) {
+  SetUp(Clock::Real(), 1, 1);
+  for (int expected_attempt : {2, 3}) {
+    absl::StatusOr<RoundScheduler::ExternalResult> result;
+    std::thread round([&] {
+      result = region_->RunRound(UpstreamTask(), {0, 0, 0, 0}, absl::Now() + absl::Seconds(30));
+    });
+    TaskGrant g;
+    ASSERT_EQ(scheduler_->WaitForTask(ids_[0], absl::Seconds(10), nullptr, &g), PollOutcome::kTask);
+    EXPECT_EQ(g.task.round(), 5);
+    EXPECT_EQ(g.task.attempt(), expected_attempt);
+    EXPECT_EQ(g.task.config().seed(), 77u);
+    proto::ReportHeader h;
+    h.set_client_id(ids_[0]);
+    h.set_round(5);
+    h.set_attempt(expected_attempt);
+    h.set_model_version(4);
+    h.set_num_samples(1);
+    ASSERT_TRUE(scheduler_->SubmitUpdate(h, std::vector<float>{1, 1, 1, 1}).ok());
+    round.join();
+    ASSERT_TRUE(result.ok()) << result.status();
+  }
+}
+
 TEST_F(ExternalRound, TooFewDevicesByTheCloseIsNoDevices) {
   SimulatedClock clock;
   SetUp(&clock, 1, 3);

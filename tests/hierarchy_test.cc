@@ -282,6 +282,51 @@ TEST_F(Hierarchy, AKilledAggregatorCostsOnlyItsRegion) {
   EXPECT_GT(NumberField(metrics[1], "test_accuracy"), 0.2);  // chance is 0.1
 }
 
+// The root dies (SIGKILL) after round 1 and resumes from its checkpoint on the same address: the
+// aggregators lose their session, back off, join the new process and finish the run.
+TEST_F(Hierarchy, AggregatorsRejoinAResumedRoot) {
+  constexpr int kRounds = 3;
+  int root_port = 0;
+  const std::vector<std::string> resume_args = {"--resume"};
+  auto root = StartRoot("root", 2, kRounds, 60, {}, &root_port);
+  ASSERT_GT(root_port, 0) << root->Log();
+  int port_a = 0, port_b = 0;
+  auto agg_a = StartAggregator("region-a", root_port, 2, {}, &port_a);
+  auto agg_b = StartAggregator("region-b", root_port, 2, {}, &port_b);
+  ASSERT_GT(port_a, 0) << agg_a->Log();
+  ASSERT_GT(port_b, 0) << agg_b->Log();
+  std::vector<std::unique_ptr<Subprocess>> devices;
+  for (int i = 0; i < 4; ++i) {
+    devices.push_back(
+        StartDevice(i < 2 ? port_a : port_b, i, 200, absl::StrCat("device", i, ".log")));
+  }
+  ASSERT_TRUE(
+      WaitFor([&] { return !ReadFileOrEmpty(dir_ + "/root/checkpoint.pb").empty(); }, kRunTimeout))
+      << root->Log();
+  root->Signal(SIGKILL);
+  ASSERT_EQ(root->Wait(absl::Seconds(30)), 128 + SIGKILL);
+  int same_port = root_port;
+  auto resumed = StartRoot("root", 2, kRounds, 60, resume_args, &same_port);
+  ASSERT_EQ(same_port, root_port) << resumed->Log();
+  ASSERT_EQ(resumed->Wait(kRunTimeout), 0) << resumed->Log();
+  EXPECT_NE(resumed->Log().find("resuming"), std::string::npos) << resumed->Log();
+  auto metrics = ReadJsonLines(dir_ + "/root/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), static_cast<size_t>(kRounds)) << resumed->Log();
+  for (int r = 0; r < kRounds; ++r) {
+    EXPECT_EQ(NumberField(metrics[r], "round"), r + 1);
+    EXPECT_EQ(NumberField(metrics[r], "clients_reported"), 2) << r;
+    // The resumed root re-runs round 2 as attempt 1, which the regions may have run already:
+    // their devices get it as a new attempt, so no round needs a second one.
+    EXPECT_EQ(NumberField(metrics[r], "attempts"), 1) << r;
+  }
+  EXPECT_EQ(agg_a->Wait(absl::Seconds(60)), 0) << agg_a->Log();
+  EXPECT_EQ(agg_b->Wait(absl::Seconds(60)), 0) << agg_b->Log();
+  for (auto& d : devices) EXPECT_EQ(d->Wait(absl::Seconds(60)), 0) << d->Log();
+  for (auto* agg : {agg_a.get(), agg_b.get()}) {
+    EXPECT_GE(CountLines(agg->Log(), "joined upstream"), 2) << agg->Log();
+  }
+}
+
 // An aggregator whose upstream refuses it (a CA that did not sign the root's certificate; an
 // enrollment token the root does not accept) logs why and retries with a growing delay; it does
 // not exit, and stops cleanly on SIGTERM.
