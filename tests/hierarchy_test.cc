@@ -270,8 +270,11 @@ TEST_F(Hierarchy, AKilledAggregatorCostsOnlyItsRegion) {
     EXPECT_EQ(NumberField(m, "clients_selected"), 2);
     EXPECT_EQ(NumberField(m, "clients_reported"), 1);
     EXPECT_EQ(NumberField(m, "clients_failed"), 1);
-    EXPECT_LE(NumberField(m, "round_seconds"), kDeadline + 5);
   }
+  // Round 2 opens at once (the dead aggregator is still registered) and is not held past its
+  // deadline. (Round 1's time also counts the wait for the aggregators to join, which on a
+  // loaded machine is most of it.)
+  EXPECT_LE(NumberField(metrics[1], "round_seconds"), kDeadline + 5);
   EXPECT_NE(root->Log().find("client client-0 joined"), std::string::npos) << root->Log();
   EXPECT_NE(root->Log().find("client client-1 joined"), std::string::npos) << root->Log();
   // Region A took part in both rounds and ended with the run, as did its devices.
