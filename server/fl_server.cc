@@ -140,7 +140,13 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
   RETURN_IF_USAGE_ERROR(StatusOf(loaded));
   p->run = std::move(*loaded);
   LoadedRun& run = *p->run;
-  if (aggregator) RETURN_IF_USAGE_ERROR(CheckAggregatorConfig(run.config));
+  if (aggregator) {
+    if (absl::Status s = CheckAggregatorConfig(run.config); !s.ok()) {
+      // As for any refused config, leave no folder behind (it is still empty here).
+      if (!run.resumed_from.has_value()) ::rmdir(run.store.dir().c_str());
+      return AsUsageError(s);
+    }
+  }
   if (evaluators && !aggregator) {  // the root evaluates
     absl::StatusOr<std::unique_ptr<Evaluator>> evaluator = evaluators(run.config);
     RETURN_IF_USAGE_ERROR(StatusOf(evaluator));

@@ -414,6 +414,10 @@ TEST_F(Hierarchy, AnAggregatorRefusesRulesThatBelongAtTheRoot) {
     EXPECT_EQ(RunProgram(argv, &out), 2) << out;
     EXPECT_NE(out.find(c.says), std::string::npos) << out;
     EXPECT_EQ(CountLines(out, "fl-server: "), 1) << out;
+    // Nothing left behind.
+    EXPECT_TRUE(ReadFileOrEmpty(absl::StrCat(dir_, "/refused", n - 1, "/config.json")).empty());
+    struct stat st;
+    EXPECT_NE(stat(absl::StrCat(dir_, "/refused", n - 1).c_str(), &st), 0) << c.says;
   }
 }
 
