@@ -1,5 +1,7 @@
 #include "aggregation/accumulator.h"
 
+#include "aggregation/kernels.h"
+
 #include "common/status_macros.h"
 
 #include <algorithm>
@@ -21,13 +23,11 @@ absl::Status WeightedMeanAccumulator::Add(absl::Span<const float> x, double weig
         absl::StrCat("update weight must be finite and > 0, got ", weight));
   }
   // Validate everything before touching the sum so a rejected update leaves no trace.
-  for (size_t i = 0; i < x.size(); ++i) {
-    if (!std::isfinite(x[i])) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("update holds a non-finite value (", x[i], ") at index ", i));
-    }
+  if (const size_t i = FirstNonFinite(x); i < x.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("update holds a non-finite value (", x[i], ") at index ", i));
   }
-  for (size_t i = 0; i < x.size(); ++i) sum_[i] += weight * static_cast<double>(x[i]);
+  FoldWeighted(absl::MakeSpan(sum_), x, weight);
   total_weight_ += weight;
   ++count_;
   return absl::OkStatus();

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "aggregation/kernels.h"
 #include "common/status_reason.h"
 
 namespace edgefl::aggregation {
@@ -17,12 +18,10 @@ absl::Status CheckNorm(absl::string_view field, double value) {
 }
 
 absl::StatusOr<double> FiniteNorm(absl::Span<const float> update) {
-  for (size_t i = 0; i < update.size(); ++i) {
-    if (!std::isfinite(update[i])) {
-      return WithReason(absl::InvalidArgumentError(absl::StrCat("update holds a non-finite value (",
-                                                                update[i], ") at index ", i)),
-                        "non_finite");
-    }
+  if (const size_t i = FirstNonFinite(update); i < update.size()) {
+    return WithReason(absl::InvalidArgumentError(absl::StrCat("update holds a non-finite value (",
+                                                              update[i], ") at index ", i)),
+                      "non_finite");
   }
   return L2Norm(update);
 }

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "aggregation/kernels.h"
 #include "common/status_macros.h"
 #include "common/status_reason.h"
 
@@ -133,11 +134,9 @@ absl::Status BufferedCombiner::Add(absl::Span<const float> update, uint64_t num_
     return absl::ResourceExhaustedError(absl::StrCat(
         name(), " combiner already buffers its max_updates = ", options_.max_updates, " updates"));
   }
-  for (size_t i = 0; i < update.size(); ++i) {
-    if (!std::isfinite(update[i])) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("update holds a non-finite value (", update[i], ") at index ", i));
-    }
+  if (const size_t i = FirstNonFinite(update); i < update.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("update holds a non-finite value (", update[i], ") at index ", i));
   }
   buffer_.insert(buffer_.end(), update.begin(), update.end());
   samples_.push_back(num_samples);

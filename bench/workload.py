@@ -51,13 +51,18 @@ def drop_page_cache():
 
 
 def run(build, workload=DEFAULT_WORKLOAD, rounds=20, clients=10, server_args=(), client_args=(),
-        label="run", insecure=True, server_addr=None, adversaries=None, client_data=None):
+        label="run", insecure=True, server_addr=None, adversaries=None, client_data=None,
+        allow_server_failure=False):
     """Runs W and summarises it. Plaintext (--insecure on both sides) unless insecure=False, in
     which case server_args / client_args carry the TLS flags. server_addr(port) -> "host:port"
     lets clients reach the server through something else (e.g. a byte-counting proxy).
     adversaries maps a client index to extra fl-adversary flags (e.g. ["--attack=sign_flip",
     "--attack_scale=4"]): that device runs tests' fl-adversary instead of fl-client.
-    client_data(i) -> flags replaces W's partition file (e.g. a --partition=labels:2 split)."""
+    client_data(i) -> flags replaces W's partition file (e.g. a --partition=labels:2 split).
+    allow_server_failure: a run whose fl-server exits non-zero (e.g. FedAvg under attack diverges,
+    every update is then NaN and refused, and a round misses its quorum in every attempt) is
+    summarised over the rounds that closed, with server_exit_code and server_error, instead of
+    ending the benchmark."""
     bindir = os.path.join(build, "bin")
     part = os.path.join(workload, f"partition_dir05_{clients}clients_seed0.txt")
     init = os.path.join(workload, "init_cnn_seed0.f32")
@@ -96,21 +101,35 @@ def run(build, workload=DEFAULT_WORKLOAD, rounds=20, clients=10, server_args=(),
             + list(client_args) + list(adversaries.get(i, [])),
             stderr=open(f"{tmp}/client{i}.log", "w"), stdout=subprocess.DEVNULL))
     code, server_rss = wait_rss(server, rounds * 600 + 600)
+    if code != 0 and allow_server_failure:
+        # Devices would keep retrying a server that is gone: stop them now.
+        for c in procs:
+            if c.poll() is None:
+                c.terminate()
     client_rss = [round(wait_rss(c, 120)[1], 1) for c in procs]
     wall = time.time() - t0
+    server_error = None
     if code != 0:
-        sys.exit(f"bench: fl-server exited {code}; logs in {tmp}")
-    rows = [json.loads(l) for l in open(f"{tmp}/run/metrics.jsonl") if l.strip()]
+        if not allow_server_failure:
+            sys.exit(f"bench: fl-server exited {code}; logs in {tmp}")
+        errors = [l.strip() for l in open(f"{tmp}/server.log", errors="replace") if " E " in l]
+        server_error = errors[-1] if errors else None
+    metrics = f"{tmp}/run/metrics.jsonl"
+    rows = [json.loads(l) for l in open(metrics) if l.strip()] if os.path.exists(metrics) else []
     rows.sort(key=lambda r: r["round"])
     times = [r["unix_time"] for r in rows]
-    round_wall = [round(rows[0]["round_seconds"], 2)] + [round(b - a, 2) for a, b in zip(times, times[1:])]
+    round_wall = ([round(rows[0]["round_seconds"], 2)] + [round(b - a, 2) for a, b in zip(times, times[1:])]
+                  if rows else [])
     first_85 = next((r["round"] for r in rows if (r.get("test_accuracy") or 0) >= 0.85), None)
-    reported = sum(r["clients_reported"] for r in rows)
+    reported = max(1, sum(r["clients_reported"] for r in rows))
     return {
+        "server_exit_code": code,
+        "server_error": server_error,
+        "rounds_closed": len(rows),
         "rounds": rounds,
         "test_accuracy": [r.get("test_accuracy") for r in rows],
         "round_wall_seconds": round_wall,
-        "mean_round_wall_seconds": round(sum(round_wall) / len(round_wall), 2),
+        "mean_round_wall_seconds": round(sum(round_wall) / max(1, len(round_wall)), 2),
         "mean_round_wall_seconds_excl_first": round(sum(round_wall[1:]) / max(1, len(round_wall) - 1), 2),
         "eval_seconds": [r["eval_seconds"] for r in rows],
         "first_round_at_85": first_85,

@@ -34,7 +34,8 @@ absl::Status Usage(const absl::Status& s) { return absl::InvalidArgumentError(s.
 const char kClientDescription[] =
     "The edgefl device runtime: joins a coordinator, waits for tasks, fine-tunes the\n"
     "global model on local data that never leaves the device, and uploads the\n"
-    "update. Exits 0 when the coordinator says the federation is finished.\n\n"
+    "update. Exits 0 when the coordinator says the federation is finished (or, with\n"
+    "--after_finish=wait, stays and takes part in the next run).\n\n"
     "  fl-client --server host:50051 --ca_cert ca.pem --data fmnist --partition-file F \\\n"
     "            --client-index 3\n"
     "  fl-client --server host:50051 --ca_cert ca.pem --token_file device.token \\\n"
@@ -66,6 +67,12 @@ void RegisterClientFlags(FlagSet& flags, ClientFlags* f) {
   flags.Bool("distill_final_only", &f->distill_final_only,
              "with --distill_to: distil once, from the federation's final global model (fetched "
              "when the coordinator says the run is finished), instead of after every round");
+  flags.String("after_finish", &f->after_finish,
+               "when the coordinator says the federation is finished: exit (code 0), or wait "
+               "(check in every --after_finish_poll_seconds and take part in the next run; for a "
+               "DaemonSet, which restarts a container that exits)");
+  flags.Double("after_finish_poll_seconds", &f->after_finish_poll_seconds,
+               "with --after_finish=wait: how often to check in for a new run");
   flags.String("state_dir", &f->state_dir,
                "folder for the device's state (the error-feedback residual survives restarts "
                "there); empty = keep it in memory only");
@@ -134,6 +141,13 @@ absl::Status ValidateClientFlags(const ClientFlags& f) {
   if (absl::Status s = data::ValidateShardFlags(f.shard); !s.ok()) return s;
   if (f.progress != "auto" && f.progress != "always" && f.progress != "never") {
     return absl::InvalidArgumentError("--progress must be auto, always or never");
+  }
+  if (f.after_finish != "exit" && f.after_finish != "wait") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--after_finish must be exit or wait, not '", f.after_finish, "'"));
+  }
+  if (!(f.after_finish_poll_seconds >= 1 && f.after_finish_poll_seconds <= 86400)) {
+    return absl::InvalidArgumentError("--after_finish_poll_seconds must be in 1..86400");
   }
   if (f.distill_final_only && f.distill_to.empty()) {
     return absl::InvalidArgumentError("--distill_final_only needs --distill_to");
@@ -225,6 +239,7 @@ DeviceRuntime::Options RuntimeOptionsFromFlags(const ClientFlags& f, bool stderr
   o.state_dir = f.state_dir;
   o.spill_model = f.spill_model;
   o.distill_final_only = f.distill_final_only;
+  if (f.after_finish == "wait") o.after_finish_poll = absl::Seconds(f.after_finish_poll_seconds);
   o.profile = DescribeThisDevice();
   o.thresholds.min_battery_percent = f.min_battery_percent;
   o.thresholds.max_temperature_c = f.max_temperature_c;

@@ -34,6 +34,8 @@ struct ClientFlags {
   int distill_samples = 3000;
   bool distill_final_only = false;
   bool spill_model = true;
+  std::string after_finish = "exit";
+  double after_finish_poll_seconds = 60;
   // Transport security and credentials.
   bool insecure = false;
   std::string ca_cert;

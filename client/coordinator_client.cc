@@ -1,5 +1,8 @@
 #include "client/coordinator_client.h"
 
+#include "absl/strings/numbers.h"
+#include "common/status_reason.h"
+
 #include <grpcpp/grpcpp.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -340,7 +343,17 @@ absl::StatusOr<proto::ReportResponse> CoordinatorClient::Report(proto::ReportHea
   if (bytes_up != nullptr) *bytes_up = sent;
   writer->WritesDone();
   grpc::Status s = writer->Finish();
-  if (absl::Status st = Convert(s); !st.ok()) return st;
+  if (absl::Status st = Convert(s); !st.ok()) {
+    // A busy server says when to try again (server/coordinator_service.h).
+    const auto& trailers = ctx.GetServerTrailingMetadata();
+    if (auto it = trailers.find("retry-after-ms"); it != trailers.end()) {
+      int64_t ms = 0;
+      if (absl::SimpleAtoi(absl::string_view(it->second.data(), it->second.size()), &ms)) {
+        st = WithRetryAfter(std::move(st), absl::Milliseconds(ms));
+      }
+    }
+    return st;
+  }
   return response;
 }
 

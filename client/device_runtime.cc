@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <random>
 #include <thread>
 #include <utility>
 
@@ -18,6 +19,7 @@
 #include "common/file_util.h"
 #include "common/log.h"
 #include "common/memory.h"
+#include "common/status_reason.h"
 #include "models/model_spec.h"
 
 namespace edgefl::client {
@@ -164,7 +166,8 @@ DeviceRuntime::DeviceRuntime(const Options& options, std::unique_ptr<Coordinator
       pipeline_(options.state_dir.empty()
                     ? std::string()
                     : absl::StrCat(options.state_dir, "/client-", options.client_index, ".ef")),
-      backoff_(options.backoff, options.seed * 7919 + options.client_index) {
+      backoff_(options.backoff, options.seed * 7919 + options.client_index),
+      retry_rng_(options.seed * 104729 + options.client_index) {
   device_state_ = options.device_state;
   if (!device_state_) {
     auto reader = std::make_shared<DeviceStateReader>("/");
@@ -254,8 +257,11 @@ absl::Status DeviceRuntime::Run() {
   if (absl::Status s = pipeline_.Load(); !s.ok()) {
     EDGEFL_LOG_WARN("error-feedback state: ", s.ToString());
   }
-  const bool want_final_model = distiller_ != nullptr && options_.distill_final_only;
+  const bool distill_final = distiller_ != nullptr && options_.distill_final_only;
+  const bool wait_for_next_run = options_.after_finish_poll > absl::ZeroDuration();
+  bool final_distilled = false;  // this run's final model (with wait_for_next_run)
   while (true) {
+    const bool want_final_model = distill_final && !final_distilled;
     // Renew the session half-way through its life (Join with the session itself).
     if (!client_id_.empty() && clock_->Now() >= renew_at_) client_id_.clear();
     if (client_id_.empty()) {
@@ -276,9 +282,19 @@ absl::Status DeviceRuntime::Run() {
       case Coordinator::CheckInResult::Kind::kIdle:
         break;
       case Coordinator::CheckInResult::Kind::kFinished:
-        finished_ = true;
-        return absl::OkStatus();
+        if (!wait_for_next_run) {
+          finished_ = true;
+          return absl::OkStatus();
+        }
+        WaitForNextRun();
+        break;
       case Coordinator::CheckInResult::Kind::kTask:
+        if (finished_) {
+          EDGEFL_LOG_INFO("a new run started (round ", r->task.round(), ", model ",
+                          r->task.spec().model(), "); taking part");
+          finished_ = false;
+          final_distilled = false;
+        }
         if (AlreadyTrained(r->task)) {
           // A well-behaved coordinator never sends one; do not let one that does spin the loop.
           EDGEFL_LOG_WARN("round ", r->task.round(), " (attempt ", r->task.attempt(),
@@ -300,10 +316,35 @@ absl::Status DeviceRuntime::Run() {
         RunTask(std::move(*r));
         break;
       case Coordinator::CheckInResult::Kind::kFinalModel:
-        finished_ = true;
-        return DistilFinal(std::move(*r));
+        if (!wait_for_next_run) {
+          finished_ = true;
+          return DistilFinal(std::move(*r));
+        }
+        // Its failure is logged; the device waits for the next run all the same.
+        DistilFinal(std::move(*r)).IgnoreError();
+        final_distilled = true;
+        WaitForNextRun();
+        break;
     }
   }
+}
+
+void DeviceRuntime::WaitForNextRun() {
+  if (!finished_) {
+    finished_ = true;
+    EDGEFL_LOG_INFO("the federation is finished (took part in ", rounds_done_,
+                    " rounds so far); checking for a new run every ",
+                    absl::FormatDuration(options_.after_finish_poll));
+    // The next run starts from its own model, numbered from its own versions: never apply its
+    // delta to this run's model.
+    UnspillModel();
+    model_.clear();
+    model_.shrink_to_fit();
+    have_version_ = -1;
+    last_trained_.reset();
+    last_declined_.reset();
+  }
+  clock_->SleepFor(options_.after_finish_poll);
 }
 
 absl::Status DeviceRuntime::JoinWithRetry() {
@@ -591,6 +632,16 @@ absl::Status DeviceRuntime::Upload(const proto::Task& task, const models::TrainR
     if (clock_->Now() > deadline) {
       pipeline_.Rollback();  // the round closed: the update is lost
       return s;
+    }
+    if (std::optional<absl::Duration> hint = RetryAfterOf(s); hint.has_value()) {
+      // A busy server (upload admission) said when to try again: wait that long, jittered so that
+      // the devices it refused together do not come back together, within the round.
+      const double jitter = std::uniform_real_distribution<double>(0.5, 1.5)(retry_rng_);
+      const absl::Duration wait = std::min(*hint * jitter, deadline - clock_->Now());
+      EDGEFL_LOG_INFO("round ", task.round(), ": ", s.message(), "; retrying in ",
+                      absl::FormatDuration(absl::Trunc(wait, absl::Milliseconds(1))));
+      clock_->SleepFor(wait);
+      continue;
     }
     absl::Status handled = HandleError(s, "Report");
     if (!handled.ok() || client_id_.empty()) {

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <random>
 #include <optional>
 #include <string>
 #include <vector>
@@ -81,6 +82,11 @@ class DeviceRuntime {
     // With a distiller: distil once, from the federation's final model, instead of after each
     // round the device reports.
     bool distill_final_only = false;
+    // What the loop does when the coordinator says the federation is finished. Zero: Run()
+    // returns. Positive (fl-client --after_finish=wait, for a DaemonSet, which restarts a
+    // container that exits): it forgets the run's model, checks in again this often, and takes
+    // part in the next run a coordinator starts at the same address.
+    absl::Duration after_finish_poll = absl::ZeroDuration();
     proto::DeviceProfile profile;  // sent on Join; num_samples is filled in from the data
     // The board's state (battery, temperature, load, memory), read before every Join and
     // CheckIn (sent in the profile) and when a task arrives (to decide with `thresholds`
@@ -109,7 +115,8 @@ class DeviceRuntime {
       const Clock* clock, std::unique_ptr<Distiller> distiller = nullptr,
       RunnerFactory runners = nullptr);
 
-  // Runs the loop until the coordinator says the federation is finished (OK, finished() true) or
+  // Runs the loop until the coordinator says the federation is finished (OK, finished() true;
+  // with after_finish_poll it waits for the next run instead and returns only errors) or
   // the device gives up: the coordinator unreachable for longer than max_unreachable (the last
   // call's code; "gave up after N s without reaching <server>: ..."), a Join or CheckIn failing
   // for a reason retrying cannot fix (its code; "<Call> failed: ..."), or, with
@@ -178,6 +185,8 @@ class DeviceRuntime {
   // Why the device does not take `task` now ("" = it does), with a sentence for the log.
   std::string DeclineReasonFor(const proto::Task& task, std::string* why);
   absl::Status DistilFinal(Coordinator::CheckInResult result);
+  // With after_finish_poll: the run is over; forget its model and wait before checking in again.
+  void WaitForNextRun();
   void UnspillModel();
 
   const Options options_;
@@ -189,6 +198,7 @@ class DeviceRuntime {
   std::unique_ptr<models::ModelRunner> runner_;
   UpdatePipeline pipeline_;
   Backoff backoff_;
+  std::mt19937_64 retry_rng_;  // jitter on a busy server's retry-after hint
   std::string client_id_;
   std::vector<float> model_;        // the global model version have_version_ (downlink base)
   std::unique_ptr<Spill> spilled_;  // model_'s content while Train runs, or null

@@ -24,6 +24,7 @@
 #include "common/clock.h"
 #include "common/file_util.h"
 #include "common/memory.h"
+#include "common/status_reason.h"
 #include "common/testing/simulated_clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -304,6 +305,38 @@ TEST_F(DeviceRuntimeTest, ServerRestartMidRunRejoinsAndCarriesOn) {
   std::system(absl::StrCat("rm -rf ", dir).c_str());
 }
 
+TEST_F(DeviceRuntimeTest, AfterFinishPollWaitsForTheNextRunWithAFreshModel) {
+  options_.after_finish_poll = absl::Seconds(60);
+  Coordinator::CheckInResult finished;
+  finished.kind = Kind::kFinished;
+  coordinator_->checkins.push_back(MlpTask(1));
+  coordinator_->checkins.push_back(finished);  // the run is over: wait, ask again
+  coordinator_->checkins.push_back(finished);
+  coordinator_->checkins.push_back(MlpTask(1));  // the next run, from its round 1
+  coordinator_->checkins.push_back(MlpTask(2));
+  coordinator_->checkins.push_back(finished);
+  coordinator_->checkins.push_back(absl::PermissionDeniedError("stop the test"));
+  DeviceRuntime& rt = Make();
+  const absl::Status s = rt.Run();
+  EXPECT_TRUE(absl::IsPermissionDenied(s)) << s;  // only an error ends a waiting device
+  ASSERT_EQ(coordinator_->reports.size(), 3u);
+  EXPECT_EQ(coordinator_->reports[1].header.round(), 1);  // round 1 again: another run's
+  EXPECT_EQ(coordinator_->reports[2].header.round(), 2);
+  EXPECT_EQ(rt.rounds_done(), 3);
+  // The finished run's model is forgotten: the next run's first task is asked for in full.
+  ASSERT_EQ(coordinator_->checkin_calls.size(), 7u);
+  EXPECT_EQ(coordinator_->checkin_calls[1].have_version, 0);
+  EXPECT_EQ(coordinator_->checkin_calls[2].have_version, -1);
+  EXPECT_EQ(coordinator_->checkin_calls[3].have_version, -1);
+  EXPECT_EQ(coordinator_->checkin_calls[4].have_version, 0);
+  EXPECT_EQ(coordinator_->checkin_calls[6].have_version, -1);
+  // One poll interval after each `finished`, nothing else.
+  EXPECT_THAT(clock_.sleeps(),
+              ElementsAre(absl::Seconds(60), absl::Seconds(60), absl::Seconds(60)));
+  EXPECT_TRUE(rt.finished());
+  EXPECT_EQ(coordinator_->joins.size(), 1u);  // one session throughout
+}
+
 TEST_F(DeviceRuntimeTest, DuplicateOrStaleTaskIsNotTrainedTwice) {
   coordinator_->checkins.push_back(MlpTask(2));
   coordinator_->checkins.push_back(MlpTask(2));  // the same task again
@@ -375,6 +408,29 @@ TEST_F(DeviceRuntimeTest, ReportLostUntilTheDeadlineRollsBackToo) {
   EXPECT_THAT(clock_.sleeps(), ElementsAre(absl::Seconds(5)));
   EXPECT_EQ(rt.rounds_done(), 1);
   EXPECT_EQ(Residual(rt), committed);
+}
+
+// A busy server refuses the upload with a retry-after hint: the device waits about that long
+// (jittered 0.5x-1.5x), not its growing backoff, and the update goes in on the next try.
+TEST_F(DeviceRuntimeTest, ABusyServersRetryAfterHintPacesTheUpload) {
+  options_.backoff.initial = absl::Seconds(60);  // what it would wait without the hint
+  coordinator_->report_answers.push_back(
+      WithRetryAfter(absl::ResourceExhaustedError("busy"), absl::Seconds(8)));
+  coordinator_->report_answers.push_back(
+      WithRetryAfter(absl::ResourceExhaustedError("busy"), absl::Seconds(8)));
+  coordinator_->report_answers.push_back(absl::OkStatus());
+  coordinator_->checkins.push_back(MlpTask(1, "dense"));
+  DeviceRuntime& rt = Make();
+  ASSERT_TRUE(rt.Run().ok());
+  EXPECT_EQ(coordinator_->reports.size(), 3u);
+  EXPECT_EQ(rt.rounds_done(), 1);
+  const std::vector<absl::Duration> sleeps = clock_.sleeps();
+  ASSERT_EQ(sleeps.size(), 2u);
+  for (absl::Duration d : sleeps) {
+    EXPECT_GE(d, absl::Seconds(4));
+    EXPECT_LE(d, absl::Seconds(12));
+  }
+  EXPECT_NE(sleeps[0], sleeps[1]);  // jittered
 }
 
 TEST_F(DeviceRuntimeTest, RenewsTheSessionHalfWayThroughItsLife) {

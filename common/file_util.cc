@@ -104,9 +104,10 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view data,
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, static_cast<mode_t>(mode));
   if (fd < 0) return ErrnoError(errno, "cannot create temp file for", path);
   FdCloser closer(fd);
-  absl::Status status = WriteAll(fd, data, tmp);
-  if (status.ok() && ::fsync(fd) != 0) status = ErrnoError(errno, "cannot fsync", tmp);
-  if (status.ok() && closer.Close() != 0) status = ErrnoError(errno, "cannot close", tmp);
+  // Errors name `path` (the file the caller knows), not the temp file, which is removed.
+  absl::Status status = WriteAll(fd, data, path);
+  if (status.ok() && ::fsync(fd) != 0) status = ErrnoError(errno, "cannot fsync", path);
+  if (status.ok() && closer.Close() != 0) status = ErrnoError(errno, "cannot close", path);
   if (status.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
     status = ErrnoError(errno, absl::StrCat("cannot rename ", tmp, " to"), path);
   }
@@ -161,10 +162,16 @@ absl::Status AppendLine(const std::string& path, std::string_view line) {
   buf.reserve(line.size() + 1);
   buf.append(line.data(), line.size());
   buf.push_back('\n');
+  const off_t before = ::lseek(fd, 0, SEEK_END);
   // One write() so concurrent appenders (O_APPEND) do not interleave within a line.
   absl::Status status = WriteAll(fd, buf, path);
-  if (!status.ok()) return status;
-  if (::fsync(fd) != 0) return ErrnoError(errno, "cannot fsync", path);
+  if (status.ok() && ::fsync(fd) != 0) status = ErrnoError(errno, "cannot fsync", path);
+  if (!status.ok()) {
+    // A full volume can take part of the line: cut it off again, so the file still ends with a
+    // whole line (the next append, or a resume, reads it as it was).
+    if (before >= 0 && ::ftruncate(fd, before) == 0) ::fsync(fd);
+    return status;
+  }
   if (closer.Close() != 0) return ErrnoError(errno, "cannot close", path);
   return absl::OkStatus();
 }

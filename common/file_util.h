@@ -31,7 +31,8 @@ absl::StatusOr<std::string> ReadFile(const std::string& path);
 // fsync of the directory. After a crash `path` holds either the old or the new content, never a
 // mix. The file gets permission bits `mode` (before the umask; 0600 for secrets: the temp file is
 // created with them, so the content is never readable by others, not even briefly). Errors carry
-// the path and errno text.
+// `path` and the errno text ("cannot write <path>: No space left on device"); on any error the
+// temp file is removed and `path` keeps its old content.
 absl::Status WriteFileAtomically(const std::string& path, std::string_view data, int mode = 0644);
 
 // Reads a file that holds a secret (a private key, the server secret, a token). Refuses it with
@@ -41,7 +42,9 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view data,
 // (0640 / 0440: a Kubernetes Secret volume with fsGroup). NOT_FOUND if missing. The mode is checked on the open descriptor (no race with a swap).
 absl::StatusOr<std::string> ReadPrivateFile(const std::string& path, absl::string_view what);
 
-// Appends one line (a '\n' is added) and fsyncs. Used for metrics.jsonl.
+// Appends one line (a '\n' is added) and fsyncs. Used for metrics.jsonl. A write or fsync that
+// fails (ENOSPC on a full volume) truncates the file back to its length before the call, so no
+// partial line is left behind.
 absl::Status AppendLine(const std::string& path, std::string_view line);
 
 // mkdir -p. OK if it exists already.

@@ -2,10 +2,13 @@
 
 #include <dirent.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -100,6 +103,60 @@ TEST(FileUtil, WriteFileAtomicallyLeavesNoTempFiles) {
   std::vector<std::string> names = ListDir(dir);
   std::sort(names.begin(), names.end());
   EXPECT_EQ(names, (std::vector<std::string>{"other", "state.json"}));
+}
+
+// A write that runs out of room (RLIMIT_FSIZE stands in for a full volume: the kernel lets part of
+// the write through, then fails it with EFBIG, as a full disk does with ENOSPC).
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    old_handler_ = std::signal(SIGXFSZ, SIG_IGN);
+    ::getrlimit(RLIMIT_FSIZE, &old_);
+    rlimit limit = old_;
+    limit.rlim_cur = bytes;
+    ::setrlimit(RLIMIT_FSIZE, &limit);
+  }
+  ~FileSizeLimit() {
+    ::setrlimit(RLIMIT_FSIZE, &old_);
+    std::signal(SIGXFSZ, old_handler_);
+  }
+
+ private:
+  rlimit old_;
+  void (*old_handler_)(int);
+};
+
+TEST(FileUtil, WriteFileAtomicallyThatRunsOutOfRoomKeepsTheOldFileAndNoTemp) {
+  const std::string dir = MakeTempDir();
+  const std::string path = dir + "/checkpoint.pb";
+  ASSERT_TRUE(WriteFileAtomically(path, "the last good checkpoint").ok());
+  absl::Status status;
+  {
+    FileSizeLimit limit(100);
+    status = WriteFileAtomically(path, std::string(4096, 'x'));
+  }
+  ASSERT_FALSE(status.ok());
+  EXPECT_TRUE(Contains(status.message(), "cannot write " + path)) << status;
+  EXPECT_TRUE(Contains(status.message(), "File too large")) << status;
+  EXPECT_EQ(*ReadFile(path), "the last good checkpoint");
+  EXPECT_EQ(ListDir(dir), std::vector<std::string>{"checkpoint.pb"});
+}
+
+TEST(FileUtil, AppendLineThatRunsOutOfRoomLeavesNoPartialLine) {
+  const std::string dir = MakeTempDir();
+  const std::string path = dir + "/metrics.jsonl";
+  ASSERT_TRUE(AppendLine(path, "{\"round\":1}").ok());
+  const std::string before = *ReadFile(path);
+  absl::Status status;
+  {
+    FileSizeLimit limit(before.size() + 10);  // room for 10 bytes of the next line
+    status = AppendLine(path, "{\"round\":2,\"padding\":\"" + std::string(200, 'p') + "\"}");
+  }
+  ASSERT_FALSE(status.ok());
+  EXPECT_TRUE(Contains(status.message(), "cannot write " + path)) << status;
+  EXPECT_EQ(*ReadFile(path), before);
+  ASSERT_TRUE(AppendLine(path, "{\"round\":2}").ok());
+  EXPECT_EQ(*ReadFile(path), before + "{\"round\":2}\n");
 }
 
 TEST(FileUtil, WriteFileAtomicallyReportsPathAndErrno) {

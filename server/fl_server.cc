@@ -8,11 +8,13 @@
 #include <cmath>
 #include <chrono>
 #include <cstdio>
+#include <mutex>
 #include <optional>
 #include <utility>
 
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "aggregation/strategy.h"
 #include "common/crypto.h"
@@ -77,6 +79,22 @@ struct FlServer::Parts {
   std::unique_ptr<CoordinatorService> service;
   std::unique_ptr<grpc::Server> grpc_server;
   std::unique_ptr<grpc::Server> health_server;  // --health_listen
+  absl::Mutex stop_mu;
+  bool stop ABSL_GUARDED_BY(stop_mu) = false;  // Shutdown() was called
+  std::once_flag write_failure;
+
+  // A file of the run could not be written: stop serving at once, then stop the scheduler. In
+  // that order, clients never hear `finished` (what the scheduler answers once shut down) from a
+  // run that did not finish: their calls fail UNAVAILABLE and they retry until a restarted
+  // server resumes the run from its last checkpoint.
+  void StopOnWriteFailure() {
+    std::call_once(write_failure, [this] {
+      const auto now = std::chrono::system_clock::now();
+      if (grpc_server != nullptr) grpc_server->Shutdown(now);
+      if (health_server != nullptr) health_server->Shutdown(now);
+      scheduler->Shutdown();
+    });
+  }
   bool progress = false;  // stderr is a terminal: a progress line per round
   int64_t progress_rounds = 0;  // closed by this process (the scheduler's thread only)
   double progress_seconds = 0;
@@ -108,8 +126,24 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
     return AsUsageError(absl::InvalidArgumentError(
         absl::StrCat("--session_ttl: ", session_ttl.status().message())));
   }
+  if (o.max_concurrent_uploads < 1) {
+    return AsUsageError(absl::InvalidArgumentError(
+        absl::StrCat("--max_concurrent_uploads must be >= 1, not ", o.max_concurrent_uploads)));
+  }
+  if (o.max_transport_mb < 0) {
+    return AsUsageError(absl::InvalidArgumentError(
+        absl::StrCat("--max_transport_mb must be >= 0 (0 = unbounded), not ", o.max_transport_mb)));
+  }
+  if (!(o.upload_stall_seconds > 0)) {
+    return AsUsageError(absl::InvalidArgumentError(
+        absl::StrCat("--upload_stall_seconds must be > 0, not ", o.upload_stall_seconds)));
+  }
   if (o.max_update_bytes_per_round < 0) {
     return AsUsageError(absl::InvalidArgumentError("--max_update_bytes_per_round must be >= 0"));
+  }
+  if (o.after_finish != "exit" && o.after_finish != "serve") {
+    return AsUsageError(absl::InvalidArgumentError(
+        absl::StrCat("--after_finish must be exit or serve, not '", o.after_finish, "'")));
   }
   if (!(o.metrics_linger_seconds >= 0)) {
     return AsUsageError(absl::InvalidArgumentError("--metrics_linger_seconds must be >= 0"));
@@ -251,6 +285,9 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
                                             const std::string& aggregation_state) {
     const absl::Time start = absl::Now();
     rec->OnRoundClosed(stats, std::move(model), aggregation_state);
+    // A checkpoint that cannot be written (full or read-only volume) stops the run: going on
+    // would train rounds a restart loses. Run() returns the recorder's error.
+    if (!rec->status().ok()) parts->StopOnWriteFailure();
     if (parts->metrics != nullptr) {
       parts->metrics->OnRoundClosed(stats, absl::ToDoubleSeconds(absl::Now() - start));
     }
@@ -271,8 +308,10 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
   EDGEFL_LOG_INFO("aggregation: ", run.strategy->name());
   absl::StatusOr<std::unique_ptr<RoundScheduler>> scheduler = RoundScheduler::Create(
       std::move(sched_opts), p->registry.get(), std::move(run.strategy),
-      [rec](const proto::RoundRecord& stats, std::shared_ptr<const std::vector<float>> model) {
+      [rec, parts](const proto::RoundRecord& stats,
+                   std::shared_ptr<const std::vector<float>> model) {
         rec->OnRoundDone(stats, std::move(model));
+        if (!rec->status().ok()) parts->StopOnWriteFailure();  // a metrics line: as above
       },
       clock);
   RETURN_IF_USAGE_ERROR(StatusOf(scheduler));
@@ -307,6 +346,8 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
 
   CoordinatorService::Options svc_opts;
   svc_opts.checkin_poll = absl::Seconds(o.poll_seconds);
+  svc_opts.max_concurrent_reports = o.max_concurrent_uploads;
+  svc_opts.report_stall_timeout = absl::Seconds(o.upload_stall_seconds);
   p->service = std::make_unique<CoordinatorService>(svc_opts, run.spec, p->registry.get(),
                                                     p->scheduler.get(), p->access.get());
 
@@ -315,6 +356,7 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
   grpc_opts.listen = o.listen;
   grpc_opts.credentials = transport->credentials;
   grpc_opts.max_message_mb = o.max_message_mb;
+  grpc_opts.max_transport_mb = o.max_transport_mb;
   absl::StatusOr<StartedGrpcServer> started = StartGrpcServer(grpc_opts, {p->service.get()});
   if (!started.ok()) {
     EDGEFL_LOG_ERROR(started.status().message());
@@ -353,6 +395,10 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
 }
 
 void FlServer::Shutdown() {
+  {
+    absl::MutexLock lock(&parts_->stop_mu);
+    parts_->stop = true;
+  }
   parts_->scheduler->Shutdown();
   if (parts_->link != nullptr) parts_->link->Shutdown();
 }
@@ -362,7 +408,15 @@ absl::Status FlServer::Run() {
   const LoadedRun& run = *p.run;
   const int64_t total_rounds = run.config.rounds();
   absl::Status status = p.link != nullptr ? p.link->Run() : p.scheduler->Run();
-  if (status.ok()) {
+  if (absl::Status files = p.recorder->status(); !files.ok()) {
+    // The scheduler stopped because a file could not be written; that is the reason to report
+    // (not the CANCELLED it returns after the stop).
+    status = absl::InternalError(
+        absl::StrCat("the run's files could not be written: ", files.message(),
+                     "; the last checkpoint is intact (resume once the volume is fixed)"));
+  }
+  const bool serve = status.ok() && p.options.after_finish == "serve";
+  if (status.ok() && !serve) {
     // Tell polling clients that the run is over before going away (bounded).
     const absl::Time until = absl::Now() + absl::Seconds(p.options.finish_grace_seconds);
     // A run resumed with every round already closed starts with an empty registry: it waits
@@ -375,9 +429,38 @@ absl::Status FlServer::Run() {
       absl::SleepFor(absl::Milliseconds(100));
     }
   }
+  if (status.ok() && p.link != nullptr) {
+    std::printf("fl-server: regional aggregator done: %d rounds reported to %s, %d declined\n",
+                p.link->rounds_reported(), p.options.upstream.address.c_str(),
+                p.link->rounds_declined());
+    std::fflush(stdout);
+  } else if (status.ok()) {
+    if (absl::Status s = WriteReport(run.store.dir()); !s.ok()) {
+      EDGEFL_LOG_WARN("could not write ", kReportFile, ": ", s.ToString());
+    }
+    std::printf("fl-server: %lld rounds done. Metrics: %s  Final model: %s  Checkpoint: %s\n",
+                static_cast<long long>(total_rounds),
+                run.store.Path(RunStore::kMetricsFile).c_str(),
+                run.store.Path(RunStore::kFinalModelFile).c_str(),
+                run.store.Path(RunStore::kCheckpointFile).c_str());
+    if (std::optional<double> eps = p.recorder->dp_epsilon(); eps.has_value()) {
+      std::printf("fl-server: central DP spent (epsilon, delta) = (%.4g, %g) over %lld rounds\n",
+                  *eps, run.config.aggregation().dp().delta(),
+                  static_cast<long long>(total_rounds));
+    }
+    std::fflush(stdout);
+  }
+  if (serve) {
+    // A Deployment restarts a container that exits: stay up, answering CheckIn with `finished`
+    // (clients exit, or wait for the next run), health SERVING, metrics served, until SIGTERM.
+    EDGEFL_LOG_INFO("--after_finish=serve: the run is finished; serving it (CheckIn answers "
+                    "finished, health SERVING) until SIGTERM");
+    absl::MutexLock lock(&p.stop_mu);
+    p.stop_mu.Await(absl::Condition(&p.stop));
+  }
   if (p.health_server != nullptr) p.health_server->Shutdown();
   p.grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  if (p.metrics != nullptr && p.options.metrics_linger_seconds > 0) {
+  if (!serve && p.metrics != nullptr && p.options.metrics_linger_seconds > 0) {
     // The run's last values are in the exporter; give the scraper time to read them.
     EDGEFL_LOG_INFO("serving the final metrics for ", p.options.metrics_linger_seconds, " s");
     absl::SleepFor(absl::Seconds(std::min(p.options.metrics_linger_seconds, 3600.0)));
@@ -386,28 +469,6 @@ absl::Status FlServer::Run() {
     EDGEFL_LOG_ERROR("run stopped: ", status.ToString());
     return status;
   }
-  if (p.link != nullptr) {
-    std::printf("fl-server: regional aggregator done: %d rounds reported to %s, %d declined\n",
-                p.link->rounds_reported(), p.options.upstream.address.c_str(),
-                p.link->rounds_declined());
-    std::fflush(stdout);
-    return absl::OkStatus();
-  }
-  if (absl::Status s = p.recorder->status(); !s.ok()) {
-    return absl::InternalError(absl::StrCat("the run's files are incomplete: ", s.message()));
-  }
-  if (absl::Status s = WriteReport(run.store.dir()); !s.ok()) {
-    EDGEFL_LOG_WARN("could not write ", kReportFile, ": ", s.ToString());
-  }
-  std::printf("fl-server: %lld rounds done. Metrics: %s  Final model: %s  Checkpoint: %s\n",
-              static_cast<long long>(total_rounds), run.store.Path(RunStore::kMetricsFile).c_str(),
-              run.store.Path(RunStore::kFinalModelFile).c_str(),
-              run.store.Path(RunStore::kCheckpointFile).c_str());
-  if (std::optional<double> eps = p.recorder->dp_epsilon(); eps.has_value()) {
-    std::printf("fl-server: central DP spent (epsilon, delta) = (%.4g, %g) over %lld rounds\n",
-                *eps, run.config.aggregation().dp().delta(), static_cast<long long>(total_rounds));
-  }
-  std::fflush(stdout);
   return absl::OkStatus();
 }
 

@@ -36,6 +36,11 @@ struct ServerOptions {
   double lease_seconds = 300;        // a client unseen this long is dropped
   double poll_seconds = 20;          // how long a CheckIn long poll is held
   double finish_grace_seconds = 10;  // after the last round, how long to tell clients it is over
+  // What Run() does once every round is done (also for a resumed run that was done already):
+  // "exit" tells polling clients for finish_grace_seconds and returns; "serve" keeps serving
+  // until Shutdown() (SIGTERM): CheckIn answers `finished`, health stays SERVING, metrics stay
+  // up. "serve" is for a Deployment, which restarts a container that exits, even with 0.
+  std::string after_finish = "exit";
   // Client identity and limits (server/access_control.h).
   std::string secret_file;  // "" = $EDGEFL_SERVER_SECRET or none (open enrollment)
   std::string token_uses;   // "" = <out>/token_uses
@@ -44,6 +49,13 @@ struct ServerOptions {
   double join_per_minute = 30;
   double checkin_per_minute = 60;
   int64_t max_update_bytes_per_round = 0;  // 0 = 4 x the dense model size + 1 MiB
+  // Uploads received at once; more are refused RESOURCE_EXHAUSTED with a retry hint (>= 1).
+  int max_concurrent_uploads = 4;
+  // An upload that sends nothing for this long is cancelled and counted "report_stalled" (> 0).
+  double upload_stall_seconds = 30;
+  // Memory gRPC's transport may hold for all connections, MiB (0 = unbounded); see
+  // GrpcServerOptions::max_transport_mb.
+  int max_transport_mb = 64;
   // Set (address non-empty): run as a regional aggregator of that upstream coordinator
   // (server/upstream_link.h): rounds come from upstream, the config's aggregation must only
   // average (CheckAggregatorConfig), and there is no evaluation, checkpoint or resume here.
@@ -73,11 +85,15 @@ class FlServer {
 
   // Runs every remaining round (as a regional aggregator: every upstream task, until the
   // upstream's run is over), then tells polling clients the run is over (for at most
-  // finish_grace_seconds), stops serving and prints the summary line on stdout. The scheduler's
-  // errors (DEADLINE_EXCEEDED, UNAVAILABLE, CANCELLED after Shutdown) come back logged as "run
-  // stopped"; INTERNAL when a checkpoint or metrics line could not be written. Call once.
+  // finish_grace_seconds), writes report.html, prints the summary line on stdout and stops
+  // serving; with after_finish "serve" it keeps serving (`finished`) until Shutdown() instead and
+  // then returns OK. The scheduler's errors (DEADLINE_EXCEEDED, UNAVAILABLE, CANCELLED after
+  // Shutdown) come back logged as "run stopped". A checkpoint, final model or metrics line that
+  // cannot be written (a full or read-only volume) stops the run at once: INTERNAL naming the
+  // file and the reason; the files written before stay as they were. Call once.
   absl::Status Run();
-  // Makes Run() return CANCELLED soon. Thread-safe (e.g. from a signal-waiting thread).
+  // Makes Run() return CANCELLED soon, or OK once the run is finished. Thread-safe (e.g. from a
+  // signal-waiting thread).
   void Shutdown();
 
   int port() const;

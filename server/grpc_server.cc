@@ -2,6 +2,7 @@
 
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
 
 #include "absl/strings/str_cat.h"
 
@@ -56,6 +57,13 @@ absl::StatusOr<StartedGrpcServer> StartGrpcServer(const GrpcServerOptions& optio
       options.credentials != nullptr ? options.credentials : grpc::InsecureServerCredentials(),
       &started.port);
   for (grpc::Service* service : services) builder.RegisterService(service);
+  if (options.max_sync_threads > 0 || options.max_transport_mb > 0) {
+    grpc::ResourceQuota quota("edgefl-server");
+    if (options.max_sync_threads > 0) quota.SetMaxThreads(options.max_sync_threads);
+    // Under pressure gRPC shrinks its per-connection read buffers instead of growing them.
+    if (options.max_transport_mb > 0) quota.Resize(static_cast<size_t>(options.max_transport_mb) << 20);
+    builder.SetResourceQuota(quota);
+  }
   builder.SetMaxReceiveMessageSize(options.max_message_mb << 20);
   builder.SetMaxSendMessageSize(options.max_message_mb << 20);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, channel_args::kKeepaliveTimeMs);

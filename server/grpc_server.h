@@ -22,6 +22,15 @@ struct GrpcServerOptions {
   std::shared_ptr<grpc::ServerCredentials> credentials;
   // Message size limit in MiB, both directions (--max_message_mb).
   int max_message_mb = channel_args::kDefaultMaxMessageMb;
+  // Threads for the synchronous handlers (Join, Report). CheckIn long polls use the callback API
+  // and need none; uploads are admitted a few at a time (CoordinatorService), so this bounds the
+  // server's threads whatever the number of devices. A call that finds every thread busy is
+  // answered RESOURCE_EXHAUSTED by gRPC, which devices retry with backoff.
+  int max_sync_threads = 64;
+  // Memory gRPC's transport may hold for all connections (read buffers, frames), MiB; 0 = no
+  // bound. With it, a burst of uploads from a large fleet does not grow the server's memory
+  // with the number of devices: gRPC reads in smaller pieces under pressure.
+  int max_transport_mb = 0;
 };
 
 struct StartedGrpcServer {

@@ -72,7 +72,8 @@ RoundScheduler::RoundScheduler(Options options, ClientRegistry* registry,
       on_round_done_(std::move(on_round_done)),
       clock_(clock),
       num_params_(models::NumParameters(options_.spec)),
-      layout_(LayoutOf(options_.spec)) {
+      layout_(LayoutOf(options_.spec)),
+      buffered_(options_.config.aggregation().mode() == "buffered") {
   absl::MutexLock lock(&mu_);
   max_updates_ = strategy->max_updates_per_round();
   strategy_ = std::move(strategy);
@@ -127,8 +128,11 @@ void RoundScheduler::PublishLocked(int64_t version) {
 }
 
 void RoundScheduler::Shutdown() {
-  absl::MutexLock lock(&mu_);
-  shutdown_ = true;
+  {
+    absl::MutexLock lock(&mu_);
+    shutdown_ = true;
+  }
+  NotifyChange();
 }
 
 bool RoundScheduler::finished() const {
@@ -180,6 +184,7 @@ void RoundScheduler::OpenAttempt(int64_t round, int attempt,
   reported_.clear();
   declined_.clear();
   reported_samples_ = 0;
+  refused_.clear();
   aggregation::RoundContext context(round);
   context.num_selected = static_cast<int>(selected.size());
   context.num_eligible = num_eligible;
@@ -220,15 +225,25 @@ absl::Status RoundScheduler::Run() {
       int target = aggregation::TargetClients(num_eligible, config.sampling().fraction(),
                                               config.sampling().min_clients());
       if (max_updates_ > 0) target = std::min(target, max_updates_);
+      double over_selection = config.sampling().over_selection();
+      if (buffered_) {
+        // FedBuff: offer the version to `concurrency` devices (all by default); it closes after
+        // buffer_size updates, from them or from devices still training on older versions.
+        const int concurrency = config.aggregation().buffered().concurrency();
+        const int offered = concurrency > 0 ? std::min(concurrency, num_eligible) : num_eligible;
+        target = config.aggregation().buffered().buffer_size();
+        over_selection = std::max(0.0, static_cast<double>(offered) / target - 1);
+      }
       std::vector<std::string> selected = aggregation::SelectClients(
-          std::move(eligible), target, config.sampling().over_selection(), config.seed(), round,
-          attempt);
+          std::move(eligible), target, over_selection, config.seed(), round, attempt);
       // A buffering rule holds at most max_updates_: over-selection stays within it too.
       if (max_updates_ > 0 && static_cast<int>(selected.size()) > max_updates_) {
         selected.resize(max_updates_);
       }
-      const int need = std::max(1, static_cast<int>(std::ceil(config.quorum() * target - 1e-9)));
+      const int need =
+          buffered_ ? 1 : std::max(1, static_cast<int>(std::ceil(config.quorum() * target - 1e-9)));
       OpenAttempt(round, attempt, selected, target, num_eligible);
+      NotifyChange();
       EDGEFL_LOG_INFO("round ", round, "/", config.rounds(), " attempt ", attempt, ": selected ",
                       selected.size(), " clients (target ", target, ", quorum ", need, ")");
 
@@ -243,7 +258,10 @@ absl::Status RoundScheduler::Run() {
       const int reported = static_cast<int>(reported_.size());
       if (reported >= need) {
         stats_.set_clients_reported(reported);
-        stats_.set_clients_failed(static_cast<int>(selected_.size()) - reported);
+        // Buffered: the offered devices that did not report this version are still training (their
+        // updates arrive in a later version); only declines count as failures.
+        stats_.set_clients_failed(buffered_ ? static_cast<int>(declined_.size())
+                                            : static_cast<int>(selected_.size()) - reported);
         const absl::Time aggregate_start = clock_->Now();
         absl::Status s = strategy_->Aggregate(absl::MakeSpan(global_), stats_.clients_failed());
         stats_.set_aggregation_seconds(absl::ToDoubleSeconds(clock_->Now() - aggregate_start));
@@ -302,8 +320,11 @@ absl::Status RoundScheduler::Run() {
     queue_mu_.Await(absl::Condition(&empty));
   }
   if (worker_.joinable()) worker_.join();
-  absl::MutexLock lock(&mu_);
-  finished_ = true;
+  {
+    absl::MutexLock lock(&mu_);
+    finished_ = true;
+  }
+  NotifyChange();
   return absl::OkStatus();
 }
 
@@ -370,31 +391,36 @@ absl::StatusOr<RoundScheduler::ExternalResult> RoundScheduler::RunExternalRound(
                   upstream.model_version(), "): selected ", selected.size(), " devices (target ",
                   target, ", quorum ", need, "), closing in ",
                   absl::FormatDuration(absl::Trunc(close_by - start, absl::Milliseconds(100))));
+  {
+    absl::MutexLock lock(&mu_);
+    round_ = round;
+    attempt_ = attempt;
+    target_ = target;
+    selected_ = absl::flat_hash_set<std::string>(selected.begin(), selected.end());
+    reported_.clear();
+    declined_.clear();
+    refused_.clear();
+    reported_samples_ = 0;
+    aggregation::RoundContext context(round);
+    context.num_selected = static_cast<int>(selected.size());
+    context.num_eligible = num_eligible;
+    strategy_->BeginRound(context);
+    deadline_ = close_by;
+    task_.Clear();
+    task_.set_round(round);
+    task_.set_attempt(attempt);
+    task_.set_model_version(snapshot_->version);
+    *task_.mutable_config() = upstream.config();
+    *task_.mutable_spec() = options_.spec;
+    task_.set_total_bytes(snapshot_->payload.size());
+    task_.set_sha256(snapshot_->sha256);
+    task_.set_deadline_unix_seconds(absl::ToDoubleSeconds(deadline_ - absl::UnixEpoch()));
+    stats_.set_clients_selected(static_cast<int>(selected.size()));
+    stats_.set_attempts(attempt);
+    open_ = true;
+  }
+  NotifyChange();  // pollers (TryTask) may now get the task
   absl::MutexLock lock(&mu_);
-  round_ = round;
-  attempt_ = attempt;
-  target_ = target;
-  selected_ = absl::flat_hash_set<std::string>(selected.begin(), selected.end());
-  reported_.clear();
-  declined_.clear();
-  reported_samples_ = 0;
-  aggregation::RoundContext context(round);
-  context.num_selected = static_cast<int>(selected.size());
-  context.num_eligible = num_eligible;
-  strategy_->BeginRound(context);
-  deadline_ = close_by;
-  task_.Clear();
-  task_.set_round(round);
-  task_.set_attempt(attempt);
-  task_.set_model_version(snapshot_->version);
-  *task_.mutable_config() = upstream.config();
-  *task_.mutable_spec() = options_.spec;
-  task_.set_total_bytes(snapshot_->payload.size());
-  task_.set_sha256(snapshot_->sha256);
-  task_.set_deadline_unix_seconds(absl::ToDoubleSeconds(deadline_ - absl::UnixEpoch()));
-  stats_.set_clients_selected(static_cast<int>(selected.size()));
-  stats_.set_attempts(attempt);
-  open_ = true;
   auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return shutdown_ || static_cast<int>(reported_.size()) >= target_ ||
            reported_.size() + declined_.size() >= selected_.size();
@@ -424,13 +450,16 @@ absl::StatusOr<RoundScheduler::ExternalResult> RoundScheduler::RunExternalRound(
 }
 
 void RoundScheduler::FinishExternal(int64_t version, const std::vector<float>* final_model) {
-  absl::MutexLock lock(&mu_);
-  open_ = false;
-  if (final_model != nullptr && static_cast<int64_t>(final_model->size()) == num_params_) {
-    global_ = *final_model;
-    PublishLocked(version);
+  {
+    absl::MutexLock lock(&mu_);
+    open_ = false;
+    if (final_model != nullptr && static_cast<int64_t>(final_model->size()) == num_params_) {
+      global_ = *final_model;
+      PublishLocked(version);
+    }
+    finished_ = true;
   }
-  finished_ = true;
+  NotifyChange();
 }
 
 void RoundScheduler::WorkerLoop() {
@@ -456,23 +485,13 @@ void RoundScheduler::WorkerLoop() {
   }
 }
 
-PollOutcome RoundScheduler::WaitForTask(const std::string& client_id, absl::Duration max_wait,
-                                        const std::function<bool()>& cancelled, TaskGrant* grant) {
-  const absl::Time until = clock_->Now() + max_wait;
-  absl::MutexLock lock(&mu_);
-  auto ready = [this, &client_id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return finished_ || shutdown_ ||
-           (open_ && selected_.contains(client_id) && !reported_.contains(client_id) &&
-            !declined_.contains(client_id));
-  };
-  while (true) {
-    const absl::Time now = clock_->Now();
-    if (clock_->AwaitWithDeadline(&mu_, absl::Condition(&ready),
-                                  std::min(until, now + absl::Seconds(1)))) {
-      break;
-    }
-    if (clock_->Now() >= until || (cancelled && cancelled())) return PollOutcome::kIdle;
-  }
+bool RoundScheduler::TaskReadyLocked(const std::string& client_id) const {
+  return finished_ || shutdown_ ||
+         (open_ && selected_.contains(client_id) && !reported_.contains(client_id) &&
+          !declined_.contains(client_id));
+}
+
+PollOutcome RoundScheduler::GrantLocked(const std::string& client_id, TaskGrant* grant) {
   if (finished_ || shutdown_) {
     if (finished_ && snapshot_ != nullptr) {
       grant->task = task_;  // the last round's config (empty after a resume with nothing to do)
@@ -487,7 +506,42 @@ PollOutcome RoundScheduler::WaitForTask(const std::string& client_id, absl::Dura
   }
   grant->task = task_;
   grant->model = snapshot_;
+  if (buffered_) granted_[client_id] = snapshot_->version;
   return PollOutcome::kTask;
+}
+
+PollOutcome RoundScheduler::WaitForTask(const std::string& client_id, absl::Duration max_wait,
+                                        const std::function<bool()>& cancelled, TaskGrant* grant) {
+  const absl::Time until = clock_->Now() + max_wait;
+  absl::MutexLock lock(&mu_);
+  auto ready = [this, &client_id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return TaskReadyLocked(client_id);
+  };
+  while (true) {
+    const absl::Time now = clock_->Now();
+    if (clock_->AwaitWithDeadline(&mu_, absl::Condition(&ready),
+                                  std::min(until, now + absl::Seconds(1)))) {
+      break;
+    }
+    if (clock_->Now() >= until || (cancelled && cancelled())) return PollOutcome::kIdle;
+  }
+  return GrantLocked(client_id, grant);
+}
+
+PollOutcome RoundScheduler::TryTask(const std::string& client_id, TaskGrant* grant) {
+  absl::MutexLock lock(&mu_);
+  if (!TaskReadyLocked(client_id)) return PollOutcome::kIdle;
+  return GrantLocked(client_id, grant);
+}
+
+void RoundScheduler::SetChangeListener(std::function<void()> fn) {
+  absl::MutexLock lock(&listener_mu_);
+  listener_ = std::move(fn);
+}
+
+void RoundScheduler::NotifyChange() {
+  absl::MutexLock lock(&listener_mu_);
+  if (listener_) listener_();
 }
 
 bool RoundScheduler::Decline(const std::string& client_id, int64_t round, int attempt,
@@ -510,9 +564,48 @@ absl::Status RoundScheduler::CheckReport(const proto::ReportHeader& header) cons
 }
 
 absl::Status RoundScheduler::CheckReportLocked(const proto::ReportHeader& header) const {
+  if (!open_ && buffered_ && !finished_ && !shutdown_ && round_ < options_.config.rounds()) {
+    // Between two versions (the aggregation step): the update is still good a moment later.
+    return WithReason(
+        absl::UnavailableError("between two model versions; retry in a moment"),
+        "between_versions");
+  }
   if (!open_) {
     return absl::FailedPreconditionError(
         absl::StrCat("no round is open (last round ", round_, "); the update came too late"));
+  }
+  if (buffered_) {
+    // Any version the device was handed, within max_staleness of the newest.
+    auto granted = granted_.find(header.client_id());
+    if (granted == granted_.end()) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "client ", header.client_id(), " holds no task (it was not offered a version or already "
+          "reported against it)"));
+    }
+    if (header.model_version() != granted->second) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "update computed against model version ", header.model_version(), "; client ",
+          header.client_id(), " was handed version ", granted->second));
+    }
+    const int64_t staleness = snapshot_->version - header.model_version();
+    const int max_staleness = options_.config.aggregation().buffered().max_staleness();
+    if (staleness > max_staleness) {
+      return WithReason(absl::FailedPreconditionError(absl::StrCat(
+                            "update is ", staleness, " versions stale (against version ",
+                            header.model_version(), ", newest ", snapshot_->version,
+                            "); buffered.max_staleness is ", max_staleness)),
+                        "too_stale");
+    }
+    if (reported_.contains(header.client_id())) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "client ", header.client_id(), " already reported for version ", snapshot_->version));
+    }
+    if (refused_.contains(header.client_id())) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "client ", header.client_id(), "'s update for version ", snapshot_->version,
+          " was refused; it takes no further update for this version"));
+    }
+    return absl::OkStatus();
   }
   if (header.round() != round_ || header.attempt() != attempt_) {
     return absl::FailedPreconditionError(absl::StrCat("update for round ", header.round(),
@@ -533,21 +626,70 @@ absl::Status RoundScheduler::CheckReportLocked(const proto::ReportHeader& header
     return absl::FailedPreconditionError(
         absl::StrCat("client ", header.client_id(), " already reported for round ", round_));
   }
+  if (refused_.contains(header.client_id())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("client ", header.client_id(), "'s update for round ", round_, " attempt ",
+                     attempt_, " was refused; it takes no further update in this attempt"));
+  }
   if (clock_->Now() > deadline_) {
     return absl::FailedPreconditionError(absl::StrCat("round ", round_, " deadline has passed"));
   }
   return absl::OkStatus();
 }
 
+double RoundScheduler::StalenessWeight(int64_t staleness) const {
+  if (staleness <= 0) return 1;
+  return std::pow(1.0 + static_cast<double>(staleness),
+                  -options_.config.aggregation().buffered().staleness_exponent());
+}
+
+absl::Status RoundScheduler::AccumulateScaled(absl::Span<const float> delta, uint64_t num_samples,
+                                              double scale) {
+  if (scale == 1) return strategy_->Accumulate(delta, num_samples);
+  scratch_.resize(delta.size());
+  for (size_t i = 0; i < delta.size(); ++i) {
+    scratch_[i] = static_cast<float>(static_cast<double>(delta[i]) * scale);
+  }
+  return strategy_->Accumulate(scratch_, num_samples);
+}
+
+absl::Status RoundScheduler::RefuseReport(const proto::ReportHeader& header,
+                                          absl::Status refusal) {
+  absl::MutexLock lock(&mu_);
+  return RefuseLocked(header, std::move(refusal));
+}
+
+absl::Status RoundScheduler::RefuseLocked(const proto::ReportHeader& header,
+                                          absl::Status refusal) {
+  // Only a bad update ends the client's attempt; a refusal about the round (closed, another
+  // attempt, already reported) or a transient one leaves it as it was.
+  if (!absl::IsInvalidArgument(refusal) || !CheckReportLocked(header).ok()) return refusal;
+  refused_.insert(header.client_id());
+  declined_.insert(header.client_id());
+  stats_.set_clients_refused(stats_.clients_refused() + 1);
+  EDGEFL_LOG_WARN("round ", round_, " attempt ", attempt_, ": the update of client ",
+                  header.client_id(), " was refused (", refusal.message(),
+                  "); it is done for this attempt");
+  return refusal;
+}
+
 absl::Status RoundScheduler::SubmitLocked(const proto::ReportHeader& header,
                                           const std::function<absl::Status()>& accumulate) {
   if (header.num_samples() == 0) {
-    return absl::InvalidArgumentError("num_samples must be > 0");
+    return RefuseLocked(header, absl::InvalidArgumentError("num_samples must be > 0"));
   }
   RETURN_IF_ERROR(CheckReportLocked(header));
-  RETURN_IF_ERROR(accumulate());
+  if (absl::Status s = accumulate(); !s.ok()) return RefuseLocked(header, std::move(s));
   reported_.insert(header.client_id());
   reported_samples_ += header.num_samples();
+  if (buffered_) {
+    granted_.erase(header.client_id());
+    const int64_t staleness = snapshot_->version - header.model_version();
+    if (staleness > 0) {
+      stats_.set_updates_stale(stats_.updates_stale() + 1);
+      stats_.set_staleness_max(std::max<int32_t>(stats_.staleness_max(), staleness));
+    }
+  }
   const double student = header.metrics().student_local_accuracy();
   if (std::isfinite(student) && student > 0 && student <= 1) {
     stats_.set_student_accuracy_sum(stats_.student_accuracy_sum() + student);
@@ -558,18 +700,20 @@ absl::Status RoundScheduler::SubmitLocked(const proto::ReportHeader& header,
 
 absl::Status RoundScheduler::SubmitUpdate(const proto::ReportHeader& header,
                                           absl::Span<const float> delta) {
-  if (static_cast<int64_t>(delta.size()) != num_params_) {
-    return absl::InvalidArgumentError(absl::StrCat("update holds ", delta.size(),
-                                                   " values; the model has ", num_params_));
-  }
   absl::MutexLock lock(&mu_);
   return SubmitLocked(header, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (static_cast<int64_t>(delta.size()) != num_params_) {
+      return absl::InvalidArgumentError(absl::StrCat("update holds ", delta.size(),
+                                                     " values; the model has ", num_params_));
+    }
     if (task_.config().uplink() != "dense") {
       return absl::InvalidArgumentError(absl::StrCat("a dense update, but round ", round_,
                                                      " takes updates encoded as ",
                                                      task_.config().uplink()));
     }
-    return strategy_->Accumulate(delta, header.num_samples());
+    return AccumulateScaled(delta, header.num_samples(),
+                            buffered_ ? StalenessWeight(snapshot_->version - header.model_version())
+                                      : 1.0);
   });
 }
 
@@ -583,7 +727,15 @@ absl::Status RoundScheduler::SubmitEncodedUpdate(const proto::ReportHeader& head
                                                      ", but round ", round_, " takes ",
                                                      task_.config().uplink()));
     }
-    return strategy_->AccumulateEncoded(encoded, layout_, chain, header.num_samples());
+    const double weight =
+        buffered_ ? StalenessWeight(snapshot_->version - header.model_version()) : 1.0;
+    if (weight == 1) {
+      return strategy_->AccumulateEncoded(encoded, layout_, chain, header.num_samples());
+    }
+    // A stale update: decoded densely so that it can be scaled (one reused O(model) scratch).
+    RETURN_IF_ERROR(compression::DecodeToDense(encoded, layout_, &scratch_));
+    for (float& v : scratch_) v = static_cast<float>(static_cast<double>(v) * weight);
+    return strategy_->Accumulate(scratch_, header.num_samples());
   });
 }
 
@@ -594,12 +746,13 @@ std::string RoundScheduler::current_uplink() const {
 
 void RoundScheduler::AddBytesDown(int64_t round, uint64_t bytes) {
   absl::MutexLock lock(&mu_);
-  if (round == stats_.round()) stats_.set_bytes_down(stats_.bytes_down() + bytes);
+  // Buffered: traffic of older versions' tasks lands in the version being built.
+  if (round == stats_.round() || buffered_) stats_.set_bytes_down(stats_.bytes_down() + bytes);
 }
 
 void RoundScheduler::AddBytesUp(int64_t round, uint64_t bytes) {
   absl::MutexLock lock(&mu_);
-  if (round == stats_.round()) stats_.set_bytes_up(stats_.bytes_up() + bytes);
+  if (round == stats_.round() || buffered_) stats_.set_bytes_up(stats_.bytes_up() + bytes);
 }
 
 void RoundScheduler::CountRejection(const std::string& reason) {

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -52,6 +53,14 @@ struct TaskGrant {
 enum class PollOutcome { kIdle, kTask, kFinished };
 
 // Thread-safe: Run() on one thread; the other methods from gRPC handler threads.
+//
+// With aggregation.mode "buffered" (FedBuff, Nguyen et al. 2022) a "round" is a model version:
+// it opens for the sampled devices (buffered.concurrency, 0 = all eligible), closes as soon as
+// buffered.buffer_size updates arrived (or every offered device reported or declined; or at the
+// deadline with at least one), and the next opens at once. An update may have been computed
+// against any version the device was handed, up to buffered.max_staleness versions old; it is
+// folded in scaled by (1 + staleness)^-staleness_exponent. A device contributes at most once
+// per version; one that reported is offered the next version when it opens.
 class RoundScheduler {
  public:
   // Called with a closed round's figures and the new global model; must not call back into the
@@ -101,6 +110,15 @@ class RoundScheduler {
   // with final_model set, for a client that asks for it.
   PollOutcome WaitForTask(const std::string& client_id, absl::Duration max_wait,
                           const std::function<bool()>& cancelled, TaskGrant* grant);
+  // The non-blocking form of WaitForTask for the callback CheckIn (server/poll_hub.h): kTask or
+  // kFinished, with `grant` filled exactly as WaitForTask fills it, when that is the answer now;
+  // kIdle when the client would have to wait.
+  PollOutcome TryTask(const std::string& client_id, TaskGrant* grant);
+  // `fn` is called whenever TryTask's answer may have changed from kIdle for some client: an
+  // attempt opened, the run finished, Shutdown. It runs on the thread that made the change,
+  // without the scheduler's lock held, and must not block; it may call TryTask. Replaces the
+  // previous listener; an empty `fn` removes it (returns once no call of the old one is running).
+  void SetChangeListener(std::function<void()> fn);
 
   // Records that `client_id` declines the task of (round, attempt) for `reason` (a metric key the
   // caller validated): counted in RoundRecord.declined, and the round no longer waits for it nor
@@ -114,7 +132,10 @@ class RoundScheduler {
   absl::Status CheckReport(const proto::ReportHeader& header) const;
   // Re-checks the header (the round may have closed meanwhile) and folds the dense delta into the
   // strategy. INVALID_ARGUMENT for a wrong size, non-finite values or zero samples, leaving the
-  // round's aggregate unchanged.
+  // round's aggregate unchanged. A refused update (INVALID_ARGUMENT) ends the client's part in the
+  // attempt, as RefuseReport does: its client would only train the same task again (a diverged
+  // model gives every honest client a NaN update), so it is not offered the task again and the
+  // round does not wait for it.
   // The strategy's filters run here (aggregation/pipeline.h): with a norm bound, an update whose
   // L2 norm exceeds it is refused (INVALID_ARGUMENT, reason "update_norm") under on_violation
   // "reject", or scaled down to the bound and counted in RoundRecord.updates_clipped under "clip".
@@ -124,6 +145,15 @@ class RoundScheduler {
   // O(model) scratch). INVALID_ARGUMENT for a malformed encoding or another chain.
   absl::Status SubmitEncodedUpdate(const proto::ReportHeader& header, absl::string_view encoded,
                                    const compression::ChainSpec& chain);
+  // Records that a report which passed CheckReport was refused with `refusal` before it reached
+  // SubmitUpdate (a malformed header or payload) and returns `refusal` unchanged. When `refusal`
+  // is INVALID_ARGUMENT (the update itself is bad) and `header` is still for the open attempt,
+  // the client is done for that attempt: counted in RoundRecord.clients_refused (and in
+  // clients_failed), not offered the task again, not waited for, and a later report from it in
+  // the attempt is FAILED_PRECONDITION. Any other refusal (RESOURCE_EXHAUSTED admission, DATA_LOSS
+  // on a corrupted upload the client retries, FAILED_PRECONDITION for a closed round) leaves the
+  // client free to report.
+  absl::Status RefuseReport(const proto::ReportHeader& header, absl::Status refusal);
   // The uplink chain of the open round (canonical text; "dense" before the first round).
   std::string current_uplink() const;
 
@@ -174,11 +204,24 @@ class RoundScheduler {
   absl::Status CheckReportLocked(const proto::ReportHeader& header) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void PublishLocked(int64_t version) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // See RefuseReport.
+  absl::Status RefuseLocked(const proto::ReportHeader& header, absl::Status refusal)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Checks the header, folds the update in with `accumulate` and marks the client reported.
   absl::Status SubmitLocked(const proto::ReportHeader& header,
                             const std::function<absl::Status()>& accumulate)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WorkerLoop();
+  // WaitForTask's readiness test and grant, shared with TryTask.
+  bool TaskReadyLocked(const std::string& client_id) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  PollOutcome GrantLocked(const std::string& client_id, TaskGrant* grant)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Buffered mode: the staleness of an update against the newest version, and its weight.
+  double StalenessWeight(int64_t staleness) const;
+  // Folds a dense update in, scaled by `scale` (1 = as is) through scratch_.
+  absl::Status AccumulateScaled(absl::Span<const float> delta, uint64_t num_samples, double scale)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void NotifyChange();
 
   const Options options_;
   ClientRegistry* const registry_;
@@ -203,10 +246,24 @@ class RoundScheduler {
   proto::Task task_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> selected_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> reported_ ABSL_GUARDED_BY(mu_);
+  // Selected clients the open attempt no longer waits for nor offers its task to: those that
+  // declined it (counted in RoundRecord.declined) and those in refused_.
   absl::flat_hash_set<std::string> declined_ ABSL_GUARDED_BY(mu_);
+  // Selected clients whose update for the open attempt was refused (RefuseReport): done for the
+  // attempt. Always also in declined_, which is what WaitForTask and the close condition read.
+  absl::flat_hash_set<std::string> refused_ ABSL_GUARDED_BY(mu_);
   proto::RoundRecord stats_ ABSL_GUARDED_BY(mu_);  // of the open round
   int64_t total_rejections_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t reported_samples_ ABSL_GUARDED_BY(mu_) = 0;  // of the open round
+  // aggregation.mode "buffered" (FedBuff): the model version each client was last handed, until
+  // it reports against it; an update's staleness is snapshot_->version - that version.
+  const bool buffered_;
+  absl::flat_hash_map<std::string, int64_t> granted_ ABSL_GUARDED_BY(mu_);
+  std::vector<float> scratch_ ABSL_GUARDED_BY(mu_);  // a stale update, decoded and scaled
+
+  // Held while the change listener runs, so that removing it waits for a running call.
+  absl::Mutex listener_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  std::function<void()> listener_ ABSL_GUARDED_BY(listener_mu_);
 
   // Worker queue (round done callbacks).
   absl::Mutex queue_mu_;

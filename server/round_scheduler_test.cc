@@ -1,12 +1,14 @@
 #include "server/round_scheduler.h"
 #include "server/strategy_registry.h"
 
+#include <cmath>
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "server/config.h"
 #include "common/model_layout.h"
+#include "common/status_reason.h"
 #include "common/testing/simulated_clock.h"
 #include "compression/update_codec.h"
 #include "gtest/gtest.h"
@@ -217,25 +219,111 @@ TEST_F(SchedulerFixture, MissedQuorumRetriesThenFails) {
 }
 
 TEST_F(SchedulerFixture, RejectsBadReportsWithoutTouchingTheRound) {
-  SetUpScheduler(/*clients=*/1, /*deadline_s=*/30, /*rounds=*/1);
+  // A refused update ends its client's attempt: each bad update comes from its own client.
+  SetUpScheduler(/*clients=*/3, /*deadline_s=*/30, /*rounds=*/1, /*max_attempts=*/3,
+                 /*quorum=*/0.3);
   StartRun();
-  TaskGrant g;
-  ASSERT_TRUE(GetTask(ids_[0], &g));
+  TaskGrant g[3];
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(GetTask(ids_[i], &g[i]));
   std::vector<float> nan = {1, std::numeric_limits<float>::quiet_NaN(), 1, 1};
-  EXPECT_EQ(scheduler_->SubmitUpdate(Header(ids_[0], g, 1), nan).code(),
+  EXPECT_EQ(scheduler_->SubmitUpdate(Header(ids_[0], g[0], 1), nan).code(),
             absl::StatusCode::kInvalidArgument);
   std::vector<float> small = {1, 1};
-  EXPECT_EQ(scheduler_->SubmitUpdate(Header(ids_[0], g, 1), small).code(),
+  EXPECT_EQ(scheduler_->SubmitUpdate(Header(ids_[1], g[1], 1), small).code(),
             absl::StatusCode::kInvalidArgument);
-  proto::ReportHeader stranger = Header("c-stranger", g, 1);
+  proto::ReportHeader stranger = Header("c-stranger", g[2], 1);
   EXPECT_EQ(scheduler_->CheckReport(stranger).code(), absl::StatusCode::kPermissionDenied);
-  proto::ReportHeader stale = Header(ids_[0], g, 1);
+  proto::ReportHeader stale = Header(ids_[2], g[2], 1);
   stale.set_model_version(3);
   EXPECT_EQ(scheduler_->CheckReport(stale).code(), absl::StatusCode::kFailedPrecondition);
   std::vector<float> zero = {0, 0, 0, 0};
-  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], g, 5), zero).ok());
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[2], g[2], 5), zero).ok());
   ASSERT_TRUE(JoinRun().ok());
   EXPECT_EQ(models_[0], (std::vector<float>{1, 2, 3, 4}));
+  EXPECT_EQ(done_[0].clients_reported(), 1);
+  EXPECT_EQ(done_[0].clients_refused(), 2);
+  EXPECT_EQ(done_[0].clients_failed(), 2);
+}
+
+// A client whose update was refused as bad is done for the attempt: it is not handed the task
+// again (a client whose model diverged would retrain it, fail again, and keep the round open
+// until its deadline), its later reports in the attempt are refused, and the round closes without
+// it. A refusal that is not about the update (corrupted upload, admission) leaves it free.
+TEST_F(SchedulerFixture, ARefusedClientIsDoneForTheAttemptAndNotWaitedFor) {
+  SetUpScheduler(/*clients=*/2, /*deadline_s=*/300, /*rounds=*/2);
+  StartRun();
+  TaskGrant g0, g1;
+  ASSERT_TRUE(GetTask(ids_[0], &g0));
+  ASSERT_TRUE(GetTask(ids_[1], &g1));
+  // Transient refusals (the client retries the same upload) do not end client 0's attempt.
+  EXPECT_EQ(scheduler_->RefuseReport(Header(ids_[0], g0, 1), absl::DataLossError("sha256")).code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(scheduler_->RefuseReport(Header(ids_[0], g0, 1), absl::ResourceExhaustedError("busy"))
+                .code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(scheduler_->CheckReport(Header(ids_[0], g0, 1)).ok());
+  // A refusal for another attempt changes nothing either.
+  proto::ReportHeader other_attempt = Header(ids_[0], g0, 1);
+  other_attempt.set_attempt(2);
+  EXPECT_EQ(scheduler_->RefuseReport(other_attempt, absl::InvalidArgumentError("bad")).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(scheduler_->CheckReport(Header(ids_[0], g0, 1)).ok());
+  // Client 1's update is NaN: refused, and client 1 is done for round 1 attempt 1.
+  const std::vector<float> nan = {1, std::numeric_limits<float>::quiet_NaN(), 1, 1};
+  EXPECT_EQ(scheduler_->SubmitUpdate(Header(ids_[1], g1, 1), nan).code(),
+            absl::StatusCode::kInvalidArgument);
+  TaskGrant again;
+  EXPECT_EQ(scheduler_->WaitForTask(ids_[1], absl::Milliseconds(100), nullptr, &again),
+            PollOutcome::kIdle);
+  const std::vector<float> d = {1, 1, 1, 1};
+  absl::Status second = scheduler_->SubmitUpdate(Header(ids_[1], g1, 1), d);
+  EXPECT_EQ(second.code(), absl::StatusCode::kFailedPrecondition) << second;
+  EXPECT_NE(second.message().find("was refused"), absl::string_view::npos) << second;
+  EXPECT_FALSE(scheduler_->Decline(ids_[1], 1, 1, "battery_low"));  // already out
+  // Client 0 reports: the round closes on it, long before the 300 s deadline.
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], g0, 1), d).ok());
+  // Round 2 is a new attempt: client 1 gets its task again and may report.
+  TaskGrant r0, r1;
+  ASSERT_TRUE(GetTask(ids_[0], &r0));
+  ASSERT_TRUE(GetTask(ids_[1], &r1));
+  EXPECT_EQ(r1.task.round(), 2);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], r0, 1), d).ok());
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[1], r1, 1), d).ok());
+  ASSERT_TRUE(JoinRun().ok());
+  ASSERT_EQ(done_.size(), 2u);
+  EXPECT_EQ(done_[0].attempts(), 1);
+  EXPECT_EQ(done_[0].clients_reported(), 1);
+  EXPECT_EQ(done_[0].clients_refused(), 1);
+  EXPECT_EQ(done_[0].clients_failed(), 1);
+  EXPECT_EQ(done_[0].clients_declined(), 0);
+  EXPECT_EQ(done_[1].clients_reported(), 2);
+  EXPECT_EQ(done_[1].clients_refused(), 0);
+  EXPECT_EQ(models_[0], (std::vector<float>{2, 3, 4, 5}));  // the NaN never reached the model
+  EXPECT_EQ(models_[1], (std::vector<float>{3, 4, 5, 6}));
+}
+
+// When every selected client's update is refused (the model has diverged: all updates are NaN),
+// each attempt closes at once and misses its quorum; the run ends after max_round_attempts
+// instead of waiting out every attempt's deadline.
+TEST_F(SchedulerFixture, AnAttemptWhoseClientsAreAllRefusedClosesAtOnce) {
+  SetUpScheduler(/*clients=*/2, /*deadline_s=*/300, /*rounds=*/1, /*max_attempts=*/2);
+  const absl::Time start = absl::Now();
+  StartRun();
+  const std::vector<float> nan = {std::numeric_limits<float>::quiet_NaN(), 1, 1, 1};
+  for (int attempt = 1; attempt <= 2; ++attempt) {
+    for (int i = 0; i < 2; ++i) {
+      TaskGrant g;
+      ASSERT_TRUE(GetTask(ids_[i], &g));
+      EXPECT_EQ(g.task.attempt(), attempt);
+      EXPECT_EQ(scheduler_->SubmitUpdate(Header(ids_[i], g, 1), nan).code(),
+                absl::StatusCode::kInvalidArgument);
+    }
+  }
+  EXPECT_EQ(JoinRun().code(), absl::StatusCode::kUnavailable);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(60));
+  EXPECT_TRUE(done_.empty());
 }
 
 TEST_F(SchedulerFixture, SamplingSelectsFractionAndRefusesOthers) {
@@ -259,19 +347,24 @@ TEST_F(SchedulerFixture, SamplingSelectsFractionAndRefusesOthers) {
 
 TEST_F(SchedulerFixture, NormBoundRejectsLargeDenseUpdates) {
   bounds_.set_max_l2_norm(3.0);  // on_violation defaults to "reject"
-  SetUpScheduler(/*clients=*/1, /*deadline_s=*/30, /*rounds=*/1);
+  SetUpScheduler(/*clients=*/2, /*deadline_s=*/30, /*rounds=*/1);
   StartRun();
-  TaskGrant g;
-  ASSERT_TRUE(GetTask(ids_[0], &g));
+  TaskGrant g0, g1;
+  ASSERT_TRUE(GetTask(ids_[0], &g0));
+  ASSERT_TRUE(GetTask(ids_[1], &g1));
   const std::vector<float> big = {2, 2, 2, 2};  // norm 4
-  absl::Status s = scheduler_->SubmitUpdate(Header(ids_[0], g, 1), big);
+  absl::Status s = scheduler_->SubmitUpdate(Header(ids_[0], g0, 1), big);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
   EXPECT_NE(s.message().find("max_l2_norm"), absl::string_view::npos) << s;
   const std::vector<float> ok = {1, 1, 1, 1};  // norm 2: within the bound
-  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], g, 1), ok).ok());
+  // The refused client is done for the attempt, even with an update within the bound.
+  EXPECT_EQ(scheduler_->SubmitUpdate(Header(ids_[0], g0, 1), ok).code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[1], g1, 1), ok).ok());
   ASSERT_TRUE(JoinRun().ok());
   EXPECT_EQ(models_[0], (std::vector<float>{2, 3, 4, 5}));
   EXPECT_EQ(done_[0].updates_clipped(), 0);
+  EXPECT_EQ(done_[0].clients_refused(), 1);
 }
 
 TEST_F(SchedulerFixture, NormBoundClipsDenseUpdates) {
@@ -315,22 +408,26 @@ TEST_F(SchedulerFixture, NormBoundAppliesToEncodedUpdates) {
 TEST_F(SchedulerFixture, NormBoundRejectsEncodedUpdates) {
   bounds_.set_max_l2_norm(2.0);
   uplink_ = "int8";
-  SetUpScheduler(/*clients=*/1, /*deadline_s=*/30, /*rounds=*/1);
+  SetUpScheduler(/*clients=*/2, /*deadline_s=*/30, /*rounds=*/1);
   StartRun();
-  TaskGrant g;
-  ASSERT_TRUE(GetTask(ids_[0], &g));
+  TaskGrant g0, g1;
+  ASSERT_TRUE(GetTask(ids_[0], &g0));
+  ASSERT_TRUE(GetTask(ids_[1], &g1));
   const auto layout = LayoutOf(TinySpec());
   const auto chain = *compression::ParseChain("int8");
   const std::vector<float> big = {4, 4, 4, 4};
   auto e = compression::EncodeUpdate(chain, ViewsOf(layout, big), nullptr, 1);
   ASSERT_TRUE(e.ok());
-  EXPECT_EQ(scheduler_->SubmitEncodedUpdate(Header(ids_[0], g, 1), *e, chain).code(),
+  EXPECT_EQ(scheduler_->SubmitEncodedUpdate(Header(ids_[0], g0, 1), *e, chain).code(),
             absl::StatusCode::kInvalidArgument);
   const std::vector<float> zero = {0, 0, 0, 0};
   auto z = compression::EncodeUpdate(chain, ViewsOf(layout, zero), nullptr, 1);
-  ASSERT_TRUE(scheduler_->SubmitEncodedUpdate(Header(ids_[0], g, 1), *z, chain).ok());
+  EXPECT_EQ(scheduler_->SubmitEncodedUpdate(Header(ids_[0], g0, 1), *z, chain).code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(scheduler_->SubmitEncodedUpdate(Header(ids_[1], g1, 1), *z, chain).ok());
   ASSERT_TRUE(JoinRun().ok());
   EXPECT_EQ(models_[0], (std::vector<float>{1, 2, 3, 4}));
+  EXPECT_EQ(done_[0].clients_refused(), 1);
 }
 
 
@@ -532,6 +629,115 @@ TEST(ClientRegistry, SelectsOnlyEligibleDevicesFromTheirLatestProfile) {
   EXPECT_EQ(ClientRegistry::Ineligibility(proto::Eligibility(), proto::DeviceProfile()), "");
   (void)pc;
   (void)small;
+}
+
+// aggregation.mode "buffered" (FedBuff): a version closes after buffer_size updates; an update
+// computed against an older version still counts, scaled by (1 + staleness)^-a.
+class BufferedSchedulerTest : public SchedulerFixture {
+ protected:
+  void SetUpBuffered(int clients, int rounds, int max_staleness) {
+    aggregation_.set_mode("buffered");
+    aggregation_.mutable_buffered()->set_buffer_size(2);
+    aggregation_.mutable_buffered()->set_staleness_exponent(0.5);
+    aggregation_.mutable_buffered()->set_max_staleness(max_staleness);
+    SetUpScheduler(clients, /*deadline_s=*/60, rounds);
+  }
+};
+
+TEST_F(BufferedSchedulerTest, AVersionClosesAfterBufferSizeUpdatesAndStaleOnesAreDownWeighted) {
+  SetUpBuffered(/*clients=*/3, /*rounds=*/2, /*max_staleness=*/2);
+  StartRun();
+  TaskGrant a, b, c;
+  ASSERT_TRUE(GetTask(ids_[0], &a));
+  ASSERT_TRUE(GetTask(ids_[1], &b));
+  ASSERT_TRUE(GetTask(ids_[2], &c));
+  EXPECT_EQ(c.model->version, 0);
+  const std::vector<float> d1 = {1, 1, 1, 1}, d3 = {3, 3, 3, 3};
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], a, 1), d1).ok());
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[1], b, 1), d3).ok());
+  // Two updates filled the buffer: version 1 is out, and a device that reported gets it.
+  TaskGrant a2;
+  ASSERT_TRUE(GetTask(ids_[0], &a2));
+  EXPECT_EQ(a2.model->version, 1);
+  EXPECT_EQ(a2.task.round(), 2);
+  // c still trains on version 0: its update arrives one version late and counts 1/sqrt(2).
+  const std::vector<float> d4 = {4, 4, 4, 4}, d2 = {2, 2, 2, 2};
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[2], c, 1), d4).ok());
+  // Its task is used up: the same update again is refused.
+  EXPECT_EQ(scheduler_->SubmitUpdate(Header(ids_[2], c, 1), d4).code(),
+            absl::StatusCode::kPermissionDenied);
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], a2, 1), d2).ok());
+  ASSERT_TRUE(JoinRun().ok());
+  ASSERT_EQ(done_.size(), 2u);
+  EXPECT_EQ(done_[0].clients_reported(), 2);
+  EXPECT_EQ(done_[0].updates_stale(), 0);
+  EXPECT_EQ(done_[1].clients_reported(), 2);
+  EXPECT_EQ(done_[1].updates_stale(), 1);
+  EXPECT_EQ(done_[1].staleness_max(), 1);
+  // Version 1 = {1,2,3,4} + mean(1, 3) = {3,4,5,6}; version 2 adds mean(2, 4 / sqrt 2).
+  const float stale = static_cast<float>(4.0 * std::pow(2.0, -0.5));
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_FLOAT_EQ(models_[0][i], static_cast<float>(i + 3));
+    EXPECT_NEAR(models_[1][i], i + 3 + (2.0 + stale) / 2, 1e-5);
+  }
+}
+
+TEST_F(BufferedSchedulerTest, AnUpdateStalerThanMaxStalenessIsRefusedWithItsReason) {
+  SetUpBuffered(/*clients=*/3, /*rounds=*/2, /*max_staleness=*/0);
+  StartRun();
+  TaskGrant a, b, c;
+  ASSERT_TRUE(GetTask(ids_[0], &a));
+  ASSERT_TRUE(GetTask(ids_[1], &b));
+  ASSERT_TRUE(GetTask(ids_[2], &c));
+  const std::vector<float> d = {1, 1, 1, 1};
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], a, 1), d).ok());
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[1], b, 1), d).ok());
+  TaskGrant a2, b2;
+  ASSERT_TRUE(GetTask(ids_[0], &a2));
+  ASSERT_TRUE(GetTask(ids_[1], &b2));
+  const absl::Status stale = scheduler_->SubmitUpdate(Header(ids_[2], c, 1), d);
+  EXPECT_EQ(stale.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ReasonOf(stale).value_or(""), "too_stale");
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], a2, 1), d).ok());
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[1], b2, 1), d).ok());
+  ASSERT_TRUE(JoinRun().ok());
+  ASSERT_EQ(models_.size(), 2u);
+  for (int i = 0; i < 4; ++i) EXPECT_FLOAT_EQ(models_[1][i], static_cast<float>(i + 3));
+}
+
+TEST(BufferedConfig, BadSettingsNameTheirField) {
+  struct Case {
+    const char* json;
+    const char* names;
+  };
+  const Case cases[] = {
+      {R"({"aggregation": {"mode": "async"}})", "aggregation.mode"},
+      {R"({"aggregation": {"mode": "buffered", "buffered": {"buffer_size": 0}}})",
+       "buffered.buffer_size"},
+      {R"({"aggregation": {"mode": "buffered", "buffered": {"staleness_exponent": -1}}})",
+       "buffered.staleness_exponent"},
+      {R"({"aggregation": {"mode": "buffered", "buffered": {"max_staleness": -2}}})",
+       "buffered.max_staleness"},
+      {R"({"aggregation": {"mode": "buffered", "combiner": {"rule": "median"}}})",
+       "streaming combiner"},
+      {R"({"aggregation": {"mode": "buffered", "strategy": "dp_fedavg"}})", "aggregation.dp"},
+      {R"({"aggregation": {"buffered": {"buffer_size": 4}}})", "aggregation.mode is not"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.json);
+    absl::StatusOr<proto::ExperimentConfig> config = ParseConfigJson(c.json);
+    ASSERT_TRUE(config.ok()) << config.status();
+    FillDefaults(&*config);
+    const absl::Status s = ValidateConfig(*config);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(s.message().find(c.names), std::string::npos) << s.message();
+  }
+  absl::StatusOr<proto::ExperimentConfig> ok =
+      ParseConfigJson(R"({"aggregation": {"mode": "buffered", "strategy": "fedadam"}})");
+  ASSERT_TRUE(ok.ok());
+  FillDefaults(&*ok);
+  EXPECT_TRUE(ValidateConfig(*ok).ok()) << ValidateConfig(*ok);
+  EXPECT_EQ(ok->aggregation().buffered().buffer_size(), 10);
 }
 
 }  // namespace

@@ -215,6 +215,11 @@ void RunRecorder::OnRoundClosed(const proto::RoundRecord& stats,
 
 void RunRecorder::OnRoundDone(const proto::RoundRecord& stats,
                               std::shared_ptr<const std::vector<float>> model) {
+  if (!status().ok()) {
+    // A file could not be written and the run is stopping: no line for a round whose checkpoint
+    // may be missing (a resume writes the lines of the checkpoint's pending rounds itself).
+    return;
+  }
   RoundMetrics m;
   m.stats = stats;
   Evaluate(*model, &m);

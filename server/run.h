@@ -122,7 +122,8 @@ class RunRecorder {
   absl::StatusOr<int> Restore(const proto::Checkpoint& from, absl::Span<const float> weights);
 
   // The scheduler's RoundScheduler::Options::on_round_closed and RoundDoneFn. Write errors are
-  // logged and kept in status(); the run goes on.
+  // logged and kept in status() (FlServer then stops the run); once there is one, OnRoundDone
+  // writes no more metrics lines, so that metrics.jsonl never runs ahead of checkpoint.pb.
   // `aggregation_state` (the strategy's SaveState after the round) goes into the checkpoint with
   // the model, in the same atomic write.
   void OnRoundClosed(const proto::RoundRecord& stats,

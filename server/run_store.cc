@@ -112,6 +112,11 @@ std::string RunStore::MetricsToJson(const RoundMetrics& m) {
   }
   fields.push_back(absl::StrCat("\"declined\":{", absl::StrJoin(declined, ","), "}"));
   fields.push_back(absl::StrFormat("\"clients_declined\":%d", s.clients_declined()));
+  fields.push_back(absl::StrFormat("\"clients_refused\":%d", s.clients_refused()));
+  if (s.updates_stale() > 0) {  // aggregation.mode "buffered"
+    fields.push_back(absl::StrFormat("\"updates_stale\":%d,\"staleness_max\":%d",
+                                     s.updates_stale(), s.staleness_max()));
+  }
   if (s.student_reports() > 0) {
     fields.push_back(absl::StrFormat("\"student_local_accuracy\":%.6f",
                                      s.student_accuracy_sum() / s.student_reports()));

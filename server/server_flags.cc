@@ -17,6 +17,8 @@ const char kServerDescription[] =
     "            --set aggregation.server_optimizer.lr=0.01\n"
     "  fl-server strategies\n"
     "  fl-server --insecure --resume --out runs/20261126-101500\n"
+    "  fl-server --tls_cert ... --out /var/lib/edgefl/runs/exp1 --resume_if_present \\\n"
+    "            --after_finish=serve   (a Kubernetes pod: resumes, stays up once done)\n"
     "  fl-server token create --secret_file secret --ttl 24h --count 100\n"
     "  fl-server report runs/20261126-101500   (writes its report.html)\n"
     "  fl-server --tls_cert s.pem --tls_key s.key --model small_cnn --min_clients 3 \\\n"
@@ -55,6 +57,10 @@ void DefineServerFlags(FlagSet* flags, ServerFlags* f) {
   flags->Double("poll_seconds", &f->poll_seconds, "how long a CheckIn long poll is held");
   flags->Double("finish_grace_seconds", &f->finish_grace_seconds,
                 "after the last round, how long to keep telling clients the run is over");
+  flags->String("after_finish", &f->after_finish,
+                "once every round is done: exit (after --finish_grace_seconds), or serve (keep "
+                "serving the finished run until SIGTERM: CheckIn answers finished, health SERVING, "
+                "metrics up; for a Kubernetes Deployment, which restarts a container that exits)");
   flags->String("port_file", &f->port_file, "write the bound port to this file once serving");
   flags->String("health_listen", &f->health_listen,
                 "also serve grpc.health.v1.Health alone, in plaintext, on this host:port (for "
@@ -85,6 +91,15 @@ void DefineServerFlags(FlagSet* flags, ServerFlags* f) {
                 "(default <out>/revoked_tokens)");
   flags->String("session_ttl", &f->session_ttl,
                 "lifetime of a session token; clients renew it by joining again");
+  flags->Int("max_concurrent_uploads", &f->max_concurrent_uploads,
+             "updates received at once; another is refused RESOURCE_EXHAUSTED with a "
+             "retry-after-ms hint (devices retry within the round), so memory does not grow with "
+             "the fleet");
+  flags->Double("upload_stall_seconds", &f->upload_stall_seconds,
+                "cancel an upload that sends nothing for this long (counted report_stalled)");
+  flags->Int("max_transport_mb", &f->max_transport_mb,
+             "memory gRPC may hold for all connections' buffers, MiB (0 = unbounded); bounds the "
+             "server's memory under a fleet-wide burst of uploads");
   flags->Double("join_per_minute", &f->join_per_minute,
                 "Join calls allowed per peer address (per certificate under mutual TLS) and "
                 "minute, also the burst; 0 = no limit");
@@ -157,6 +172,7 @@ ServerOptions ToServerOptions(const ServerFlags& f) {
   o.lease_seconds = f.lease_seconds;
   o.poll_seconds = f.poll_seconds;
   o.finish_grace_seconds = f.finish_grace_seconds;
+  o.after_finish = f.after_finish;
   o.secret_file = f.secret_file;
   o.token_uses = f.token_uses;
   o.revoked = f.revoked;
@@ -164,6 +180,9 @@ ServerOptions ToServerOptions(const ServerFlags& f) {
   o.join_per_minute = f.join_per_minute;
   o.checkin_per_minute = f.checkin_per_minute;
   o.max_update_bytes_per_round = f.max_update_bytes_per_round;
+  o.max_concurrent_uploads = f.max_concurrent_uploads;
+  o.upload_stall_seconds = f.upload_stall_seconds;
+  o.max_transport_mb = f.max_transport_mb;
   o.upstream.address = f.upstream;
   o.upstream.ca_cert = f.upstream_ca;
   o.upstream.tls_cert = f.upstream_tls_cert;

@@ -38,6 +38,7 @@ struct ServerFlags {
   double lease_seconds = 300;
   double poll_seconds = 20;
   double finish_grace_seconds = 10;
+  std::string after_finish = "exit";
   std::string port_file;
   std::string health_listen;
   std::string metrics_listen;
@@ -56,6 +57,9 @@ struct ServerFlags {
   double join_per_minute = 30;
   double checkin_per_minute = 60;
   int64_t max_update_bytes_per_round = 0;
+  int max_concurrent_uploads = 4;
+  double upload_stall_seconds = 30;
+  int max_transport_mb = 64;
   // Regional aggregator (server/upstream_link.h).
   std::string upstream;
   std::string upstream_ca;

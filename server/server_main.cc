@@ -1,7 +1,11 @@
 // fl-server: the edgefl coordinator. Wiring only: flags -> ServerOptions -> FlServer
 // (server/fl_server.h), one status -> the exit code.
-#include <pthread.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <cstdio>
 #include <string>
@@ -28,17 +32,48 @@ namespace {
 absl::Mutex signal_mu;
 FlServer* signal_target ABSL_GUARDED_BY(signal_mu) = nullptr;
 
-absl::Status Serve(const ServerFlags& f, const sigset_t& signals) {
+// SIGINT / SIGTERM arrive as a byte on this pipe. Blocking the signals in main is not enough:
+// threads that libraries start before main (OpenBLAS's pool) keep them unblocked, and the kernel
+// may deliver the signal there, whose default action ends the process with 143 before the server
+// could stop in order (a finished run served with --after_finish=serve ends by SIGTERM). A handler
+// runs in whichever thread the signal reaches and only writes to the pipe (async-signal-safe).
+int signal_pipe[2] = {-1, -1};
+
+extern "C" void OnTerminationSignal(int sig) {
+  const int saved = errno;
+  const char byte = static_cast<char>(sig);
+  [[maybe_unused]] ssize_t n = write(signal_pipe[1], &byte, 1);
+  errno = saved;
+}
+
+absl::Status InstallTerminationHandlers() {
+  if (pipe2(signal_pipe, O_CLOEXEC) != 0) {
+    return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
+  }
+  struct sigaction action {};
+  action.sa_handler = OnTerminationSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  for (int sig : {SIGINT, SIGTERM}) {
+    if (sigaction(sig, &action, nullptr) != 0) {
+      return absl::InternalError(absl::StrCat("sigaction: ", std::strerror(errno)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Serve(const ServerFlags& f) {
   ASSIGN_OR_RETURN(std::unique_ptr<FlServer> server,
                    FlServer::Start(ToServerOptions(f), CreateTestSetEvaluator, Clock::Real()));
   {
     absl::MutexLock lock(&signal_mu);
     signal_target = server.get();
   }
-  std::thread([signals] {
-    int sig = 0;
-    sigwait(&signals, &sig);
-    EDGEFL_LOG_WARN("signal ", sig, ": shutting down");
+  std::thread([] {
+    char sig = 0;
+    while (read(signal_pipe[0], &sig, 1) < 0 && errno == EINTR) {
+    }
+    EDGEFL_LOG_WARN("signal ", static_cast<int>(sig), ": shutting down");
     absl::MutexLock lock(&signal_mu);
     if (signal_target != nullptr) signal_target->Shutdown();
   }).detach();
@@ -82,13 +117,8 @@ int Main(int argc, char** argv) {
   // Uploads being assembled, snapshots and evaluation copies go back to the kernel when freed;
   // chunk buffers freed by many gRPC threads are reused instead of parked in per-thread arenas.
   TuneMallocForServing();
-  // Block the termination signals in every thread (before any starts); Serve waits for them.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  return ExitCode(Serve(f, signals));
+  if (absl::Status s = InstallTerminationHandlers(); !s.ok()) return ExitCode(s);
+  return ExitCode(Serve(f));
 }
 
 }  // namespace

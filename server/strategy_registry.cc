@@ -21,6 +21,9 @@ constexpr char kDefaultOptimizer[] = "sgd";
 constexpr double kDefaultTrimBeta = 0.1;
 constexpr int kDefaultByzantine = 1;
 constexpr int kDefaultMaxUpdates = 100;
+constexpr int kDefaultBufferSize = 10;
+constexpr double kDefaultStalenessExponent = 0.5;  // FedBuff: 1 / sqrt(1 + s)
+constexpr int kDefaultMaxStaleness = 10;
 constexpr uint64_t kDefaultMaxBufferedBytes = uint64_t{2} << 30;
 constexpr double kDefaultClipNorm = 1.0;
 constexpr double kDefaultNoiseMultiplier = 1.0;
@@ -221,6 +224,14 @@ void FillAggregationDefaults(ExperimentConfig* config) {
     if ((name == "adam" || name == "yogi") && !o->has_beta2()) o->set_beta2(d->beta2);
     if (name != "sgd" && !o->has_tau()) o->set_tau(d->tau);
   }
+  if (!a->has_mode()) a->set_mode("sync");
+  if (a->mode() == "buffered") {
+    proto::Buffered* b = a->mutable_buffered();
+    if (!b->has_buffer_size()) b->set_buffer_size(kDefaultBufferSize);
+    if (!b->has_concurrency()) b->set_concurrency(0);
+    if (!b->has_staleness_exponent()) b->set_staleness_exponent(kDefaultStalenessExponent);
+    if (!b->has_max_staleness()) b->set_max_staleness(kDefaultMaxStaleness);
+  }
   proto::DifferentialPrivacy* dp = a->mutable_dp();
   if (!dp->has_enabled()) dp->set_enabled(false);
   if (dp->enabled()) {
@@ -312,6 +323,32 @@ absl::Status ValidateAggregation(const ExperimentConfig& config) {
   if (o.has_momentum() && o.name() != "sgd") {
     return absl::InvalidArgumentError(absl::StrCat(
         "aggregation.server_optimizer.momentum applies to sgd only (", o.name(), " has beta1)"));
+  }
+  if (a.mode() != "sync" && a.mode() != "buffered") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "aggregation.mode: unknown mode ", Quoted(a.mode()), " (sync, buffered)"));
+  }
+  if (a.mode() == "buffered") {
+    const proto::Buffered& b = a.buffered();
+    if (b.buffer_size() < 1) return Bad("buffered.buffer_size", ">= 1", b.buffer_size());
+    if (b.concurrency() < 0) return Bad("buffered.concurrency", ">= 0 (0 = all)", b.concurrency());
+    if (!(b.staleness_exponent() >= 0) || std::isinf(b.staleness_exponent())) {
+      return Bad("buffered.staleness_exponent", "finite and >= 0", b.staleness_exponent());
+    }
+    if (b.max_staleness() < 0) return Bad("buffered.max_staleness", ">= 0", b.max_staleness());
+    if (c.rule() != "weighted_mean" && c.rule() != "mean") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "aggregation.mode \"buffered\" needs a streaming combiner (weighted_mean or mean), not ",
+          Quoted(c.rule())));
+    }
+    if (a.dp().enabled()) {
+      return absl::InvalidArgumentError(
+          "aggregation.mode \"buffered\" cannot be combined with aggregation.dp: the accountant "
+          "assumes sampled synchronous rounds");
+    }
+  } else if (a.has_buffered()) {
+    return absl::InvalidArgumentError(
+        "aggregation.buffered is set but aggregation.mode is not \"buffered\"");
   }
   const proto::DifferentialPrivacy& dp = a.dp();
   if (dp.enabled()) {
@@ -508,6 +545,14 @@ std::string StrategiesHelp() {
       "  0.5, learning_rate 0.2, count_noise_stddev max(min_clients / 20, 1 / sigma).\n"
       "  dp_epsilon (RDP accountant of the sampled Gaussian mechanism, q = selected / eligible)\n"
       "  is written to every metrics line.\n"
+      "\nRound mode (aggregation.mode):\n"
+      "  sync                select clients, wait for quorum / deadline, aggregate   [default]\n"
+      "  buffered            FedBuff (Nguyen et al. 2022): devices train continuously; every\n"
+      "                      buffered.buffer_size updates (default 10) make a new version.\n"
+      "                      Staleness s = versions since the update's base: weight (1 + s)^-a,\n"
+      "                      staleness_exponent a = 0.5, max_staleness 10 (older refused),\n"
+      "                      concurrency 0 (= every eligible device is offered each version).\n"
+      "                      Streaming combiners only; no DP.\n"
       "\nPer round (schedule entries): server_lr, dp_noise_multiplier; client.proximal_mu\n"
       "(FedProx) like every client setting.\n"
       "\nHierarchical (fl-server --upstream, a regional aggregator): the aggregator only averages\n"

@@ -145,6 +145,12 @@ absl::Status CheckAggregatorConfig(const proto::ExperimentConfig& config) {
   const std::string where =
       "; a regional aggregator (--upstream) only averages its devices' updates, the root does "
       "the rest";
+  if (a.has_mode() && a.mode() != "sync") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "aggregation.mode=", a.mode(),
+        ": a regional aggregator's rounds are the upstream's tasks (leave the mode at sync)",
+        where));
+  }
   if (a.combiner().rule() != "weighted_mean") {
     return absl::InvalidArgumentError(absl::StrCat(
         "aggregation.combiner.rule=", a.combiner().rule(),
@@ -423,6 +429,17 @@ void UpstreamLink::RunTask(client::Coordinator::CheckInResult result) {
                       "): the upstream round has closed");
       uplink_.Rollback();
       return;
+    }
+    if (std::optional<absl::Duration> hint = RetryAfterOf(s); hint.has_value()) {
+      // A busy upstream (upload admission) said when to try again, within its round.
+      const absl::Duration wait = std::min(*hint, deadline - clock_->Now());
+      EDGEFL_LOG_INFO("round ", task.round(), ": upstream busy (", s.message(), "); retrying in ",
+                      Round(wait));
+      if (!Pause(wait)) {
+        uplink_.Rollback();
+        return;
+      }
+      continue;
     }
     if (!Failed(s, "Report") || client_id_.empty()) {
       uplink_.Rollback();  // shutting down, or re-joining: the update is lost

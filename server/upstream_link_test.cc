@@ -354,6 +354,9 @@ TEST(CheckAggregatorConfig, OnlyPlainAveragingComposesAtAnAggregator) {
   proto::ExperimentConfig bounded = Filled("fedavg");
   bounded.mutable_aggregation()->mutable_norm_bound()->set_max_l2_norm(5);
   EXPECT_TRUE(CheckAggregatorConfig(bounded).ok());  // a per-device filter
+  proto::ExperimentConfig buffered = Filled("fedavg");
+  buffered.mutable_aggregation()->set_mode("buffered");
+  EXPECT_EQ(CheckAggregatorConfig(buffered).code(), absl::StatusCode::kInvalidArgument);
   for (const char* strategy :
        {"fedmedian", "fedtrimmedavg", "krum", "dp_fedavg", "fedadam", "fedavgm", "fedyogi"}) {
     absl::Status s = CheckAggregatorConfig(Filled(strategy));

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,38 @@ std::string Bytes(const std::vector<float>& v) {
   return std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
 }
 
+// `n` rogue clients, each joined (its own session) and holding round 1's task. The server must
+// run with --min_clients=n so that the round selects all of them.
+struct Fleet {
+  std::vector<std::unique_ptr<RogueClient>> clients;
+  std::vector<std::string> ids;
+  std::vector<proto::Task> tasks;
+};
+
+void JoinFleet(int port, int n, Fleet* fleet) {
+  for (int i = 0; i < n; ++i) {
+    fleet->clients.push_back(std::make_unique<RogueClient>(port));
+    std::string id;
+    ASSERT_TRUE(fleet->clients.back()->Join(&id).ok()) << i;
+    fleet->ids.push_back(id);
+  }
+  fleet->tasks.resize(n);
+  for (int i = 0; i < n; ++i) {
+    bool got = false;
+    ASSERT_TRUE(WaitFor(
+        [&] { return fleet->clients[i]->CheckIn(fleet->ids[i], &fleet->tasks[i], &got).ok() && got; },
+        absl::Seconds(60)))
+        << i;
+    EXPECT_EQ(fleet->tasks[i].round(), 1);
+    EXPECT_EQ(fleet->tasks[i].model_version(), 0);
+  }
+}
+
+// A bad update ends its client's part in the round's attempt (server/round_scheduler.h
+// RefuseReport), so each such case comes from its own client; the refusals that are not about
+// the update (another id, a stale version or round, a corrupted upload) come from the one client
+// whose valid update is then taken. With every other client refused, the round closes on that
+// update at once, not at its deadline.
 TEST(BadInput, EveryBadUpdateIsRejectedAndTheModelIsUnchanged) {
   const std::string dir = MakeTempDir("edgefl-bad");
   auto init = models::InitialWeights("small_cnn", 7);
@@ -35,30 +68,33 @@ TEST(BadInput, EveryBadUpdateIsRejectedAndTheModelIsUnchanged) {
   auto spec = models::SpecForModel("small_cnn");
   ASSERT_TRUE(spec.ok());
 
+  constexpr int kBadClients = 8;  // one per case that ends an attempt, below
   int port = 0;
-  auto server = StartServer({"--model=small_cnn", "--rounds=1", "--min_clients=1",
-                             "--eval_samples=200", "--deadline=120", "--init_weights=" + dir + "/init.f32",
-                             "--out=" + dir + "/run"},
+  auto server = StartServer({"--model=small_cnn", "--rounds=1",
+                             absl::StrCat("--min_clients=", kBadClients + 1), "--set=quorum=0.1",
+                             "--eval_samples=200", "--deadline=300",
+                             "--init_weights=" + dir + "/init.f32", "--out=" + dir + "/run"},
                             dir, "server.log", &port);
   ASSERT_GT(port, 0) << server->Log();
-  RogueClient rogue(port);
 
   // A caller without a session cannot check in.
-  proto::Task task;
-  bool got = false;
-  EXPECT_EQ(rogue.CheckIn("c-nobody", &task, &got).error_code(), grpc::StatusCode::UNAUTHENTICATED);
-
-  std::string id;
-  ASSERT_TRUE(rogue.Join(&id).ok());
-  ASSERT_TRUE(WaitFor([&] { return rogue.CheckIn(id, &task, &got).ok() && got; },
-                      absl::Seconds(60)));
-  EXPECT_EQ(task.round(), 1);
-  EXPECT_EQ(task.model_version(), 0);
+  {
+    RogueClient nobody(port);
+    proto::Task task;
+    bool got = false;
+    EXPECT_EQ(nobody.CheckIn("c-nobody", &task, &got).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+  }
+  Fleet fleet;
+  ASSERT_NO_FATAL_FAILURE(JoinFleet(port, kBadClients + 1, &fleet));
+  const int good_client = kBadClients;
+  RogueClient& rogue = *fleet.clients[good_client];
+  const proto::Task& task = fleet.tasks[good_client];
 
   const int64_t n = models::NumParameters(*spec);
   const std::vector<float> zeros(n, 0.0f);
   proto::ReportHeader good;
-  good.set_client_id(id);
+  good.set_client_id(fleet.ids[good_client]);
   good.set_round(task.round());
   good.set_attempt(task.attempt());
   good.set_model_version(task.model_version());
@@ -75,72 +111,95 @@ TEST(BadInput, EveryBadUpdateIsRejectedAndTheModelIsUnchanged) {
     grpc::StatusCode want;
     size_t chunk = 1 << 20;
   };
-  std::vector<Case> cases;
+  // Refusals that leave the client free to report.
+  std::vector<Case> transient;
   {
     // The session binds the caller to its own id.
     Case c{"another client's id", good, Bytes(zeros), grpc::StatusCode::PERMISSION_DENIED};
     c.header.set_client_id("c-impostor");
-    cases.push_back(c);
-  }
-  {
-    Case c{"wrong tensor name", good, Bytes(zeros), grpc::StatusCode::INVALID_ARGUMENT};
-    c.header.mutable_spec()->mutable_tensors(0)->set_name("evil.weight");
-    cases.push_back(c);
-  }
-  {
-    Case c{"wrong shape", good, Bytes(zeros), grpc::StatusCode::INVALID_ARGUMENT};
-    c.header.mutable_spec()->mutable_tensors(0)->set_shape(0, 3);
-    cases.push_back(c);
-  }
-  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
-    std::vector<float> v = zeros;
-    v[n / 2] = bad;
-    Case c{std::isnan(bad) ? "NaN value" : "Inf value", good, Bytes(v),
-           grpc::StatusCode::INVALID_ARGUMENT};
-    c.header.set_sha256(Sha256::Of(c.payload));
-    cases.push_back(c);
+    transient.push_back(c);
   }
   {
     Case c{"stale model version", good, Bytes(zeros), grpc::StatusCode::FAILED_PRECONDITION};
     c.header.set_model_version(5);
-    cases.push_back(c);
+    transient.push_back(c);
   }
   {
     Case c{"wrong round", good, Bytes(zeros), grpc::StatusCode::FAILED_PRECONDITION};
     c.header.set_round(7);
-    cases.push_back(c);
+    transient.push_back(c);
   }
   {
     std::vector<float> v = zeros;
-    v[0] = 1.0f;  // payload differs from the digest in the header
+    v[0] = 1.0f;  // payload differs from the digest in the header: a corrupted upload
     Case c{"bad checksum", good, Bytes(v), grpc::StatusCode::DATA_LOSS};
-    cases.push_back(c);
+    transient.push_back(c);
+  }
+  // Bad updates: each ends its client's attempt.
+  std::vector<Case> bad;
+  {
+    Case c{"wrong tensor name", good, Bytes(zeros), grpc::StatusCode::INVALID_ARGUMENT};
+    c.header.mutable_spec()->mutable_tensors(0)->set_name("evil.weight");
+    bad.push_back(c);
+  }
+  {
+    Case c{"wrong shape", good, Bytes(zeros), grpc::StatusCode::INVALID_ARGUMENT};
+    c.header.mutable_spec()->mutable_tensors(0)->set_shape(0, 3);
+    bad.push_back(c);
+  }
+  for (float value : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    std::vector<float> v = zeros;
+    v[n / 2] = value;
+    Case c{std::isnan(value) ? "NaN value" : "Inf value", good, Bytes(v),
+           grpc::StatusCode::INVALID_ARGUMENT};
+    c.header.set_sha256(Sha256::Of(c.payload));
+    bad.push_back(c);
   }
   {
     Case c{"oversized chunk", good, Bytes(zeros), grpc::StatusCode::INVALID_ARGUMENT};
     c.chunk = 5 << 20;
     // small_cnn is smaller than 5 MiB; pad the payload so a single chunk exceeds the limit.
     c.payload.resize(5 << 20, '\0');
-    cases.push_back(c);
+    bad.push_back(c);
   }
   {
     Case c{"short payload", good, Bytes(zeros).substr(0, n * 2), grpc::StatusCode::INVALID_ARGUMENT};
-    cases.push_back(c);
+    bad.push_back(c);
   }
   {
     Case c{"unsupported codec", good, Bytes(zeros), grpc::StatusCode::INVALID_ARGUMENT};
     c.header.set_codec("gzip");
-    cases.push_back(c);
+    bad.push_back(c);
   }
   {
     Case c{"zero samples", good, Bytes(zeros), grpc::StatusCode::INVALID_ARGUMENT};
     c.header.set_num_samples(0);
-    cases.push_back(c);
+    bad.push_back(c);
   }
-  for (const Case& c : cases) {
+  ASSERT_EQ(bad.size(), static_cast<size_t>(kBadClients));
+  for (const Case& c : transient) {
     grpc::Status s = rogue.Report(c.header, c.payload, c.chunk);
     EXPECT_EQ(s.error_code(), c.want) << c.name << ": " << s.error_message();
     EXPECT_FALSE(s.error_message().empty()) << c.name;
+  }
+  for (int i = 0; i < kBadClients; ++i) {
+    Case c = bad[i];
+    c.header.set_client_id(fleet.ids[i]);
+    grpc::Status s = fleet.clients[i]->Report(c.header, c.payload, c.chunk);
+    EXPECT_EQ(s.error_code(), c.want) << c.name << ": " << s.error_message();
+    EXPECT_FALSE(s.error_message().empty()) << c.name;
+  }
+  // A refused client is done for the attempt: not handed the task again, and even a valid
+  // update from it is refused.
+  {
+    proto::Task again;
+    bool got = true;
+    ASSERT_TRUE(fleet.clients[0]->CheckIn(fleet.ids[0], &again, &got).ok());
+    EXPECT_FALSE(got);
+    proto::ReportHeader h = good;
+    h.set_client_id(fleet.ids[0]);
+    EXPECT_EQ(fleet.clients[0]->Report(h, Bytes(zeros)).error_code(),
+              grpc::StatusCode::FAILED_PRECONDITION);
   }
   // The server is alive and still takes a valid (all-zero) update...
   grpc::Status ok = rogue.Report(good, Bytes(zeros));
@@ -154,8 +213,15 @@ TEST(BadInput, EveryBadUpdateIsRejectedAndTheModelIsUnchanged) {
   auto metrics = ReadJsonLines(dir + "/run/metrics.jsonl");
   ASSERT_EQ(metrics.size(), 1u);
   EXPECT_EQ(NumberField(metrics[0], "clients_reported"), 1);
-  // Every rejection above (the cases, the unknown CheckIn, the duplicate) is counted.
-  EXPECT_GE(NumberField(metrics[0], "rejected_total"), static_cast<double>(cases.size()) + 1);
+  EXPECT_EQ(NumberField(metrics[0], "clients_refused"), kBadClients);
+  EXPECT_EQ(NumberField(metrics[0], "clients_failed"), kBadClients);
+  EXPECT_EQ(NumberField(metrics[0], "attempts"), 1);
+  // The round closed on the last update, not at its 300 s deadline.
+  EXPECT_LT(NumberField(metrics[0], "round_seconds"), 150);
+  // Every rejection before the round closed (the cases, the unknown CheckIn, the refused
+  // client's second report) is counted; the duplicate came after the close.
+  EXPECT_GE(NumberField(metrics[0], "rejected_total"),
+            static_cast<double>(transient.size() + bad.size()) + 2);
 }
 
 TEST(BadInput, MalformedEncodingsAreRejectedAndTheModelIsUnchanged) {
@@ -165,21 +231,18 @@ TEST(BadInput, MalformedEncodingsAreRejectedAndTheModelIsUnchanged) {
   ASSERT_TRUE(WriteFileAtomically(dir + "/init.f32", Bytes(*init)).ok());
   auto spec = models::SpecForModel("small_cnn");
   ASSERT_TRUE(spec.ok());
+  constexpr int kBadClients = 8;  // one per malformed encoding below: each ends its attempt
   int port = 0;
-  auto server = StartServer({"--model=small_cnn", "--rounds=1", "--min_clients=1",
-                             "--eval_samples=200", "--deadline=120",
+  auto server = StartServer({"--model=small_cnn", "--rounds=1",
+                             absl::StrCat("--min_clients=", kBadClients + 1), "--set=quorum=0.1",
+                             "--eval_samples=200", "--deadline=300",
                              "--set=client.uplink=topk:0.1|int8", "--init_weights=" + dir + "/init.f32",
                              "--out=" + dir + "/run"},
                             dir, "server.log", &port);
   ASSERT_GT(port, 0) << server->Log();
-  RogueClient rogue(port);
-  std::string id;
-  ASSERT_TRUE(rogue.Join(&id).ok());
-  proto::Task task;
-  bool got = false;
-  ASSERT_TRUE(WaitFor([&] { return rogue.CheckIn(id, &task, &got).ok() && got; },
-                      absl::Seconds(60)));
-  EXPECT_EQ(task.config().uplink(), "topk:0.1|int8");
+  Fleet fleet;
+  ASSERT_NO_FATAL_FAILURE(JoinFleet(port, kBadClients + 1, &fleet));
+  EXPECT_EQ(fleet.tasks[0].config().uplink(), "topk:0.1|int8");
 
   const auto layout = LayoutOf(*spec);
   const int64_t n = models::NumParameters(*spec);
@@ -189,18 +252,19 @@ TEST(BadInput, MalformedEncodingsAreRejectedAndTheModelIsUnchanged) {
   ASSERT_TRUE(encoded.ok()) << encoded.status();
 
   proto::ReportHeader good;
-  good.set_client_id(id);
-  good.set_round(task.round());
-  good.set_attempt(task.attempt());
-  good.set_model_version(task.model_version());
+  good.set_round(fleet.tasks[0].round());
+  good.set_attempt(fleet.tasks[0].attempt());
+  good.set_model_version(fleet.tasks[0].model_version());
   good.set_num_samples(10);
   *good.mutable_spec() = *spec;
   good.set_codec("topk:0.1|int8");
 
+  int next = 0;  // the next client to send a bad update
   auto report = [&](proto::ReportHeader h, const std::string& payload) {
+    h.set_client_id(fleet.ids[next]);
     h.set_total_bytes(payload.size());
     h.set_sha256(Sha256::Of(payload));
-    return rogue.Report(h, payload);
+    return fleet.clients[next++]->Report(h, payload);
   };
   // Another chain than the round's.
   {
@@ -235,9 +299,11 @@ TEST(BadInput, MalformedEncodingsAreRejectedAndTheModelIsUnchanged) {
   // Announcing more bytes than any valid encoding can have.
   {
     proto::ReportHeader h = good;
+    h.set_client_id(fleet.ids[next]);
     h.set_total_bytes(64 << 20);
     h.set_sha256(Sha256::Of(*encoded));
-    EXPECT_EQ(rogue.Report(h, *encoded).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(fleet.clients[next++]->Report(h, *encoded).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
   }
   // A dense update where the round takes encoded ones.
   {
@@ -245,13 +311,17 @@ TEST(BadInput, MalformedEncodingsAreRejectedAndTheModelIsUnchanged) {
     h.set_codec("dense");
     EXPECT_EQ(report(h, Bytes(zeros)).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   }
+  ASSERT_EQ(next, kBadClients);
   grpc::Status ok = report(good, *encoded);
   ASSERT_TRUE(ok.ok()) << ok.error_message();
   ASSERT_EQ(server->Wait(absl::Seconds(120)), 0) << server->Log();
   EXPECT_EQ(ReadFileOrEmpty(dir + "/run/model_final.f32"), Bytes(*init));
   auto metrics = ReadJsonLines(dir + "/run/metrics.jsonl");
   ASSERT_EQ(metrics.size(), 1u);
-  EXPECT_GE(NumberField(metrics[0], "rejected_total"), 8);
+  EXPECT_GE(NumberField(metrics[0], "rejected_total"), kBadClients);
+  EXPECT_EQ(NumberField(metrics[0], "clients_refused"), kBadClients);
+  EXPECT_EQ(NumberField(metrics[0], "clients_reported"), 1);
+  EXPECT_LT(NumberField(metrics[0], "round_seconds"), 150);
 }
 
 }  // namespace

@@ -4,6 +4,9 @@
 //   sign_flip  delta -> -scale * delta (scale 4: "sign flip x4")
 //   scale      delta -> scale * delta
 //   gaussian   delta -> N(0, stddev^2) per coordinate (the training result is discarded)
+//   none       the honest update (with --slow_extra_seconds: a slow but honest device)
+// --slow_extra_seconds S makes every training S seconds longer by sleeping after it: a device
+// that is slower without taking CPU from the others on a shared benchmark machine (bench/fedbuff).
 // The poison is applied to the trained weights inside a ModelRunner wrapper, so everything after
 // training (delta, error feedback, compression, upload) is the production code path.
 #include <cmath>
@@ -14,6 +17,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "client/client_flags.h"
 #include "client/device_runtime.h"
 #include "common/flags.h"
@@ -33,6 +37,7 @@ struct Attack {
   double scale = 4.0;
   double stddev = 1.0;
   uint64_t seed = 0;
+  double slow_extra_seconds = 0;
 };
 
 class PoisonedRunner : public models::ModelRunner {
@@ -54,6 +59,12 @@ class PoisonedRunner : public models::ModelRunner {
     inner_->GetWeights(&global);
     absl::StatusOr<models::TrainResult> result = inner_->Train(data, options, progress);
     if (!result.ok()) return result;
+    if (attack_.slow_extra_seconds > 0) {
+      std::fprintf(stderr, "fl-adversary: slow device, %.1f s more\n", attack_.slow_extra_seconds);
+      absl::SleepFor(absl::Seconds(attack_.slow_extra_seconds));
+      result->seconds += attack_.slow_extra_seconds;
+    }
+    if (attack_.kind == "none") return result;
     std::vector<float> w;
     inner_->GetWeights(&w);
     std::normal_distribution<double> normal(0.0, attack_.stddev);
@@ -87,13 +98,20 @@ int Main(int argc, char** argv) {
   Attack attack;
   FlagSet flags(kProgram, kDescription);
   RegisterClientFlags(flags, &f);
-  flags.String("attack", &attack.kind, "sign_flip, scale or gaussian");
+  flags.String("attack", &attack.kind, "sign_flip, scale, gaussian or none");
+  flags.Double("slow_extra_seconds", &attack.slow_extra_seconds,
+               "sleep this long after each training (a slow device that takes no CPU)");
   flags.Double("attack_scale", &attack.scale, "factor of sign_flip and scale");
   flags.Double("attack_stddev", &attack.stddev, "standard deviation of the gaussian update");
   flags.ParseOrExit(argc, argv);
-  if (attack.kind != "sign_flip" && attack.kind != "scale" && attack.kind != "gaussian") {
-    std::fprintf(stderr, "%s: --attack must be sign_flip, scale or gaussian, got '%s'\n", kProgram,
-                 attack.kind.c_str());
+  if (attack.kind != "sign_flip" && attack.kind != "scale" && attack.kind != "gaussian" &&
+      attack.kind != "none") {
+    std::fprintf(stderr, "%s: --attack must be sign_flip, scale, gaussian or none, got '%s'\n",
+                 kProgram, attack.kind.c_str());
+    return 2;
+  }
+  if (!(attack.slow_extra_seconds >= 0 && attack.slow_extra_seconds <= 3600)) {
+    std::fprintf(stderr, "%s: --slow_extra_seconds must be in [0, 3600]\n", kProgram);
     return 2;
   }
   attack.seed = static_cast<uint64_t>(f.shard.seed) * 7919 + 17;

@@ -44,13 +44,15 @@ for overlay in k3s-edge dev; do
 done
 grep -q "storageClassName: local-path" "$work/k3s-edge.yaml" || fail "k3s-edge: no local-path PVC"
 grep -q "kubernetes.io/arch: arm64" "$work/k3s-edge.yaml" || fail "k3s-edge: clients not on arm64 nodes"
+grep -q "image: localhost/edgefl/fl-client:.*-arm64" "$work/k3s-edge.yaml" || fail "k3s-edge: clients not on the arm64 image"
 grep -q "kind: Secret" "$work/dev.yaml" || fail "dev: no generated Secrets"
 grep -q "tls.key:" "$work/dev.yaml" || fail "dev: no TLS key in the server Secret"
 
 # A broken manifest is refused: each case changes the valid dev rendering in one place.
-refused() {  # NAME WANT SED-SCRIPT
-  sed "$3" "$work/dev.yaml" >"$work/$1.yaml"
-  cmp -s "$work/dev.yaml" "$work/$1.yaml" && fail "$1: the edit changed nothing"
+refused() {  # NAME WANT SED-SCRIPT [RENDERING]
+  local base=$work/${4:-dev}.yaml
+  sed "$3" "$base" >"$work/$1.yaml"
+  cmp -s "$base" "$work/$1.yaml" && fail "$1: the edit changed nothing"
   local out rc=0
   out=$(validate "$work/$1.yaml") || rc=$?
   [[ $rc == 1 ]] || fail "$1: exit $rc, want 1: $out"
@@ -64,4 +66,8 @@ refused run-off-pvc "must be on a PersistentVolumeClaim" 's|--out=/var/lib/edgef
 refused no-limits "resources.limits.memory missing" '0,/memory: 1Gi/s//memorx: 1Gi/'
 refused root "runs as root" '0,/runAsNonRoot: true/s//runAsNonRoot: false/'
 refused schema-type "schema:" '0,/replicas: 1/s//replicas: one/'
+refused server-exits "needs --after_finish=serve" 's|--after_finish=serve|--after_finish=exit|'
+refused client-exits "needs --after_finish=wait" 's|--after_finish=wait|--after_finish=exit|'
+# The edge overlay with the amd64 client image on its arm64 nodes (exec format error on a Pi).
+refused amd64-on-pi "built for amd64 but the pods are pinned to arm64" 's|fl-client:0.1.0-arm64|fl-client:0.1.0|' k3s-edge
 echo PASSED

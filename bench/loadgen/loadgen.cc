@@ -15,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/model_layout.h"
+#include "common/status_reason.h"
 #include "compression/chain.h"
 #include "compression/error_feedback.h"
 #include "compression/update_codec.h"
@@ -151,8 +152,11 @@ void RunDevice(Shared* shared, int device, Fault fault, absl::Time give_up) {
     }
     done_task = this_task;
     // "Training".
-    const double seconds = o.train_sigma > 0 ? std::min(train_time(rng), o.train_max_seconds)
-                                             : o.train_median_seconds;
+    double seconds = o.train_sigma > 0 ? std::min(train_time(rng), o.train_max_seconds)
+                                       : o.train_median_seconds;
+    if (device >= o.devices - static_cast<int>(std::lround(o.slow_fraction * o.devices))) {
+      seconds *= o.slow_factor;
+    }
     absl::SleepFor(std::min(absl::Seconds(seconds), std::max(absl::ZeroDuration(), deadline - absl::Now())));
     if (fault == Fault::kNeverReport) {
       count([](Result& res) { ++res.tasks_dropped; });
@@ -217,6 +221,24 @@ void RunDevice(Shared* shared, int device, Fault fault, absl::Time give_up) {
     uint64_t bytes_up = 0;
     absl::StatusOr<proto::ReportResponse> report =
         sender->Report(header, payload, absl::Now() + absl::Milliseconds(1), &bytes_up);
+    // The server admits a few uploads at a time (RESOURCE_EXHAUSTED), and in buffered mode
+    // answers UNAVAILABLE between two versions: such an upload waits (jittered) and tries again
+    // while its task's deadline allows, as fl-client does.
+    std::uniform_real_distribution<double> jitter(0.5, 1.5);
+    for (int tries = 0; !report.ok() &&
+                        (absl::IsResourceExhausted(report.status()) ||
+                         absl::IsUnavailable(report.status())) &&
+                        absl::Now() < deadline && tries < 1000;
+         ++tries) {
+      count([](Result& res) { ++res.uploads_deferred; });
+      const absl::Duration hint =
+          RetryAfterOf(report.status()).value_or(absl::Milliseconds(500));
+      absl::SleepFor(std::min(hint * jitter(rng),
+                              std::max(absl::ZeroDuration(), deadline - absl::Now())));
+      uint64_t more = 0;
+      report = sender->Report(header, payload, absl::Now() + absl::Milliseconds(1), &more);
+      bytes_up += more;
+    }
     absl::MutexLock lock(&shared->mu);
     shared->result.bytes_up += bytes_up;
     if (report.ok() && report->accepted()) {
@@ -311,11 +333,12 @@ absl::StatusOr<Result> Run(const Options& options) {
 std::string ResultToJson(const Result& r) {
   return absl::StrFormat(
       "{\"devices\":%d,\"joins\":%d,\"tasks\":%d,\"reports_accepted\":%d,\"reports_refused\":%d,"
-      "\"uploads_cut\":%d,\"tasks_dropped\":%d,\"reconnects\":%d,\"rpc_errors\":%d,"
+      "\"uploads_cut\":%d,\"uploads_deferred\":%d,\"tasks_dropped\":%d,\"reconnects\":%d,"
+      "\"rpc_errors\":%d,"
       "\"devices_finished\":%d,\"bytes_down\":%d,\"bytes_up\":%d,\"last_round\":%d,"
       "\"rounds_retried\":%s,\"task_checkin_p50\":%.4f,\"task_checkin_p99\":%.4f,\"seconds\":%.2f}",
       r.devices, r.joins, r.tasks, r.reports_accepted, r.reports_refused, r.uploads_cut,
-      r.tasks_dropped, r.reconnects, r.rpc_errors, r.devices_finished, r.bytes_down, r.bytes_up,
+      r.uploads_deferred, r.tasks_dropped, r.reconnects, r.rpc_errors, r.devices_finished, r.bytes_down, r.bytes_up,
       r.last_round, r.rounds_retried ? "true" : "false", r.task_checkin_p50, r.task_checkin_p99,
       r.seconds);
 }

@@ -32,6 +32,10 @@ struct Options {
   double train_median_seconds = 1.0;
   double train_sigma = 0.5;
   double train_max_seconds = 120;
+  // A slow tail: the last slow_fraction of the devices take slow_factor times as long (after the
+  // cap), e.g. 0.1 and 10 for "10% of the fleet is ten times slower".
+  double slow_fraction = 0;
+  double slow_factor = 1;
   uint64_t samples_per_device = 100;  // the update's weight (num_samples)
   double update_scale = 1e-3;         // synthetic delta values are uniform in [-scale, scale]
   // Faults, as fractions of the devices (disjoint: never_report first, then disconnect, then
@@ -56,6 +60,7 @@ struct Result {
   int64_t tasks_dropped = 0;       // never_report fault
   int64_t reconnects = 0;
   int64_t rpc_errors = 0;          // failed calls that were retried
+  int64_t uploads_deferred = 0;    // uploads refused RESOURCE_EXHAUSTED (admission) and retried
   int devices_finished = 0;        // heard that the federation is over
   uint64_t bytes_down = 0;
   uint64_t bytes_up = 0;

@@ -46,6 +46,9 @@ int Main(int argc, char** argv) {
   flags.Double("train_max", &o.train_max_seconds, "cap on one simulated training time, seconds");
   flags.Int("samples", &samples, "num_samples each device reports (its FedAvg weight)");
   flags.Double("update_scale", &o.update_scale, "synthetic update values are in [-scale, scale]");
+  flags.Double("slow_fraction", &o.slow_fraction,
+               "fraction of devices (the last ones) whose training takes slow_factor times longer");
+  flags.Double("slow_factor", &o.slow_factor, "training-time factor of the slow devices (>= 1)");
   flags.Double("never_report", &o.never_report, "fraction of devices that never report");
   flags.Double("disconnect", &o.disconnect, "fraction of devices cut off mid-upload");
   flags.Double("reconnect", &o.reconnect, "fraction that reconnect before each upload");
@@ -57,6 +60,8 @@ int Main(int argc, char** argv) {
   flags.ParseOrExit(argc, argv);
   if (!flags.positional().empty()) return Usage("unexpected argument '" + flags.positional()[0] + "'");
   if (samples < 1) return Usage("--samples must be >= 1");
+  if (!(o.slow_fraction >= 0 && o.slow_fraction <= 1)) return Usage("--slow_fraction must be in [0, 1]");
+  if (!(o.slow_factor >= 1)) return Usage("--slow_factor must be >= 1");
   o.samples_per_device = static_cast<uint64_t>(samples);
   o.seed = static_cast<uint64_t>(seed);
   o.poll = absl::Seconds(poll);

@@ -2,11 +2,14 @@
 // FedAvg of the synthetic updates must equal the loadgen's exact reference (to the last bit, up
 // to summation order), with faults and through a codec chain too.
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
@@ -119,6 +122,88 @@ TEST(Loadgen, CompressedUpdatesAreStillExact) {
   EXPECT_LT(NumberField(f.metrics[1], "bytes_down"), NumberField(f.metrics[0], "bytes_down") / 2);
   ASSERT_EQ(f.server_model.size(), f.reference.size());
   EXPECT_LE(MaxUlps(f.server_model, f.reference), 1);
+}
+
+// The server's threads, from /proc (0 once it is gone).
+int Threads(pid_t pid) {
+  const std::string status = ReadFileOrEmpty(absl::StrCat("/proc/", pid, "/status"));
+  const size_t at = status.find("\nThreads:");
+  return at == std::string::npos ? 0 : std::atoi(status.c_str() + at + 9);
+}
+
+// 300 devices, 15 selected per round: the other 285 wait in CheckIn long polls the whole round.
+// With a thread per waiting poll (the synchronous API) the server would run 300+ threads; with
+// the callback API and admission-controlled uploads it stays at a small constant.
+TEST(Loadgen, WaitingLongPollsDoNotCostAThreadEach) {
+  const std::string dir = MakeTempDir("edgefl-loadgen-threads");
+  constexpr int kDevices = 300;
+  int port = 0;
+  // Rounds start once 15 joined and select 15 (fraction 0.05 of 300, at least min_clients); by
+  // round 2 all 300 have joined and the other 285 wait in CheckIn.
+  auto server = StartServer({"--model=small_cnn", "--rounds=3", "--min_clients=15",
+                             "--eval_samples=200", "--deadline=120", "--set=sampling.fraction=0.05",
+                             "--join_per_minute=100000", "--out=" + dir + "/run"},
+                            dir, "server.log", &port);
+  ASSERT_GT(port, 0) << server->Log();
+  Subprocess loadgen({BinDir() + "/fl-loadgen", absl::StrCat("--server=127.0.0.1:", port),
+                      "--insecure", absl::StrCat("--devices=", kDevices), "--train_median=2",
+                      "--train_sigma=0.3", "--max_run=240", "--json_out=" + dir + "/loadgen.json"},
+                     dir + "/loadgen.log");
+  // Sample the server's thread count until it exits (bounded): a measurement, not a wait.
+  int peak = 0;
+  const absl::Time give_up = absl::Now() + kTimeout;
+  while (server->running() && absl::Now() < give_up) {
+    peak = std::max(peak, Threads(server->pid()));
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_EQ(server->Wait(absl::Seconds(30)), 0) << server->Log();
+  EXPECT_EQ(loadgen.Wait(absl::Seconds(120)), 0) << loadgen.Log();
+  const auto metrics = ReadJsonLines(dir + "/run/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 3u);
+  for (const auto& m : metrics) EXPECT_EQ(NumberField(m, "clients_reported"), 15);
+  const auto lines = ReadJsonLines(dir + "/loadgen.json");
+  ASSERT_FALSE(lines.empty());
+  EXPECT_EQ(NumberField(lines[0], "devices_finished"), kDevices);
+  EXPECT_GT(peak, 0);
+  EXPECT_LT(peak, 100) << "server threads with " << kDevices << " devices polling";
+  std::printf("peak server threads with %d devices: %d\n", kDevices, peak);
+}
+
+// FedBuff through the real protocol: 40 devices, a tenth of them ten times slower, versions of
+// 10 updates. Versions come out at the fast devices' pace; the slow devices' updates arrive
+// against older versions and are still folded in (counted as stale).
+TEST(Loadgen, BufferedModeMovesOnWithoutTheSlowTailAndFoldsItsStaleUpdates) {
+  const std::string dir = MakeTempDir("edgefl-loadgen-buffered");
+  int port = 0;
+  auto server = StartServer({"--model=small_cnn", "--rounds=6", "--min_clients=40",
+                             "--eval_samples=200", "--deadline=120",
+                             "--set=aggregation.mode=buffered",
+                             "--set=aggregation.buffered.buffer_size=10",
+                             "--set=aggregation.buffered.max_staleness=20",
+                             "--join_per_minute=100000", "--out=" + dir + "/run"},
+                            dir, "server.log", &port);
+  ASSERT_GT(port, 0) << server->Log();
+  Subprocess loadgen({BinDir() + "/fl-loadgen", absl::StrCat("--server=127.0.0.1:", port),
+                      "--insecure", "--devices=40", "--train_median=0.5", "--train_sigma=0.3",
+                      "--slow_fraction=0.1", "--slow_factor=10", "--max_run=240",
+                      "--json_out=" + dir + "/loadgen.json"},
+                     dir + "/loadgen.log");
+  EXPECT_EQ(server->Wait(kTimeout), 0) << server->Log();
+  EXPECT_EQ(loadgen.Wait(absl::Seconds(120)), 0) << loadgen.Log();
+  const auto metrics = ReadJsonLines(dir + "/run/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 6u);
+  double stale = 0, reported = 0;
+  for (const auto& m : metrics) {
+    EXPECT_EQ(NumberField(m, "clients_reported"), 10);  // every version takes exactly K updates
+    // A version waits for 10 of the 36 fast devices, never for the slow ones (5 s of training).
+    EXPECT_LT(NumberField(m, "round_seconds"), 4) << "round " << NumberField(m, "round");
+    stale += NumberField(m, "updates_stale", 0);
+    reported += NumberField(m, "clients_reported");
+  }
+  EXPECT_GT(stale, 0);  // the 4 slow devices' updates came late and still counted
+  const auto lines = ReadJsonLines(dir + "/loadgen.json");
+  ASSERT_FALSE(lines.empty());
+  EXPECT_EQ(NumberField(lines[0], "reports_accepted"), reported);
 }
 
 }  // namespace

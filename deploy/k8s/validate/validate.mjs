@@ -8,7 +8,11 @@
 //     container, non-root, read-only root filesystem, no privilege escalation, ALL capabilities
 //     dropped, seccomp RuntimeDefault, pinned image tags (no :latest, no untagged), Secrets only as
 //     mounted files (no env from Secrets), fl-server a single-replica Recreate Deployment whose run
-//     folder is a PersistentVolumeClaim, a NetworkPolicy for each workload.
+//     folder is a PersistentVolumeClaim, a NetworkPolicy for each workload, and no container that
+//     exits when its run is over (a Deployment or DaemonSet restarts it, even after exit 0, into
+//     a crash-loop back-off): fl-server --after_finish=serve, fl-client --after_finish=wait; an
+//     edgefl image built for the architecture its pods are pinned to (nodeSelector
+//     kubernetes.io/arch arm64: a "-arm64" or "-multiarch" tag; any other: not "-arm64").
 //
 //   node validate.mjs rendered.yaml [more.yaml ...]
 // Prints one line per problem ("<file>: <Kind>/<name>: <path>: <problem>") and exits 1 if there
@@ -144,6 +148,27 @@ function policy(obj, all, report) {
     }
     if (!(c?.args ?? []).some((a) => a === "--resume_if_present" || a === "--resume")) {
       report("fl-server needs --resume_if_present (a restarted pod must continue its run)");
+    }
+    if (obj.kind !== "Job" && !(c?.args ?? []).includes("--after_finish=serve")) {
+      report("fl-server needs --after_finish=serve (exiting when the run is done restarts the pod into a crash loop)");
+    }
+  }
+  const pinnedArch = pod.nodeSelector?.["kubernetes.io/arch"];
+  for (const c of pod.containers ?? []) {
+    const image = c.image ?? "";
+    if (!image.includes("edgefl/")) continue;
+    const tag = image.split("/").pop().split(":")[1] ?? "";
+    const builtFor = tag.endsWith("-arm64") ? "arm64" : tag.endsWith("-multiarch") ? "any" : "amd64";
+    if (pinnedArch === "arm64" && builtFor === "amd64") {
+      report(`container ${c.name}: image '${image}' is built for amd64 but the pods are pinned to arm64 nodes (use the -arm64 tag of scripts/images --arch arm64)`);
+    } else if (pinnedArch !== "arm64" && builtFor === "arm64") {
+      report(`container ${c.name}: image '${image}' is built for arm64 but the pods are not pinned to arm64 nodes (nodeSelector kubernetes.io/arch: arm64)`);
+    }
+  }
+  if (name === "fl-client" && (obj.kind === "DaemonSet" || obj.kind === "Deployment")) {
+    const c = (pod.containers ?? []).find((x) => x.name === "fl-client");
+    if (!(c?.args ?? []).includes("--after_finish=wait")) {
+      report("fl-client needs --after_finish=wait (exiting when the run is done restarts the pod into a crash loop)");
     }
   }
   const labels = obj.spec?.template?.metadata?.labels ?? {};
