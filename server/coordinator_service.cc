@@ -98,6 +98,7 @@ absl::Status CoordinatorService::AdmitReport(const std::string& client_id,
 
 void CoordinatorService::ReleaseReport(grpc::ServerContext* context) {
   absl::MutexLock lock(&mu_);
+  stalled_.erase(context);
   auto it = uploads_.find(context);
   if (it == uploads_.end()) return;
   const double took = absl::ToDoubleSeconds(absl::Now() - it->second.started);
@@ -112,8 +113,7 @@ void CoordinatorService::ProgressReport(grpc::ServerContext* context) {
 
 bool CoordinatorService::Stalled(grpc::ServerContext* context) const {
   absl::MutexLock lock(&mu_);
-  auto it = uploads_.find(context);
-  return it != uploads_.end() && it->second.last_progress == absl::InfinitePast();
+  return stalled_.contains(context);
 }
 
 absl::Status CoordinatorService::StallStatus() const {
@@ -128,17 +128,20 @@ void CoordinatorService::StallWatch() {
   while (!stopping_) {
     const absl::Time now = absl::Now();
     absl::Time next = now + options_.report_stall_timeout;
-    for (auto& [context, upload] : uploads_) {
-      if (upload.last_progress == absl::InfinitePast()) continue;  // cancelled already
-      const absl::Time due = upload.last_progress + options_.report_stall_timeout;
-      if (due <= now) {
-        EDGEFL_LOG_WARN("Report from ", upload.client_id, ": nothing received for ",
-                        absl::FormatDuration(options_.report_stall_timeout), "; cancelling it");
-        upload.last_progress = absl::InfinitePast();  // marks it stalled for the handler
-        context->TryCancel();
-      } else {
+    for (auto it = uploads_.begin(); it != uploads_.end();) {
+      const absl::Time due = it->second.last_progress + options_.report_stall_timeout;
+      if (due > now) {
         next = std::min(next, due);
+        ++it;
+        continue;
       }
+      EDGEFL_LOG_WARN("Report from ", it->second.client_id, ": nothing received for ",
+                      absl::FormatDuration(options_.report_stall_timeout), "; cancelling it");
+      // Its slot is free at once (the device may retry right away); the handler, woken by the
+      // cancellation, finds it in stalled_ and counts it.
+      it->first->TryCancel();
+      stalled_.insert(it->first);
+      uploads_.erase(it++);
     }
     auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
     mu_.AwaitWithDeadline(absl::Condition(&stop), next);

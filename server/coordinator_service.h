@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "compression/update_codec.h"
@@ -109,6 +110,8 @@ class CoordinatorService final
   };
   mutable absl::Mutex mu_;
   absl::flat_hash_map<grpc::ServerContext*, Upload> uploads_ ABSL_GUARDED_BY(mu_);
+  // Uploads StallWatch cancelled, until their handler returns (they hold no slot).
+  absl::flat_hash_set<grpc::ServerContext*> stalled_ ABSL_GUARDED_BY(mu_);
   int64_t finished_notices_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<std::string, absl::Time> waiting_ ABSL_GUARDED_BY(mu_);  // refused, when
   double upload_seconds_ewma_ ABSL_GUARDED_BY(mu_) = 1.0;

@@ -492,6 +492,10 @@ bool RoundScheduler::TaskReadyLocked(const std::string& client_id) const {
 }
 
 PollOutcome RoundScheduler::GrantLocked(const std::string& client_id, TaskGrant* grant) {
+  // Shut down before the run finished (SIGTERM, a pod being replaced, a failed checkpoint): the
+  // device is told nothing final; its next CheckIn finds the server gone and it retries until a
+  // restarted server resumes the run.
+  if (shutdown_ && !finished_) return PollOutcome::kIdle;
   if (finished_ || shutdown_) {
     if (finished_ && snapshot_ != nullptr) {
       grant->task = task_;  // the last round's config (empty after a resume with nothing to do)
@@ -575,6 +579,11 @@ absl::Status RoundScheduler::CheckReportLocked(const proto::ReportHeader& header
         absl::StrCat("no round is open (last round ", round_, "); the update came too late"));
   }
   if (buffered_) {
+    if (static_cast<int>(reported_.size()) >= target_) {
+      // The version is full and about to be made: the update goes into the next one.
+      return WithReason(absl::UnavailableError("the version's buffer is full; retry in a moment"),
+                        "between_versions");
+    }
     // Any version the device was handed, within max_staleness of the newest.
     auto granted = granted_.find(header.client_id());
     if (granted == granted_.end()) {

@@ -104,8 +104,9 @@ class RoundScheduler {
   void Shutdown();
 
   // Long poll for `client_id`: returns kTask (filling `grant`) as soon as the client is selected
-  // in the open round and has not reported yet, kFinished once the run is over, else kIdle after
-  // `max_wait` or when `cancelled()` turns true (checked about once a second). On kFinished after
+  // in the open round and has not reported yet, kFinished once the run is over, kIdle at once
+  // after Shutdown of an unfinished run (the device should come back to a restarted server), else
+  // kIdle after `max_wait` or when `cancelled()` turns true (checked about once a second). On kFinished after
   // a completed run (not after Shutdown), `grant` holds the final model and the last round's task
   // with final_model set, for a client that asks for it.
   PollOutcome WaitForTask(const std::string& client_id, absl::Duration max_wait,

@@ -176,7 +176,9 @@ TEST(Federation, KilledClientDoesNotHoldRoundPastDeadline) {
   EXPECT_EQ(NumberField(metrics[0], "clients_selected"), 3);
   EXPECT_EQ(NumberField(metrics[0], "clients_reported"), 2);
   EXPECT_EQ(NumberField(metrics[0], "clients_failed"), 1);
-  EXPECT_LE(NumberField(metrics[0], "round_seconds"), kDeadline + 5);
+  // round_seconds also counts the wait for the clients to start and join (several seconds on a
+  // loaded machine); a victim holding the round would keep it open for minutes.
+  EXPECT_LE(NumberField(metrics[0], "round_seconds"), kDeadline + 20);
   EXPECT_EQ(c0->Wait(absl::Seconds(60)), 0) << c0->Log();
   EXPECT_EQ(c1->Wait(absl::Seconds(60)), 0) << c1->Log();
 }
