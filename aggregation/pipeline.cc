@@ -199,6 +199,28 @@ absl::Status Pipeline::AccumulateEncoded(absl::string_view encoded,
   return AddScratch(num_samples);
 }
 
+absl::Status Pipeline::CombinedUpdate(absl::Span<float> out) {
+  if (mean_ == nullptr || dp_clip_ != nullptr || noise_ != nullptr) {
+    return absl::UnimplementedError(
+        absl::StrCat(options_.name,
+                     " does not only average (a buffered combiner or DP): it cannot hand a "
+                     "combined update upstream; use it at the root"));
+  }
+  if (out.size() != options_.dim) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("combined update of ", out.size(), " values, expected ", options_.dim));
+  }
+  if (mean_->count() == 0) {
+    return WithReason(absl::FailedPreconditionError(
+                          absl::StrCat("round ", context_.round, ": no update to combine")),
+                      "no_updates");
+  }
+  RETURN_IF_ERROR(mean_->Mean(out));
+  report_ = RoundReport();
+  report_.updates_clipped = clipped_;
+  return absl::OkStatus();
+}
+
 absl::Status Pipeline::Aggregate(absl::Span<float> global, int num_failures) {
   const int64_t k = num_accumulated();
   if (k == 0) {

@@ -87,6 +87,10 @@ class Pipeline : public Strategy {
   int64_t num_accumulated() const override;
   absl::Status Aggregate(absl::Span<float> global, int num_failures) override;
   RoundReport report() const override { return report_; }
+  // The streaming mean (weighted_mean or mean) of the round, after the norm bound filter; the
+  // report then counts the updates that filter clipped. UNIMPLEMENTED with a buffered combiner or
+  // DP.
+  absl::Status CombinedUpdate(absl::Span<float> out) override;
   std::string SaveState() const override;
   absl::Status LoadState(absl::string_view state) override;
   int max_updates_per_round() const override;

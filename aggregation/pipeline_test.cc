@@ -32,6 +32,98 @@ double Norm(const std::vector<float>& v) {
   return std::sqrt(s);
 }
 
+// Hierarchical FedAvg (server/upstream_link.h): regions send CombinedUpdate with the total of
+// their samples, the root takes their weighted mean. Against the flat mean of the same updates the
+// only extra error is each region's mean rounded to float once: per coordinate
+//   |hier - flat| <= ulp(model) + 2^-24 * sum_r (N_r / N) |m_r|
+// (the first term: the root's final rounding may fall on the other side). Not bit-identical in
+// general; the test shows how many coordinates differ.
+TEST(Pipeline, RegionalCombinedUpdatesComposeToFlatFedAvgWithinOneRounding) {
+  constexpr size_t kDim = 20000;
+  std::mt19937_64 rng(7);
+  const std::vector<float> start = Random(kDim, &rng, 0.5f);
+  std::vector<std::vector<float>> deltas;
+  std::vector<uint64_t> samples;
+  std::uniform_int_distribution<int> count(10, 3000);
+  for (int i = 0; i < 6; ++i) {
+    deltas.push_back(Random(kDim, &rng, 0.01f * (i + 1)));
+    samples.push_back(static_cast<uint64_t>(count(rng)));
+  }
+  PipelineOptions o;
+  o.dim = kDim;
+  // Flat: one server, six devices.
+  auto flat = Make(o);
+  flat->BeginRound(1);
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(flat->Accumulate(deltas[i], samples[i]).ok());
+  std::vector<float> flat_model = start;
+  ASSERT_TRUE(flat->Aggregate(absl::MakeSpan(flat_model), 0).ok());
+  // Hierarchical: two regions of three, then the root.
+  auto root = Make(o);
+  root->BeginRound(1);
+  std::vector<std::vector<float>> region_means;
+  std::vector<uint64_t> region_samples;
+  for (int r = 0; r < 2; ++r) {
+    auto region = Make(o);
+    region->BeginRound(1);
+    uint64_t n = 0;
+    for (int i = 3 * r; i < 3 * r + 3; ++i) {
+      ASSERT_TRUE(region->Accumulate(deltas[i], samples[i]).ok());
+      n += samples[i];
+    }
+    std::vector<float> mean(kDim);
+    ASSERT_TRUE(region->CombinedUpdate(absl::MakeSpan(mean)).ok());
+    ASSERT_TRUE(root->Accumulate(mean, n).ok());
+    region_means.push_back(std::move(mean));
+    region_samples.push_back(n);
+  }
+  std::vector<float> hier_model = start;
+  ASSERT_TRUE(root->Aggregate(absl::MakeSpan(hier_model), 0).ok());
+  const double total = static_cast<double>(region_samples[0] + region_samples[1]);
+  int differ = 0;
+  for (size_t j = 0; j < kDim; ++j) {
+    const float big = std::max(std::fabs(flat_model[j]), std::fabs(hier_model[j]));
+    const double ulp = std::nextafter(big, INFINITY) - big;
+    double mean_error = 0;
+    for (int r = 0; r < 2; ++r) {
+      mean_error +=
+          region_samples[r] / total * std::fabs(region_means[r][j]) * std::ldexp(1.0, -24);
+    }
+    const double diff = std::fabs(static_cast<double>(hier_model[j]) - flat_model[j]);
+    ASSERT_LE(diff, ulp + mean_error) << "coordinate " << j;
+    differ += diff > 0;
+  }
+  // Rounding each region's mean does move some coordinates by an ulp (not bit identity), and
+  // only a minority.
+  EXPECT_LT(differ, static_cast<int>(kDim / 4));
+  std::printf("hierarchical vs flat FedAvg: %d of %zu coordinates differ (each by <= 1 ulp)\n",
+              differ, kDim);
+}
+
+TEST(Pipeline, CombinedUpdateRefusesRulesThatDoNotOnlyAverage) {
+  PipelineOptions o;
+  o.dim = 2;
+  o.combiner = PipelineOptions::Combiner::kBuffered;
+  o.buffered.rule = RobustRule::kMedian;
+  o.buffered.max_updates = 4;
+  auto buffered = Make(o);
+  ASSERT_NE(buffered, nullptr);
+  std::vector<float> out(2);
+  EXPECT_EQ(buffered->CombinedUpdate(absl::MakeSpan(out)).code(), absl::StatusCode::kUnimplemented);
+  PipelineOptions plain;
+  plain.dim = 2;
+  auto mean = Make(plain);
+  mean->BeginRound(1);
+  absl::Status none = mean->CombinedUpdate(absl::MakeSpan(out));
+  EXPECT_EQ(none.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ReasonOf(none), "no_updates");
+  const std::vector<float> a = {1, 2}, b = {4, 8};
+  ASSERT_TRUE(mean->Accumulate(a, 1).ok());
+  ASSERT_TRUE(mean->Accumulate(b, 2).ok());
+  ASSERT_TRUE(mean->CombinedUpdate(absl::MakeSpan(out)).ok());
+  EXPECT_FLOAT_EQ(out[0], 3.0f);
+  EXPECT_FLOAT_EQ(out[1], 6.0f);
+}
+
 TEST(Pipeline, NormBoundRejectsWithReasonAndLeavesTheRoundUnchanged) {
   PipelineOptions o;
   o.dim = 3;
@@ -128,6 +220,7 @@ TEST(Pipeline, MedianRejectsTheOutlierThatMovesTheMean) {
   o.name = "fedmedian";
   o.combiner = PipelineOptions::Combiner::kBuffered;
   o.buffered.rule = RobustRule::kMedian;
+  o.buffered.max_updates = 4;
   o.buffered.max_updates = 5;
   auto p = Make(o);
   p->BeginRound(1);

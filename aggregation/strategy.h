@@ -69,8 +69,18 @@ class Strategy {
   // if the round's updates cannot be combined: the scheduler retries the round. On any error
   // `global` and the strategy's state are unchanged.
   virtual absl::Status Aggregate(absl::Span<float> global, int num_failures) = 0;
-  // Figures of the last successful Aggregate.
+  // Figures of the last successful Aggregate (or CombinedUpdate).
   virtual RoundReport report() const = 0;
+  // What a regional aggregator sends upstream instead of Aggregate: the round's combined update
+  // (for the weighted mean: sum_k n_k delta_k / sum_k n_k, added in double and rounded to float
+  // once) written into `out`, with no DP noise and no server optimizer step; `global` models and
+  // the strategy's state are untouched. FAILED_PRECONDITION (reason "no_updates") when nothing was
+  // accumulated, INVALID_ARGUMENT for a wrong `out` size, UNIMPLEMENTED for a strategy that does
+  // not only average (buffered robust rules, DP: those belong at the root).
+  virtual absl::Status CombinedUpdate(absl::Span<float> out) {
+    (void)out;
+    return absl::UnimplementedError(name() + " cannot hand its combined update upstream");
+  }
 
   // The state that must survive a restart (optimizer moments, clip norm, noise stream,
   // accountant), as one blob; LoadState restores it (INVALID_ARGUMENT, state unchanged, for a

@@ -132,6 +132,18 @@ std::vector<std::string> ClientRegistry::Eligible() const {
   return out;
 }
 
+uint64_t ClientRegistry::EligibleSamples() const {
+  absl::MutexLock lock(&mu_);
+  uint64_t total = 0;
+  const absl::Time now = clock_->Now();
+  for (const auto& [id, entry] : clients_) {
+    if (entry.expires >= now && Ineligibility(options_.eligibility, entry.profile).empty()) {
+      total += entry.profile.num_samples();
+    }
+  }
+  return total;
+}
+
 int64_t ClientRegistry::size() const {
   absl::MutexLock lock(&mu_);
   return clients_.size();

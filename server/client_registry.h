@@ -46,6 +46,9 @@ class ClientRegistry {
   bool IsKnown(const std::string& client_id) const;
   // Ids with a live lease whose profile meets the eligibility criteria, in no particular order.
   std::vector<std::string> Eligible() const;
+  // The sum of DeviceProfile.num_samples over Eligible() (a regional aggregator's weight as seen
+  // upstream, server/upstream_link.h).
+  uint64_t EligibleSamples() const;
   int64_t size() const;
   absl::Duration lease() const { return options_.lease; }
 

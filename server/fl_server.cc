@@ -74,6 +74,8 @@ struct FlServer::Parts {
   std::unique_ptr<AccessControl> access;
   std::unique_ptr<MetricsExporter> metrics;  // --metrics_listen; after the registry it reads
   std::unique_ptr<RoundScheduler> scheduler;
+  std::unique_ptr<Region> region;      // --upstream: the scheduler's devices, driven from upstream
+  std::unique_ptr<UpstreamLink> link;  // --upstream
   std::unique_ptr<CoordinatorService> service;
   std::unique_ptr<grpc::Server> grpc_server;
   std::unique_ptr<grpc::Server> health_server;  // --health_listen
@@ -147,6 +149,18 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
     return AsUsageError(absl::InvalidArgumentError("--metrics_linger_seconds must be >= 0"));
   }
 
+  const bool aggregator = !o.upstream.address.empty();
+  std::optional<UpstreamClientConfig> upstream;
+  if (aggregator) {
+    if (o.run.resume) {
+      return AsUsageError(absl::InvalidArgumentError(
+          "--upstream: a regional aggregator keeps no rounds of its own to --resume"));
+    }
+    absl::StatusOr<UpstreamClientConfig> loaded = LoadUpstreamClientConfig(o.upstream);
+    RETURN_IF_USAGE_ERROR(StatusOf(loaded));
+    upstream = std::move(*loaded);
+  }
+
   // The server secret: enrollment tokens are required when there is one.
   std::string secret_source;
   absl::StatusOr<std::string> secret = LoadServerSecret(o.secret_file, &secret_source);
@@ -160,7 +174,14 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
   RETURN_IF_USAGE_ERROR(StatusOf(loaded));
   p->run = std::move(*loaded);
   LoadedRun& run = *p->run;
-  if (evaluators) {
+  if (aggregator) {
+    if (absl::Status s = CheckAggregatorConfig(run.config); !s.ok()) {
+      // As for any refused config, leave no folder behind (it is still empty here).
+      if (!run.resumed_from.has_value()) ::rmdir(run.store.dir().c_str());
+      return AsUsageError(s);
+    }
+  }
+  if (evaluators && !aggregator) {  // the root evaluates
     absl::StatusOr<std::unique_ptr<Evaluator>> evaluator = evaluators(run.config);
     RETURN_IF_USAGE_ERROR(StatusOf(evaluator));
     p->evaluator = std::move(*evaluator);
@@ -296,6 +317,33 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
   RETURN_IF_USAGE_ERROR(StatusOf(scheduler));
   p->scheduler = std::move(*scheduler);
 
+  if (aggregator) {
+    // The region's rounds go to this server's metrics.jsonl (and /metrics), without evaluation.
+    p->region = NewSchedulerRegion(
+        p->scheduler.get(), p->registry.get(),
+        [rec, parts](const proto::RoundRecord& stats, const std::vector<float>& model) {
+          rec->OnRoundDone(stats, std::make_shared<const std::vector<float>>(model));
+          if (parts->metrics != nullptr) parts->metrics->OnRoundClosed(stats, 0);
+        });
+    std::unique_ptr<client::CoordinatorClient> rpc =
+        client::CoordinatorClient::Create(upstream->rpc);
+    rpc->SetEnrollmentToken(upstream->enrollment_token);
+    UpstreamLink::Options link_opts;
+    link_opts.upstream = o.upstream.address;
+    link_opts.seed = run.config.seed();
+    link_opts.margin = absl::Seconds(o.upstream.margin_seconds);
+    link_opts.backoff.max = absl::Seconds(o.upstream.retry_max_seconds);
+    link_opts.ef_state_file = run.store.Path("upstream.ef");
+    absl::StatusOr<std::unique_ptr<UpstreamLink>> link =
+        UpstreamLink::Create(link_opts, std::move(rpc), p->region.get(), clock);
+    RETURN_IF_USAGE_ERROR(StatusOf(link));
+    p->link = std::move(*link);
+    EDGEFL_LOG_INFO("regional aggregator: rounds come from upstream ", o.upstream.address, " (",
+                    upstream->rpc.insecure ? "PLAINTEXT" : "TLS",
+                    "); the config's rounds, "
+                    "client settings and evaluation are the root's business");
+  }
+
   CoordinatorService::Options svc_opts;
   svc_opts.checkin_poll = absl::Seconds(o.poll_seconds);
   svc_opts.max_concurrent_reports = o.max_concurrent_uploads;
@@ -352,13 +400,14 @@ void FlServer::Shutdown() {
     parts_->stop = true;
   }
   parts_->scheduler->Shutdown();
+  if (parts_->link != nullptr) parts_->link->Shutdown();
 }
 
 absl::Status FlServer::Run() {
   Parts& p = *parts_;
   const LoadedRun& run = *p.run;
   const int64_t total_rounds = run.config.rounds();
-  absl::Status status = p.scheduler->Run();
+  absl::Status status = p.link != nullptr ? p.link->Run() : p.scheduler->Run();
   if (absl::Status files = p.recorder->status(); !files.ok()) {
     // The scheduler stopped because a file could not be written; that is the reason to report
     // (not the CANCELLED it returns after the stop).
@@ -380,7 +429,12 @@ absl::Status FlServer::Run() {
       absl::SleepFor(absl::Milliseconds(100));
     }
   }
-  if (status.ok()) {
+  if (status.ok() && p.link != nullptr) {
+    std::printf("fl-server: regional aggregator done: %d rounds reported to %s, %d declined\n",
+                p.link->rounds_reported(), p.options.upstream.address.c_str(),
+                p.link->rounds_declined());
+    std::fflush(stdout);
+  } else if (status.ok()) {
     if (absl::Status s = WriteReport(run.store.dir()); !s.ok()) {
       EDGEFL_LOG_WARN("could not write ", kReportFile, ": ", s.ToString());
     }

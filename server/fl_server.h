@@ -16,6 +16,7 @@
 #include "protos/config.pb.h"
 #include "server/run.h"
 #include "server/transport.h"
+#include "server/upstream_link.h"
 
 namespace edgefl::server {
 
@@ -55,6 +56,10 @@ struct ServerOptions {
   // Memory gRPC's transport may hold for all connections, MiB (0 = unbounded); see
   // GrpcServerOptions::max_transport_mb.
   int max_transport_mb = 64;
+  // Set (address non-empty): run as a regional aggregator of that upstream coordinator
+  // (server/upstream_link.h): rounds come from upstream, the config's aggregation must only
+  // average (CheckAggregatorConfig), and there is no evaluation, checkpoint or resume here.
+  UpstreamOptions upstream;
 };
 
 // Builds the evaluator of a run (server/test_set_evaluator.h CreateTestSetEvaluator in fl-server).
@@ -78,7 +83,8 @@ class FlServer {
                                                          const Clock* clock);
   ~FlServer();
 
-  // Runs every remaining round, then tells polling clients the run is over (for at most
+  // Runs every remaining round (as a regional aggregator: every upstream task, until the
+  // upstream's run is over), then tells polling clients the run is over (for at most
   // finish_grace_seconds), writes report.html, prints the summary line on stdout and stops
   // serving; with after_finish "serve" it keeps serving (`finished`) until Shutdown() instead and
   // then returns OK. The scheduler's errors (DEADLINE_EXCEEDED, UNAVAILABLE, CANCELLED after

@@ -183,6 +183,7 @@ void RoundScheduler::OpenAttempt(int64_t round, int attempt,
   selected_ = absl::flat_hash_set<std::string>(selected.begin(), selected.end());
   reported_.clear();
   declined_.clear();
+  reported_samples_ = 0;
   refused_.clear();
   aggregation::RoundContext context(round);
   context.num_selected = static_cast<int>(selected.size());
@@ -325,6 +326,140 @@ absl::Status RoundScheduler::Run() {
   }
   NotifyChange();
   return absl::OkStatus();
+}
+
+absl::StatusOr<RoundScheduler::ExternalResult> RoundScheduler::RunExternalRound(
+    const proto::Task& upstream, absl::Span<const float> model, absl::Time close_by) {
+  const auto& config = options_.config;
+  if (static_cast<int64_t>(model.size()) != num_params_ ||
+      (upstream.has_spec() && !models::CheckSpecMatches(options_.spec, upstream.spec()).ok())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the upstream task's model (", upstream.spec().model(), ", ", model.size(),
+                     " values) is not this server's ", options_.spec.model(), " (", num_params_,
+                     " parameters): give the aggregator the root's model"));
+  }
+  const int64_t round = upstream.round();
+  int attempt = static_cast<int>(upstream.attempt());
+  const absl::Time start = clock_->Now();
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutdown_) return absl::CancelledError("server shutting down");
+    // The same round and attempt again (an upstream resumed from its checkpoint re-runs the round
+    // it died in): devices would take it for a task they already trained, so it gets the next
+    // attempt number here. Their training does not depend on it (the task's seed does).
+    if (round == round_ && attempt <= attempt_) {
+      EDGEFL_LOG_WARN("regional round ", round, ": the upstream offers attempt ", attempt,
+                      " again; the devices get it as attempt ", attempt_ + 1);
+      attempt = attempt_ + 1;
+    }
+    global_.assign(model.begin(), model.end());
+    PublishLocked(upstream.model_version());
+    stats_.Clear();
+    stats_.set_round(round);
+  }
+  // The region's devices, bounded by close_by (Joins do not signal the scheduler: poll).
+  const int min_clients = config.sampling().min_clients();
+  std::vector<std::string> eligible;
+  while (true) {
+    eligible = registry_->Eligible();
+    if (static_cast<int>(eligible.size()) >= min_clients) break;
+    const absl::Time now = clock_->Now();
+    if (now >= close_by) {
+      return WithReason(absl::FailedPreconditionError(absl::StrCat(
+                            "round ", round, ": only ", eligible.size(), " of the ", min_clients,
+                            " devices needed (sampling.min_clients) are registered")),
+                        "no_devices");
+    }
+    absl::MutexLock lock(&mu_);
+    auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return shutdown_; };
+    if (clock_->AwaitWithDeadline(&mu_, absl::Condition(&stop),
+                                  std::min(close_by, now + absl::Milliseconds(100)))) {
+      return absl::CancelledError("server shutting down");
+    }
+  }
+  const int num_eligible = static_cast<int>(eligible.size());
+  int target = aggregation::TargetClients(num_eligible, config.sampling().fraction(), min_clients);
+  if (max_updates_ > 0) target = std::min(target, max_updates_);
+  std::vector<std::string> selected =
+      aggregation::SelectClients(std::move(eligible), target, config.sampling().over_selection(),
+                                 config.seed(), round, attempt);
+  if (max_updates_ > 0 && static_cast<int>(selected.size()) > max_updates_) {
+    selected.resize(max_updates_);
+  }
+  const int need = std::max(1, static_cast<int>(std::ceil(config.quorum() * target - 1e-9)));
+  EDGEFL_LOG_INFO("regional round ", round, " attempt ", attempt, " (upstream model version ",
+                  upstream.model_version(), "): selected ", selected.size(), " devices (target ",
+                  target, ", quorum ", need, "), closing in ",
+                  absl::FormatDuration(absl::Trunc(close_by - start, absl::Milliseconds(100))));
+  {
+    absl::MutexLock lock(&mu_);
+    round_ = round;
+    attempt_ = attempt;
+    target_ = target;
+    selected_ = absl::flat_hash_set<std::string>(selected.begin(), selected.end());
+    reported_.clear();
+    declined_.clear();
+    refused_.clear();
+    reported_samples_ = 0;
+    aggregation::RoundContext context(round);
+    context.num_selected = static_cast<int>(selected.size());
+    context.num_eligible = num_eligible;
+    strategy_->BeginRound(context);
+    deadline_ = close_by;
+    task_.Clear();
+    task_.set_round(round);
+    task_.set_attempt(attempt);
+    task_.set_model_version(snapshot_->version);
+    *task_.mutable_config() = upstream.config();
+    *task_.mutable_spec() = options_.spec;
+    task_.set_total_bytes(snapshot_->payload.size());
+    task_.set_sha256(snapshot_->sha256);
+    task_.set_deadline_unix_seconds(absl::ToDoubleSeconds(deadline_ - absl::UnixEpoch()));
+    stats_.set_clients_selected(static_cast<int>(selected.size()));
+    stats_.set_attempts(attempt);
+    open_ = true;
+  }
+  NotifyChange();  // pollers (TryTask) may now get the task
+  absl::MutexLock lock(&mu_);
+  auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return shutdown_ || static_cast<int>(reported_.size()) >= target_ ||
+           reported_.size() + declined_.size() >= selected_.size();
+  };
+  clock_->AwaitWithDeadline(&mu_, absl::Condition(&done), deadline_);
+  open_ = false;
+  if (shutdown_) return absl::CancelledError("server shutting down");
+  const int reported = static_cast<int>(reported_.size());
+  stats_.set_clients_reported(reported);
+  stats_.set_clients_failed(static_cast<int>(selected_.size()) - reported);
+  stats_.set_round_seconds(absl::ToDoubleSeconds(clock_->Now() - start));
+  stats_.set_unix_time(absl::ToDoubleSeconds(clock_->Now() - absl::UnixEpoch()));
+  stats_.set_rejected_total(total_rejections_);
+  if (reported < need) {
+    return WithReason(absl::FailedPreconditionError(
+                          absl::StrCat("regional round ", round, " missed its quorum: ", reported,
+                                       " of ", need, " needed reported by its close")),
+                      "region_quorum");
+  }
+  ExternalResult result;
+  result.delta.resize(num_params_);
+  RETURN_IF_ERROR(strategy_->CombinedUpdate(absl::MakeSpan(result.delta)));
+  stats_.set_updates_clipped(strategy_->report().updates_clipped);
+  result.num_samples = reported_samples_;
+  result.stats = stats_;
+  return result;
+}
+
+void RoundScheduler::FinishExternal(int64_t version, const std::vector<float>* final_model) {
+  {
+    absl::MutexLock lock(&mu_);
+    open_ = false;
+    if (final_model != nullptr && static_cast<int64_t>(final_model->size()) == num_params_) {
+      global_ = *final_model;
+      PublishLocked(version);
+    }
+    finished_ = true;
+  }
+  NotifyChange();
 }
 
 void RoundScheduler::WorkerLoop() {
@@ -555,6 +690,7 @@ absl::Status RoundScheduler::SubmitLocked(const proto::ReportHeader& header,
   RETURN_IF_ERROR(CheckReportLocked(header));
   if (absl::Status s = accumulate(); !s.ok()) return RefuseLocked(header, std::move(s));
   reported_.insert(header.client_id());
+  reported_samples_ += header.num_samples();
   if (buffered_) {
     granted_.erase(header.client_id());
     const int64_t staleness = snapshot_->version - header.model_version();

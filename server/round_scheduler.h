@@ -168,6 +168,32 @@ class RoundScheduler {
   bool finished() const;
   int64_t current_model_version() const;
 
+  // ---- Externally driven rounds: a regional aggregator (server/upstream_link.h) calls these
+  // instead of Run(), from one thread.
+  struct ExternalResult {
+    std::vector<float> delta;  // the combined update (Strategy::CombinedUpdate), spec order
+    uint64_t num_samples = 0;  // the total of the reporting devices' num_samples
+    proto::RoundRecord stats;  // the regional round's figures
+  };
+  // One round on a task from upstream: publishes `model` as version task.model_version(), waits
+  // until `close_by` for sampling.min_clients eligible devices, selects them as Run does (this
+  // server's sampling, quorum and seed), hands them the task's round, attempt and TaskConfig
+  // unchanged with `close_by` as their deadline, and folds their updates as Run does until all
+  // selected reported or declined, or close_by (a round and attempt offered again, e.g. by an
+  // upstream resumed from its checkpoint, goes to the devices as the next attempt: a device does
+  // not train a (round, attempt) twice). Returns the combined update; the model stays
+  // `model` (no server step). INVALID_ARGUMENT when the task's model is not this server's;
+  // FAILED_PRECONDITION with reason "no_devices" (too few eligible devices by close_by),
+  // "region_quorum" (fewer than the quorum reported) or the strategy's; UNIMPLEMENTED for a
+  // strategy that does not only average; CANCELLED after Shutdown.
+  absl::StatusOr<ExternalResult> RunExternalRound(const proto::Task& task,
+                                                  absl::Span<const float> model,
+                                                  absl::Time close_by);
+  // Ends an externally driven run: every poll answers kFinished from now on. With `final_model`
+  // (the model of `version`, the upstream's final one) it is published first, for devices that
+  // ask for the final model.
+  void FinishExternal(int64_t version, const std::vector<float>* final_model);
+
  private:
   RoundScheduler(Options options, ClientRegistry* registry,
                  std::unique_ptr<aggregation::Strategy> strategy, RoundDoneFn on_round_done,
@@ -229,6 +255,7 @@ class RoundScheduler {
   absl::flat_hash_set<std::string> refused_ ABSL_GUARDED_BY(mu_);
   proto::RoundRecord stats_ ABSL_GUARDED_BY(mu_);  // of the open round
   int64_t total_rejections_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t reported_samples_ ABSL_GUARDED_BY(mu_) = 0;  // of the open round
   // aggregation.mode "buffered" (FedBuff): the model version each client was last handed, until
   // it reports against it; an update's staleness is snapshot_->version - that version.
   const bool buffered_;

@@ -20,7 +20,9 @@ const char kServerDescription[] =
     "  fl-server --tls_cert ... --out /var/lib/edgefl/runs/exp1 --resume_if_present \\\n"
     "            --after_finish=serve   (a Kubernetes pod: resumes, stays up once done)\n"
     "  fl-server token create --secret_file secret --ttl 24h --count 100\n"
-    "  fl-server report runs/20261126-101500   (writes its report.html)\n\n"
+    "  fl-server report runs/20261126-101500   (writes its report.html)\n"
+    "  fl-server --tls_cert s.pem --tls_key s.key --model small_cnn --min_clients 3 \\\n"
+    "            --upstream root:50051 --upstream_ca ca.pem   (a regional aggregator)\n\n"
     "TLS is required unless --insecure is given. Enrollment tokens are required\n"
     "when a server secret is configured (--secret_file or $EDGEFL_SERVER_SECRET).";
 
@@ -107,6 +109,29 @@ void DefineServerFlags(FlagSet* flags, ServerFlags* f) {
   flags->Int64("max_update_bytes_per_round", &f->max_update_bytes_per_round,
                "update bytes a client may announce per round over all its Report attempts "
                "(0 = 4 x the dense model size + 1 MiB)");
+  flags->String("upstream", &f->upstream,
+                "host:port of an upstream coordinator: run as its regional aggregator (rounds, "
+                "client settings and evaluation come from upstream; this server's devices train "
+                "each upstream task and their sample-weighted mean goes upstream as one update)");
+  flags->String("upstream_ca", &f->upstream_ca,
+                "CA certificate (PEM) that signed the upstream's certificate ('system' = system "
+                "roots); required with --upstream unless --upstream_insecure");
+  flags->String("upstream_tls_cert", &f->upstream_tls_cert,
+                "this aggregator's certificate (PEM) for mutual TLS with the upstream");
+  flags->String("upstream_tls_key", &f->upstream_tls_key, "its private key (PEM)");
+  flags->String("upstream_server_name", &f->upstream_server_name,
+                "name to verify the upstream's certificate against instead of its host");
+  flags->Bool("upstream_insecure", &f->upstream_insecure,
+              "talk plaintext to the upstream (trusted network only)");
+  flags->String("upstream_token_file", &f->upstream_token_file,
+                "file with this aggregator's enrollment token for the upstream (default "
+                "$EDGEFL_UPSTREAM_TOKEN)");
+  flags->Double("upstream_margin_seconds", &f->upstream_margin_seconds,
+                "close each regional round this long before the upstream deadline (at most half "
+                "the time left), leaving the upload that long");
+  flags->Double("upstream_retry_max_seconds", &f->upstream_retry_max_seconds,
+                "cap of the backoff between retries when the upstream refuses or cannot be "
+                "reached (the aggregator never gives up)");
 }
 
 namespace {
@@ -158,6 +183,15 @@ ServerOptions ToServerOptions(const ServerFlags& f) {
   o.max_concurrent_uploads = f.max_concurrent_uploads;
   o.upload_stall_seconds = f.upload_stall_seconds;
   o.max_transport_mb = f.max_transport_mb;
+  o.upstream.address = f.upstream;
+  o.upstream.ca_cert = f.upstream_ca;
+  o.upstream.tls_cert = f.upstream_tls_cert;
+  o.upstream.tls_key = f.upstream_tls_key;
+  o.upstream.tls_server_name = f.upstream_server_name;
+  o.upstream.insecure = f.upstream_insecure;
+  o.upstream.token_file = f.upstream_token_file;
+  o.upstream.margin_seconds = f.upstream_margin_seconds;
+  o.upstream.retry_max_seconds = f.upstream_retry_max_seconds;
   return o;
 }
 

@@ -60,6 +60,16 @@ struct ServerFlags {
   int max_concurrent_uploads = 4;
   double upload_stall_seconds = 30;
   int max_transport_mb = 64;
+  // Regional aggregator (server/upstream_link.h).
+  std::string upstream;
+  std::string upstream_ca;
+  std::string upstream_tls_cert;
+  std::string upstream_tls_key;
+  std::string upstream_server_name;
+  bool upstream_insecure = false;
+  std::string upstream_token_file;
+  double upstream_margin_seconds = 10;
+  double upstream_retry_max_seconds = 60;
 };
 
 // Registers every fl-server flag on `flags`, bound to the fields of `f` (which must outlive it).

@@ -554,7 +554,11 @@ std::string StrategiesHelp() {
       "                      concurrency 0 (= every eligible device is offered each version).\n"
       "                      Streaming combiners only; no DP.\n"
       "\nPer round (schedule entries): server_lr, dp_noise_multiplier; client.proximal_mu\n"
-      "(FedProx) like every client setting.\n");
+      "(FedProx) like every client setting.\n"
+      "\nHierarchical (fl-server --upstream, a regional aggregator): the aggregator only averages\n"
+      "(weighted_mean, sgd lr 1 without momentum, no DP; norm_bound is fine, per device); server\n"
+      "optimizers, robust rules (one mean per region) and central DP (a region is a participant)\n"
+      "go on the root. Client settings such as proximal_mu come from the root's task.\n");
   return out;
 }
 
