@@ -248,13 +248,7 @@ absl::Status RoundScheduler::Run() {
                       selected.size(), " clients (target ", target, ", quorum ", need, ")");
 
       absl::MutexLock lock(&mu_);
-      auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return shutdown_ || static_cast<int>(reported_.size()) >= target_ ||
-               reported_.size() + declined_.size() >= selected_.size();
-      };
-      clock_->AwaitWithDeadline(&mu_, absl::Condition(&done), deadline_);
-      open_ = false;
-      if (shutdown_) return absl::CancelledError("server shutting down");
+      if (!AwaitAttemptLocked()) return absl::CancelledError("server shutting down");
       const int reported = static_cast<int>(reported_.size());
       if (reported >= need) {
         stats_.set_clients_reported(reported);
@@ -421,13 +415,7 @@ absl::StatusOr<RoundScheduler::ExternalResult> RoundScheduler::RunExternalRound(
   }
   NotifyChange();  // pollers (TryTask) may now get the task
   absl::MutexLock lock(&mu_);
-  auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return shutdown_ || static_cast<int>(reported_.size()) >= target_ ||
-           reported_.size() + declined_.size() >= selected_.size();
-  };
-  clock_->AwaitWithDeadline(&mu_, absl::Condition(&done), deadline_);
-  open_ = false;
-  if (shutdown_) return absl::CancelledError("server shutting down");
+  if (!AwaitAttemptLocked()) return absl::CancelledError("server shutting down");
   const int reported = static_cast<int>(reported_.size());
   stats_.set_clients_reported(reported);
   stats_.set_clients_failed(static_cast<int>(selected_.size()) - reported);
@@ -460,6 +448,16 @@ void RoundScheduler::FinishExternal(int64_t version, const std::vector<float>* f
     finished_ = true;
   }
   NotifyChange();
+}
+
+bool RoundScheduler::AwaitAttemptLocked() {
+  auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return shutdown_ || static_cast<int>(reported_.size()) >= target_ ||
+           reported_.size() + declined_.size() >= selected_.size();
+  };
+  clock_->AwaitWithDeadline(&mu_, absl::Condition(&done), deadline_);
+  open_ = false;
+  return !shutdown_;
 }
 
 void RoundScheduler::WorkerLoop() {

@@ -223,6 +223,10 @@ class RoundScheduler {
   absl::Status AccumulateScaled(absl::Span<const float> delta, uint64_t num_samples, double scale)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void NotifyChange();
+  // Waits until the open attempt has what it needs (target_ reports, or every selected client
+  // reported, declined or was refused), its deadline passes or Shutdown, then closes it (open_
+  // false). False after Shutdown. Shared by Run and RunExternalRound.
+  bool AwaitAttemptLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
   ClientRegistry* const registry_;

@@ -82,6 +82,25 @@ proto::ReportHeader HeaderFor(const Device& d, const proto::Task& task, const st
   return h;
 }
 
+// One whole upload of `payload` (header, one chunk).
+grpc::Status Upload(proto::Coordinator::Stub* stub, const Device& d, const proto::Task& task,
+                    const std::string& payload) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  Authorize(&ctx, d.bearer);
+  proto::ReportResponse resp;
+  auto w = stub->Report(&ctx, &resp);
+  proto::ReportRequest h;
+  *h.mutable_header() = HeaderFor(d, task, payload);
+  if (w->Write(h)) {
+    proto::ReportRequest chunk;
+    chunk.mutable_chunk()->set_data(payload);
+    w->Write(chunk);
+  }
+  w->WritesDone();
+  return w->Finish();
+}
+
 TEST(Abuse, ParallelUploadsAndAStalledUploadAreRefusedCountedAndCostOthersNothing) {
   const std::string dir = MakeTempDir("edgefl-abuse");
   int port = 0;
@@ -147,19 +166,7 @@ TEST(Abuse, ParallelUploadsAndAStalledUploadAreRefusedCountedAndCostOthersNothin
 
   // 3. The honest device's upload goes through meanwhile (the rogue holds one slot of two).
   {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    Authorize(&ctx, honest.bearer);
-    proto::ReportResponse resp;
-    auto w = stub->Report(&ctx, &resp);
-    proto::ReportRequest h;
-    *h.mutable_header() = HeaderFor(honest, honest_task, zeros);
-    ASSERT_TRUE(w->Write(h));
-    proto::ReportRequest chunk;
-    chunk.mutable_chunk()->set_data(zeros);
-    w->Write(chunk);
-    w->WritesDone();
-    const grpc::Status s = w->Finish();
+    const grpc::Status s = Upload(stub.get(), honest, honest_task, zeros);
     EXPECT_TRUE(s.ok()) << s.error_message();
   }
 
@@ -172,19 +179,7 @@ TEST(Abuse, ParallelUploadsAndAStalledUploadAreRefusedCountedAndCostOthersNothin
 
   // 5. Its slot is free again: the rogue's proper upload closes the round.
   {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    Authorize(&ctx, rogue.bearer);
-    proto::ReportResponse resp;
-    auto w = stub->Report(&ctx, &resp);
-    proto::ReportRequest h;
-    *h.mutable_header() = HeaderFor(rogue, rogue_task, zeros);
-    ASSERT_TRUE(w->Write(h));
-    proto::ReportRequest chunk;
-    chunk.mutable_chunk()->set_data(zeros);
-    w->Write(chunk);
-    w->WritesDone();
-    const grpc::Status s = w->Finish();
+    const grpc::Status s = Upload(stub.get(), rogue, rogue_task, zeros);
     EXPECT_TRUE(s.ok()) << s.error_message();
   }
   ASSERT_EQ(server->Wait(absl::Seconds(120)), 0) << server->Log();

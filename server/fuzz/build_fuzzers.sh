@@ -59,7 +59,7 @@ sources=(
   "$root/compression/chain.cc" "$root/compression/error_feedback.cc"
   "$root/compression/quantize.cc" "$root/compression/sparsify.cc"
   "$root/compression/update_codec.cc"
-  "$root/aggregation/accumulator.cc" "$root/aggregation/dp.cc" "$root/aggregation/filters.cc"
+  "$root/aggregation/accumulator.cc" "$root/aggregation/kernels.cc" "$root/aggregation/dp.cc" "$root/aggregation/filters.cc"
   "$root/aggregation/pipeline.cc" "$root/aggregation/robust.cc"
   "$root/aggregation/server_optimizer.cc" "$root/aggregation/state_format.cc"
   "$root/server/strategy_registry.cc"
