@@ -47,6 +47,8 @@ uid=65532
 # As a Secret volume with fsGroup mounts them for a non-root pod: root-owned, mode 0440, group fsGroup.
 chown root:$uid "$dir"/certs/*
 chmod 0440 "$dir"/certs/*
+# Round 3 trains 20 epochs, so that it is still running when the server is killed after round 2
+# (on an idle machine the first two rounds take seconds).
 cat >"$dir/experiment.json" <<'EOF'
 {
   "model": "small_cnn",
@@ -54,7 +56,8 @@ cat >"$dir/experiment.json" <<'EOF'
   "seed": 1,
   "deadline_seconds": 120,
   "sampling": {"min_clients": 3, "fraction": 1.0},
-  "evaluation": {"max_samples": 500}
+  "evaluation": {"max_samples": 500},
+  "schedule": [{"from_round": 3, "client": {"epochs": 20}}]
 }
 EOF
 chmod 0644 "$dir/experiment.json"
