@@ -176,8 +176,23 @@ void RoundScheduler::OpenAttempt(int64_t round, int attempt,
                                  const std::vector<std::string>& selected, int target,
                                  int num_eligible) {
   const auto& config = options_.config;
+  aggregation::RoundContext context(round);
+  context.num_selected = static_cast<int>(selected.size());
+  context.num_eligible = num_eligible;
+  context.server_lr = ResolveServerLr(config, round);
+  context.noise_multiplier = ResolveNoiseMultiplier(config, round);
+  proto::TaskConfig task_config = ResolveTaskConfig(config, round);
+  task_config.set_seed(MixSeed(config.seed(), round, attempt));
   absl::MutexLock lock(&mu_);
-  round_ = round;
+  OpenAttemptLocked(attempt, selected, target, context,
+                    clock_->Now() + absl::Seconds(ResolveDeadlineSeconds(config, round)),
+                    std::move(task_config));
+}
+
+void RoundScheduler::OpenAttemptLocked(int attempt, const std::vector<std::string>& selected,
+                                       int target, const aggregation::RoundContext& context,
+                                       absl::Time deadline, proto::TaskConfig task_config) {
+  round_ = context.round;
   attempt_ = attempt;
   target_ = target;
   selected_ = absl::flat_hash_set<std::string>(selected.begin(), selected.end());
@@ -185,19 +200,13 @@ void RoundScheduler::OpenAttempt(int64_t round, int attempt,
   declined_.clear();
   reported_samples_ = 0;
   refused_.clear();
-  aggregation::RoundContext context(round);
-  context.num_selected = static_cast<int>(selected.size());
-  context.num_eligible = num_eligible;
-  context.server_lr = ResolveServerLr(config, round);
-  context.noise_multiplier = ResolveNoiseMultiplier(config, round);
   strategy_->BeginRound(context);
-  deadline_ = clock_->Now() + absl::Seconds(ResolveDeadlineSeconds(config, round));
+  deadline_ = deadline;
   task_.Clear();
-  task_.set_round(round);
+  task_.set_round(context.round);
   task_.set_attempt(attempt);
   task_.set_model_version(snapshot_->version);
-  *task_.mutable_config() = ResolveTaskConfig(config, round);
-  task_.mutable_config()->set_seed(MixSeed(config.seed(), round, attempt));
+  *task_.mutable_config() = std::move(task_config);
   *task_.mutable_spec() = options_.spec;
   task_.set_total_bytes(snapshot_->payload.size());
   task_.set_sha256(snapshot_->sha256);
@@ -386,32 +395,11 @@ absl::StatusOr<RoundScheduler::ExternalResult> RoundScheduler::RunExternalRound(
                   target, ", quorum ", need, "), closing in ",
                   absl::FormatDuration(absl::Trunc(close_by - start, absl::Milliseconds(100))));
   {
-    absl::MutexLock lock(&mu_);
-    round_ = round;
-    attempt_ = attempt;
-    target_ = target;
-    selected_ = absl::flat_hash_set<std::string>(selected.begin(), selected.end());
-    reported_.clear();
-    declined_.clear();
-    refused_.clear();
-    reported_samples_ = 0;
     aggregation::RoundContext context(round);
     context.num_selected = static_cast<int>(selected.size());
     context.num_eligible = num_eligible;
-    strategy_->BeginRound(context);
-    deadline_ = close_by;
-    task_.Clear();
-    task_.set_round(round);
-    task_.set_attempt(attempt);
-    task_.set_model_version(snapshot_->version);
-    *task_.mutable_config() = upstream.config();
-    *task_.mutable_spec() = options_.spec;
-    task_.set_total_bytes(snapshot_->payload.size());
-    task_.set_sha256(snapshot_->sha256);
-    task_.set_deadline_unix_seconds(absl::ToDoubleSeconds(deadline_ - absl::UnixEpoch()));
-    stats_.set_clients_selected(static_cast<int>(selected.size()));
-    stats_.set_attempts(attempt);
-    open_ = true;
+    absl::MutexLock lock(&mu_);
+    OpenAttemptLocked(attempt, selected, target, context, close_by, upstream.config());
   }
   NotifyChange();  // pollers (TryTask) may now get the task
   absl::MutexLock lock(&mu_);

@@ -202,6 +202,11 @@ class RoundScheduler {
   // Opens an attempt; returns false if no client could be selected.
   void OpenAttempt(int64_t round, int attempt, const std::vector<std::string>& selected,
                    int target, int num_eligible);
+  // Opens attempt `attempt` of round context.round for `selected` with `task_config` (the state
+  // both Run's OpenAttempt and RunExternalRound set).
+  void OpenAttemptLocked(int attempt, const std::vector<std::string>& selected, int target,
+                         const aggregation::RoundContext& context, absl::Time deadline,
+                         proto::TaskConfig task_config) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckReportLocked(const proto::ReportHeader& header) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void PublishLocked(int64_t version) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
