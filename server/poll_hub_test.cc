@@ -157,7 +157,7 @@ TEST(PollHub, ANewPollOfTheSameClientSupersedesTheOld) {
   EXPECT_EQ(f.hub.pending(), 1u);
 }
 
-TEST(PollHub, OneNotifyAnswersAThousandPollsOnTheHubThread) {
+TEST(PollHub, OneNotifyAnswersAThousandWaitingPolls) {
   Fixture f;
   for (int i = 0; i < 1000; ++i) {
     f.hub.Add(absl::StrCat("c", i), f.clock.Now() + absl::Seconds(20),
