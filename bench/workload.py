@@ -155,7 +155,10 @@ def run(build, workload=DEFAULT_WORKLOAD, rounds=20, clients=10, server_args=(),
 
 
 def machine():
-    return {"cpus": os.cpu_count(), "arch": platform.machine(), "date": time.strftime("%Y-%m-%d")}
+    # The 1/5/15-minute load when the run ended: seconds compare only between runs made at a load
+    # near the run's own (its 10 clients on 2 cores keep it at ~10).
+    return {"cpus": os.cpu_count(), "arch": platform.machine(), "date": time.strftime("%Y-%m-%d"),
+            "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]}
 
 
 def write(path, result):
