@@ -273,7 +273,7 @@ absl::StatusOr<std::unique_ptr<DeviceRuntime>> DeviceRuntimeFromFlags(const Clie
     return absl::InvalidArgumentError(absl::StrCat("--nice ", f.nice, ": ", std::strerror(errno)));
   }
   SetBlasThreads(f.threads);
-  TuneMallocForTraining();  // freed model copies go back to the kernel; activations are reused
+  TuneMallocForTraining();  // activations and gradients are reused from the heap (common/memory.h)
   // LibTorch's start-up (operator registration above all) touched tens of MiB of library pages
   // that nothing uses again; drop them before loading the shard.
   ReleaseIdleLibraryPages();

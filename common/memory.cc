@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -65,15 +66,24 @@ int64_t StatusField(const char* key) {
 }
 }  // namespace
 
+namespace {
+// mallopt(param, value) unless the operator set glibc's own environment variable for it
+// (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_, MALLOC_ARENA_MAX): theirs wins.
+void SetUnlessInEnvironment(int param, int value, const char* env) {
+  if (std::getenv(env) == nullptr) mallopt(param, value);
+}
+}  // namespace
+
 void TuneMallocForTraining() {
-  mallopt(M_MMAP_THRESHOLD, 4 << 20);
-  mallopt(M_TRIM_THRESHOLD, 32 << 20);
+  SetUnlessInEnvironment(M_MMAP_THRESHOLD, static_cast<int>(kTrainingMmapThresholdBytes),
+                         "MALLOC_MMAP_THRESHOLD_");
+  SetUnlessInEnvironment(M_TRIM_THRESHOLD, 32 << 20, "MALLOC_TRIM_THRESHOLD_");
 }
 
 void TuneMallocForServing() {
-  mallopt(M_MMAP_THRESHOLD, 4 << 20);
-  mallopt(M_TRIM_THRESHOLD, 4 << 20);
-  mallopt(M_ARENA_MAX, 2);
+  SetUnlessInEnvironment(M_MMAP_THRESHOLD, 4 << 20, "MALLOC_MMAP_THRESHOLD_");
+  SetUnlessInEnvironment(M_TRIM_THRESHOLD, 4 << 20, "MALLOC_TRIM_THRESHOLD_");
+  SetUnlessInEnvironment(M_ARENA_MAX, 2, "MALLOC_ARENA_MAX");
 }
 
 int64_t PeakRssBytes() { return StatusField("VmHWM"); }

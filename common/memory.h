@@ -16,22 +16,30 @@ namespace edgefl {
 // dlopen/dlclose of the same libraries.
 int64_t ReleaseIdleLibraryPages();
 
-// glibc malloc settings, measured on workload W (bench/fedavg_fmnist). Both serve model-sized
-// allocations (4 MiB and more: models, updates, fc1's gradient) from mmap and give them back to
-// the kernel on free, instead of glibc's adaptive threshold, which rises after the first large
-// free and then keeps freed model-sized buffers in its heap arenas. Smaller blocks (activations,
-// 1 MiB wire chunks) are reused from the heap without page faults. A 256 KiB threshold, used
-// before, cost fl-client 4 s of page faults per 6,280 training images (+70% CPU: 2.2 M minor
-// faults, a fresh zeroed page for every activation page of every batch; W's round time 50 -> 30 s
-// without it). Call once at start-up, before other threads run.
+// glibc malloc settings, measured on workload W (bench/fedavg_fmnist), instead of glibc's
+// adaptive mmap threshold, which rises after the first large free and then keeps freed
+// model-sized buffers in its heap arenas. Smaller blocks are reused from the heap without page
+// faults. A 256 KiB threshold, used before, cost fl-client 4 s of page faults per 6,280 training
+// images (+70% CPU: 2.2 M minor faults, a fresh zeroed page for every activation page of every
+// batch; W's round time 50 -> 30 s without it). Call once at start-up, before other threads run.
+// An operator's own MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ / MALLOC_ARENA_MAX
+// environment variables win over these.
 
-// For a training process (fl-client, fl-distill): also keeps up to 32 MiB free at the top of the
-// heap between batches (an 8 MiB trim threshold still costs +20% CPU in page faults).
+// Training: blocks under 8 MiB come from the heap, which keeps up to 32 MiB free at its top
+// between batches (an 8 MiB trim threshold cost +20% CPU in page faults); the device frees its
+// heap after each round (malloc_trim), so idle memory does not grow. The threshold must stay above
+// every parameter's gradient (fedavg_cnn's fc1: 6.4 MB; models/model_test checks every shipped
+// model): at 4 MiB, fc1's gradient was a fresh mmap in every batch whenever the heap's free top
+// was smaller than it, a page fault per 4 KiB, and W's clients spent 18-24% of their CPU in the
+// kernel (3 rounds side by side: client CPU 221 s at 4 MiB, 168 s at 8 MiB, -24%; peak RSS
+// unchanged).
+inline constexpr int64_t kTrainingMmapThresholdBytes = int64_t{8} << 20;
 void TuneMallocForTraining();
 
-// For fl-server: at most 2 heap arenas and 4 MiB kept free at each heap's top, so that chunk
-// buffers freed by many gRPC threads are reused instead of parked in per-thread arenas (W: peak
-// RSS 438 MiB with glibc's per-thread arenas and a 32 MiB trim threshold, 290 MiB with these).
+// For fl-server: model-sized allocations (4 MiB and more: models, updates) from mmap, given back
+// on free; at most 2 heap arenas and 4 MiB kept free at each heap's top, so that chunk buffers
+// freed by many gRPC threads are reused instead of parked in per-thread arenas (W: peak RSS
+// 438 MiB with glibc's per-thread arenas and a 32 MiB trim threshold, 290 MiB with these).
 void TuneMallocForServing();
 
 // Peak and current resident set of this process in bytes (from /proc/self/status), 0 if unknown.

@@ -7,6 +7,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "common/memory.h"
 #include "data/dataset.h"
 #include "models/model_runner.h"
 #include "models/model_spec.h"
@@ -81,6 +82,20 @@ TEST(ModelSpec, SmallModels) {
   ASSERT_TRUE(mlp.ok()) << mlp.status();
   EXPECT_EQ(NumParameters(*mlp), 101770);
   EXPECT_THAT(Names(*mlp), ElementsAre("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"));
+}
+
+// fl-client serves blocks under kTrainingMmapThresholdBytes from its heap: a gradient larger than
+// that would be a fresh mmap, and a page fault per 4 KiB, in every batch (common/memory.h).
+TEST(ModelSpec, EveryGradientFitsUnderTheTrainingMmapThreshold) {
+  for (const std::string& name : ModelNames()) {
+    auto spec = SpecForModel(name);
+    ASSERT_TRUE(spec.ok()) << spec.status();
+    for (const auto& t : spec->tensors()) {
+      int64_t bytes = sizeof(float);
+      for (int64_t d : t.shape()) bytes *= d;
+      EXPECT_LT(bytes, edgefl::kTrainingMmapThresholdBytes) << name << " " << t.name();
+    }
+  }
 }
 
 TEST(ModelSpec, UnknownModelIsNotFound) {

@@ -7,7 +7,7 @@
 // train_rows > 0 takes the first rows of the training set; with a partition file the client's
 // shard is used instead ("-" for none); test_rows -1 = all 10,000, 0 = no evaluation. Environment:
 // BATCH, MOMENTUM, SEED (training), EVAL_BATCH (default 500). Prints VmRSS/VmHWM after each stage.
-// Not built by default (EXCLUDE_FROM_ALL): cmake --build <dir> --target models_probe.
+// Built with everything else, so that it cannot rot unnoticed: <build>/models/models_probe.
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -46,6 +46,7 @@ int Fail(const absl::Status& s) {
 
 int main(int argc, char** argv) {
   using namespace edgefl::models;
+  namespace data = edgefl::data;
   const std::string model = argc > 1 ? argv[1] : "fedavg_cnn";
   const int64_t train_rows = argc > 2 ? std::atoll(argv[2]) : 6000;
   const int epochs = argc > 3 ? std::atoi(argv[3]) : 1;

@@ -127,8 +127,10 @@ struct MetricsExporter::State {
   int64_t line_round = 0;       // last round whose metrics line is written
   double rounds_closed = 0;     // by this process
   double failed_attempts = 0;
-  double clients_selected = 0, clients_reported = 0, clients_failed = 0;  // totals
-  double last_selected = 0, last_reported = 0, last_failed = 0;           // last round
+  // totals; refused (an update rejected as bad, which ends the client's part in the attempt)
+  // is part of failed
+  double clients_selected = 0, clients_reported = 0, clients_failed = 0, clients_refused = 0;
+  double last_selected = 0, last_reported = 0, last_failed = 0, last_refused = 0;  // last round
   double bytes_up = 0, bytes_down = 0;
   std::map<std::string, double> rejected;
   double test_accuracy = 0, test_loss = 0, eval_seconds = 0;
@@ -179,12 +181,14 @@ class MetricsExporter::Collector : public prometheus::Collectable {
                          MetricType::Gauge,
                          {Value(s.last_selected, {{"state", "selected"}}),
                           Value(s.last_reported, {{"state", "reported"}}),
-                          Value(s.last_failed, {{"state", "failed"}})}));
+                          Value(s.last_failed, {{"state", "failed"}}),
+                          Value(s.last_refused, {{"state", "refused"}})}));
     out.push_back(Family(p + "clients_total", "clients over the closed rounds, by state",
                          MetricType::Counter,
                          {Value(s.clients_selected, {{"state", "selected"}}),
                           Value(s.clients_reported, {{"state", "reported"}}),
-                          Value(s.clients_failed, {{"state", "failed"}})}));
+                          Value(s.clients_failed, {{"state", "failed"}}),
+                          Value(s.clients_refused, {{"state", "refused"}})}));
     std::vector<ClientMetric> rejected;
     for (const auto& [reason, n] : s.rejected) rejected.push_back(Value(n, {{"reason", reason}}));
     out.push_back(Family(p + "updates_rejected_total", "updates refused, by reason",
@@ -346,9 +350,11 @@ void MetricsExporter::OnRoundClosed(const proto::RoundRecord& r, double checkpoi
     s->clients_selected += r.clients_selected();
     s->clients_reported += r.clients_reported();
     s->clients_failed += r.clients_failed();
+    s->clients_refused += r.clients_refused();
     s->last_selected = r.clients_selected();
     s->last_reported = r.clients_reported();
     s->last_failed = r.clients_failed();
+    s->last_refused = r.clients_refused();
     s->bytes_up += static_cast<double>(r.bytes_up());
     s->bytes_down += static_cast<double>(r.bytes_down());
     for (const auto& [reason, n] : r.rejected()) s->rejected[reason] += static_cast<double>(n);

@@ -4,7 +4,7 @@
 //
 //   student_teacher_tool MODEL INIT.f32 EPOCHS LR OUT.f32 [THREADS]
 //
-// Prints the test accuracy after each epoch. Not built by default (EXCLUDE_FROM_ALL).
+// Prints the test accuracy after each epoch. Built with everything else (so that it cannot rot unnoticed).
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -16,7 +16,7 @@
 #include "models/model_spec.h"
 
 int main(int argc, char** argv) {
-  using namespace edgefl::students;
+  using namespace edgefl;
   if (argc < 6) {
     std::fprintf(stderr, "usage: %s MODEL INIT.f32 EPOCHS LR OUT.f32 [THREADS]\n", argv[0]);
     return 2;

@@ -1,5 +1,7 @@
 // End-to-end: a rogue client speaks the wire protocol directly to a real fl-server and sends every
 // kind of bad input; each gets a clear status, is counted, and the global model stays unchanged.
+#include <signal.h>
+
 #include <grpcpp/grpcpp.h>
 
 #include <cmath>
@@ -70,9 +72,13 @@ TEST(BadInput, EveryBadUpdateIsRejectedAndTheModelIsUnchanged) {
 
   constexpr int kBadClients = 8;  // one per case that ends an attempt, below
   int port = 0;
+  // Stays up when done (until SIGTERM) so that /metrics can be read after the round.
+  const int metrics_port = FreePort();
+  ASSERT_GT(metrics_port, 0);
   auto server = StartServer({"--model=small_cnn", "--rounds=1",
                              absl::StrCat("--min_clients=", kBadClients + 1), "--set=quorum=0.1",
-                             "--eval_samples=200", "--deadline=300",
+                             "--eval_samples=200", "--deadline=300", "--after_finish=serve",
+                             absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port),
                              "--init_weights=" + dir + "/init.f32", "--out=" + dir + "/run"},
                             dir, "server.log", &port);
   ASSERT_GT(port, 0) << server->Log();
@@ -207,7 +213,21 @@ TEST(BadInput, EveryBadUpdateIsRejectedAndTheModelIsUnchanged) {
   // ...but not the same client twice.
   EXPECT_EQ(rogue.Report(good, Bytes(zeros)).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
 
-  ASSERT_EQ(server->Wait(absl::Seconds(120)), 0) << server->Log();
+  // The run is done when its model is written; Prometheus then shows the round's refusals.
+  ASSERT_TRUE(WaitFor([&] { return !ReadFileOrEmpty(dir + "/run/model_final.f32").empty(); },
+                      absl::Seconds(120)))
+      << server->Log();
+  const std::string scraped = ScrapeMetrics(metrics_port);
+  EXPECT_NE(scraped.find(absl::StrCat("edgefl_server_clients_total{state=\"refused\"} ",
+                                      kBadClients, "\n")),
+            std::string::npos)
+      << scraped;
+  EXPECT_NE(scraped.find(absl::StrCat("edgefl_server_round_clients{state=\"refused\"} ",
+                                      kBadClients, "\n")),
+            std::string::npos)
+      << scraped;
+  server->Signal(SIGTERM);
+  ASSERT_EQ(server->Wait(absl::Seconds(60)), 0) << server->Log();
   // global + mean(0) == global bit for bit: none of the bad updates reached the model.
   EXPECT_EQ(ReadFileOrEmpty(dir + "/run/model_final.f32"), Bytes(*init));
   auto metrics = ReadJsonLines(dir + "/run/metrics.jsonl");

@@ -31,23 +31,6 @@
 namespace edgefl::testing {
 namespace {
 
-// A port that was free a moment ago (the server binds it right after).
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    close(fd);
-    return 0;
-  }
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
 // grpc.health.v1.Health/Check for the whole server (service ""), as kubelet sends it: returns
 // the gRPC status and the serialized HealthCheckResponse.
 grpc::Status HealthCheck(const std::shared_ptr<grpc::Channel>& channel, std::string* response) {
@@ -115,7 +98,6 @@ TEST(Deploy, HealthListenThatCannotBindIsAUsageError) {
       << out;
 }
 
-
 constexpr char kServing[] = "\x08\x01";  // HealthCheckResponse{status: SERVING}
 
 bool IsServing(int health_port) {
@@ -124,36 +106,6 @@ bool IsServing(int health_port) {
                                                    grpc::InsecureChannelCredentials()),
                                &response);
   return s.ok() && response == std::string(kServing, 2);
-}
-
-// GET http://127.0.0.1:port/metrics (HTTP/1.0): the body, or "" when nothing answers.
-std::string ScrapeMetrics(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  timeval tv{5, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return "";
-  }
-  const std::string request = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-  if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
-    close(fd);
-    return "";
-  }
-  std::string reply;
-  char buf[4096];
-  for (int i = 0; i < 4096; ++i) {  // bounded: at most 16 MiB
-    const ssize_t n = read(fd, buf, sizeof(buf));
-    if (n <= 0) break;
-    reply.append(buf, static_cast<size_t>(n));
-  }
-  close(fd);
-  const size_t body = reply.find("\r\n\r\n");
-  return body == std::string::npos ? "" : reply.substr(body + 4);
 }
 
 std::vector<std::string> ClientArgs(const std::string& dir, int index) {

@@ -83,6 +83,10 @@ bool AddDevClientCert(const std::string& dir, const std::string& name, int days,
 int RunProgram(const std::vector<std::string>& argv, std::string* output,
                absl::Duration timeout = absl::Seconds(60),
                const std::vector<std::string>& env = {});
+// A loopback port that was free a moment ago (for a server to bind right after), 0 if none.
+int FreePort();
+// GET http://127.0.0.1:port/metrics (HTTP/1.0, bounded): the body, or "" when nothing answers.
+std::string ScrapeMetrics(int port);
 // The source tree root (set by CMake).
 std::string SourceDir();
 
