@@ -64,9 +64,7 @@ int64_t StatusField(const char* key) {
   }
   return 0;
 }
-}  // namespace
 
-namespace {
 // mallopt(param, value) unless the operator set glibc's own environment variable for it
 // (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_, MALLOC_ARENA_MAX): theirs wins.
 void SetUnlessInEnvironment(int param, int value, const char* env) {

@@ -30,9 +30,9 @@ int64_t ReleaseIdleLibraryPages();
 // heap after each round (malloc_trim), so idle memory does not grow. The threshold must stay above
 // every parameter's gradient (fedavg_cnn's fc1: 6.4 MB; models/model_test checks every shipped
 // model): at 4 MiB, fc1's gradient was a fresh mmap in every batch whenever the heap's free top
-// was smaller than it, a page fault per 4 KiB, and W's clients spent 18-24% of their CPU in the
-// kernel (3 rounds side by side: client CPU 221 s at 4 MiB, 168 s at 8 MiB, -24%; peak RSS
-// unchanged).
+// was smaller than it, a page fault per 4 KiB, and W's clients spent 15-25% of their CPU in the
+// kernel (3 rounds side by side, bench/malloc_threshold: client CPU 221 s at 4 MiB, 168 s at
+// 8 MiB, -24%; a 10,231-image epoch's peak RSS +5 MiB).
 inline constexpr int64_t kTrainingMmapThresholdBytes = int64_t{8} << 20;
 void TuneMallocForTraining();
 
