@@ -26,8 +26,8 @@ int64_t ReleaseIdleLibraryPages();
 // environment variables win over these.
 
 // Training: blocks under 8 MiB come from the heap, which keeps up to 32 MiB free at its top
-// between batches (an 8 MiB trim threshold cost +20% CPU in page faults); the device frees its
-// heap after each round (malloc_trim), so idle memory does not grow. The threshold must stay above
+// between batches (an 8 MiB trim threshold cost +20% CPU in page faults); ModelRunner hands the
+// heap's free pages back after each round (malloc_trim), whatever this threshold. The threshold must stay above
 // every parameter's gradient (fedavg_cnn's fc1: 6.4 MB; models/model_test checks every shipped
 // model): at 4 MiB, fc1's gradient was a fresh mmap in every batch whenever the heap's free top
 // was smaller than it, a page fault per 4 KiB, and W's clients spent 15-25% of their CPU in the

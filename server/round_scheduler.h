@@ -199,7 +199,7 @@ class RoundScheduler {
                  std::unique_ptr<aggregation::Strategy> strategy, RoundDoneFn on_round_done,
                  const Clock* clock);
   absl::Status WaitForClients(int min_clients);
-  // Opens an attempt; returns false if no client could be selected.
+  // Opens attempt `attempt` of `round` for `selected` with the round's resolved settings.
   void OpenAttempt(int64_t round, int attempt, const std::vector<std::string>& selected,
                    int target, int num_eligible);
   // Opens attempt `attempt` of round context.round for `selected` with `task_config` (the state
