@@ -20,6 +20,25 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_port_file(path, proc, timeout=60):
+    """Waits (bounded) for fl-server's --port_file to name its bound port; exits the benchmark if
+    the server dies or never serves. Returns the port."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"bench: fl-server exited {proc.returncode} before serving")
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+            if text:
+                return int(text)
+        except OSError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    sys.exit(f"bench: fl-server wrote no {path} within {timeout} s")
+
+
 def wait_rss(proc, timeout):
     """Waits for proc; returns (exit code, peak RSS in MiB) from wait4's rusage. Also leaves the
     process's CPU time (user + system seconds) in proc.cpu_seconds."""
