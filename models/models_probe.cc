@@ -6,7 +6,8 @@
 //
 // train_rows > 0 takes the first rows of the training set; with a partition file the client's
 // shard is used instead ("-" for none); test_rows -1 = all 10,000, 0 = no evaluation. Environment:
-// BATCH, MOMENTUM, SEED (training), EVAL_BATCH (default 500). Prints VmRSS/VmHWM after each stage.
+// BATCH, MOMENTUM, SEED, PROXIMAL_MU (training), EVAL_BATCH (default 500). Prints VmRSS/VmHWM
+// after each stage, and the SHA-256 of the trained weights (to compare two builds bit for bit).
 // Built with everything else, so that it cannot rot unnoticed: <build>/models/models_probe.
 #include <cstdio>
 #include <cstdlib>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "common/memory.h"
+#include "common/sha256.h"
 #include "common/threads.h"
 #include "data/dataset.h"
 #include "models/model_runner.h"
@@ -92,11 +94,18 @@ int main(int argc, char** argv) {
   if (const char* b = std::getenv("BATCH")) options.batch_size = std::atoi(b);
   if (const char* s = std::getenv("SEED")) options.seed = std::atoll(s);
   if (const char* m = std::getenv("MOMENTUM")) options.momentum = std::atof(m);
+  if (const char* mu = std::getenv("PROXIMAL_MU")) options.proximal_mu = std::atof(mu);
   auto result = (*runner)->Train(*train, options, nullptr);
   if (!result.ok()) return Fail(result.status());
   PrintRss("trained");
   std::printf("train: loss %.4f acc %.4f, %lld samples/epoch, %.2f s\n", result->mean_loss,
               result->accuracy, static_cast<long long>(result->samples), result->seconds);
+  std::vector<float> weights;
+  (*runner)->GetWeights(&weights);
+  std::printf("weights sha256 %s\n",
+              edgefl::Sha256::HexOf(std::string_view(reinterpret_cast<const char*>(weights.data()),
+                                                     weights.size() * sizeof(float)))
+                  .c_str());
   if (test_rows != 0) {
     auto test = data::LoadFashionMnist(data::kDefaultFashionMnistDir, data::Split::kTest, std::nullopt,
                                  test_rows > 0 ? test_rows : 0);
