@@ -73,6 +73,11 @@ void RegisterClientFlags(FlagSet& flags, ClientFlags* f) {
                "DaemonSet, which restarts a container that exits)");
   flags.Double("after_finish_poll_seconds", &f->after_finish_poll_seconds,
                "with --after_finish=wait: how often to check in for a new run");
+  flags.Double("min_download_kib_per_second", &f->min_download_kib_per_second,
+               "slowest model download to wait for: a CheckIn's deadline is the server's long "
+               "poll + 15 s + the model's dense size at this rate (fedavg_cnn, 6.6 MB: +52 s at "
+               "the default), so that a download that starts late in the poll, or shares the "
+               "link with many devices, is not cut off and restarted");
   flags.String("state_dir", &f->state_dir,
                "folder for the device's state (the error-feedback residual survives restarts "
                "there); empty = keep it in memory only");
@@ -148,6 +153,9 @@ absl::Status ValidateClientFlags(const ClientFlags& f) {
   }
   if (!(f.after_finish_poll_seconds >= 1 && f.after_finish_poll_seconds <= 86400)) {
     return absl::InvalidArgumentError("--after_finish_poll_seconds must be in 1..86400");
+  }
+  if (!(f.min_download_kib_per_second >= 1) || std::isinf(f.min_download_kib_per_second)) {
+    return absl::InvalidArgumentError("--min_download_kib_per_second must be >= 1");
   }
   if (f.distill_final_only && f.distill_to.empty()) {
     return absl::InvalidArgumentError("--distill_final_only needs --distill_to");
@@ -240,6 +248,7 @@ DeviceRuntime::Options RuntimeOptionsFromFlags(const ClientFlags& f, bool stderr
   o.spill_model = f.spill_model;
   o.distill_final_only = f.distill_final_only;
   if (f.after_finish == "wait") o.after_finish_poll = absl::Seconds(f.after_finish_poll_seconds);
+  o.min_download_bytes_per_second = f.min_download_kib_per_second * 1024;
   o.profile = DescribeThisDevice();
   o.thresholds.min_battery_percent = f.min_battery_percent;
   o.thresholds.max_temperature_c = f.max_temperature_c;

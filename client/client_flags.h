@@ -36,6 +36,7 @@ struct ClientFlags {
   bool spill_model = true;
   std::string after_finish = "exit";
   double after_finish_poll_seconds = 60;
+  double min_download_kib_per_second = kDefaultMinDownloadBytesPerSecond / 1024;
   // Transport security and credentials.
   bool insecure = false;
   std::string ca_cert;

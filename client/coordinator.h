@@ -58,6 +58,18 @@ class Coordinator {
   virtual absl::Time session_expires() const = 0;
 };
 
+// The deadline of a CheckIn after `join`: the server's long poll, 15 s of margin, and the
+// model's dense size (JoinResponse.model_bytes) at `min_download_bytes_per_second`, since the
+// download runs inside the same call as the poll. A poll answered late in its hold, with many
+// devices downloading at once, must not lose a half-done download to the deadline (1,000
+// devices on one loopback each downloaded fedavg_cnn twice with the poll + 30 s alone).
+inline constexpr double kDefaultMinDownloadBytesPerSecond = 128 * 1024;
+inline absl::Duration CheckInTimeout(const proto::JoinResponse& join,
+                                     double min_download_bytes_per_second) {
+  return absl::Seconds(join.checkin_poll_seconds() + 15 +
+                       static_cast<double>(join.model_bytes()) / min_download_bytes_per_second);
+}
+
 }  // namespace edgefl::client
 
 #endif  // EDGEFL_CLIENT_COORDINATOR_H_

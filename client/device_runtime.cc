@@ -359,7 +359,7 @@ absl::Status DeviceRuntime::JoinWithRetry() {
       const absl::Time expires = rpc_->session_expires();
       renew_at_ = expires > now ? now + (expires - now) / 2 : absl::InfiniteFuture();
       SaveSession();
-      poll_timeout_ = absl::Seconds(r->checkin_poll_seconds() + 15);
+      poll_timeout_ = CheckInTimeout(*r, options_.min_download_bytes_per_second);
       SetLogTag(absl::StrCat("client-", options_.client_index));
       EDGEFL_LOG_INFO("joined ", options_.server, " as ", client_id_, " with ", data_.size(),
                       " local samples");

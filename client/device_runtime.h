@@ -87,6 +87,9 @@ class DeviceRuntime {
     // container that exits): it forgets the run's model, checks in again this often, and takes
     // part in the next run a coordinator starts at the same address.
     absl::Duration after_finish_poll = absl::ZeroDuration();
+    // A CheckIn's deadline: the server's long poll + 15 s + the model's dense size (from Join)
+    // at this rate, since the download runs inside the same call as the poll.
+    double min_download_bytes_per_second = kDefaultMinDownloadBytesPerSecond;
     proto::DeviceProfile profile;  // sent on Join; num_samples is filled in from the data
     // The board's state (battery, temperature, load, memory), read before every Join and
     // CheckIn (sent in the profile) and when a task arrives (to decide with `thresholds`

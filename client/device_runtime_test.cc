@@ -53,6 +53,7 @@ class FakeCoordinator : public Coordinator {
   std::deque<absl::Status> report_answers;  // default: accepted
   absl::Duration session_lifetime = absl::Hours(24);
   absl::Duration idle_poll = absl::Seconds(30);  // an idle CheckIn long-polls this long
+  uint64_t model_bytes = 0;  // JoinResponse.model_bytes (0: an older server that does not say)
   // Any Join fails with this once `join_errors` is used up (OK: Joins succeed).
   absl::Status join_always = absl::OkStatus();
 
@@ -65,6 +66,7 @@ class FakeCoordinator : public Coordinator {
     int64_t have_version;
     bool want_final_model;
     proto::CheckInRequest extras;
+    absl::Duration timeout;
   };
   struct ReportCall {
     proto::ReportHeader header;
@@ -89,6 +91,7 @@ class FakeCoordinator : public Coordinator {
     proto::JoinResponse r;
     r.set_client_id(absl::StrCat("c-", sessions_));
     r.set_checkin_poll_seconds(20);
+    r.set_model_bytes(model_bytes);
     return r;
   }
 
@@ -96,7 +99,7 @@ class FakeCoordinator : public Coordinator {
                                         absl::Duration timeout, bool want_final_model,
                                         const proto::CheckInRequest& extras) override {
     EXPECT_GT(timeout, absl::ZeroDuration());
-    checkin_calls.push_back({client_id, have_version, want_final_model, extras});
+    checkin_calls.push_back({client_id, have_version, want_final_model, extras, timeout});
     if (checkins.empty()) {
       CheckInResult done;
       done.kind = Kind::kFinished;
@@ -229,6 +232,29 @@ class DeviceRuntimeTest : public ::testing::Test {
   DeviceRuntime::Options options_;
   std::unique_ptr<DeviceRuntime> runtime_;
 };
+
+// The model downloads inside the CheckIn that long-polls for it: its deadline covers the poll
+// (20 s here), 15 s of margin and the model's dense size at the slowest acceptable rate.
+TEST_F(DeviceRuntimeTest, CheckInDeadlineCoversTheLongPollAndTheModelDownload) {
+  coordinator_->model_bytes = 10 << 20;
+  coordinator_->checkins.push_back(Idle());
+  coordinator_->checkins.push_back(MlpTask(1));
+  options_.min_download_bytes_per_second = 256 * 1024;
+  DeviceRuntime& rt = Make();
+  ASSERT_TRUE(rt.Run().ok());
+  ASSERT_GE(coordinator_->checkin_calls.size(), 2u);
+  for (const auto& call : coordinator_->checkin_calls) {
+    EXPECT_EQ(call.timeout, absl::Seconds(20 + 15 + 40));  // 10 MiB at 256 KiB/s: 40 s
+  }
+}
+
+TEST_F(DeviceRuntimeTest, CheckInDeadlineWithoutAModelSizeIsThePollAndItsMargin) {
+  coordinator_->checkins.push_back(MlpTask(1));
+  DeviceRuntime& rt = Make();
+  ASSERT_TRUE(rt.Run().ok());
+  ASSERT_FALSE(coordinator_->checkin_calls.empty());
+  EXPECT_EQ(coordinator_->checkin_calls[0].timeout, absl::Seconds(20 + 15));
+}
 
 TEST_F(DeviceRuntimeTest, BacksOffWithGrowingDelaysWhileTheServerIsDown) {
   for (int i = 0; i < 7; ++i) coordinator_->join_errors.push_back(absl::UnavailableError("down"));

@@ -211,6 +211,7 @@ grpc::Status CoordinatorService::Join(grpc::ServerContext* context,
   response->set_client_id(grant->client_id);
   response->set_lease_seconds(absl::ToDoubleSeconds(registry_->lease()));
   response->set_checkin_poll_seconds(absl::ToDoubleSeconds(options_.checkin_poll));
+  response->set_model_bytes(limits_.dense_bytes);
   response->set_session_token(grant->session_token);
   response->set_session_expires_unix_seconds(absl::ToUnixSeconds(grant->session_expires));
   const auto& p = request->profile();

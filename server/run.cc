@@ -129,10 +129,9 @@ absl::StatusOr<LoadedRun> LoadOrResumeRun(const RunOptions& given, const Clock* 
                                   : models::LoadRawWeights(config.init_weights(), spec));
     ASSIGN_OR_RETURN(store, RunStore::Open(out));
   }
-  LoadedRun run{std::move(*store)};
-  run.config = std::move(config);
-  run.spec = std::move(spec);
-  run.weights = std::move(weights);
+  LoadedRun run{std::move(*store), std::move(config), std::move(spec), std::move(weights),
+                /*completed_rounds=*/0, /*elapsed_seconds=*/0, /*resumed_from=*/std::nullopt,
+                /*strategy=*/nullptr};
   if (ckpt.has_value()) {
     run.completed_rounds = ckpt->round();
     run.elapsed_seconds = ckpt->elapsed_seconds();

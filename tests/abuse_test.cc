@@ -33,6 +33,7 @@ void Authorize(grpc::ClientContext* ctx, const std::string& bearer) {
 
 struct Device {
   std::string id, bearer;
+  uint64_t model_bytes = 0;  // what Join said the model's dense size is
 };
 
 Device Join(proto::Coordinator::Stub* stub) {
@@ -43,7 +44,7 @@ Device Join(proto::Coordinator::Stub* stub) {
   req.mutable_profile()->set_num_samples(100);
   proto::JoinResponse resp;
   EXPECT_TRUE(stub->Join(&ctx, req, &resp).ok());
-  return {resp.client_id(), resp.session_token()};
+  return {resp.client_id(), resp.session_token(), resp.model_bytes()};
 }
 
 // Long polls until a task comes (bounded).
@@ -122,6 +123,8 @@ TEST(Abuse, ParallelUploadsAndAStalledUploadAreRefusedCountedAndCostOthersNothin
     params += n;
   }
   const std::string zeros(params * sizeof(float), '\0');
+  // Join told each device the dense size, which its CheckIn deadline allows for downloading.
+  EXPECT_EQ(rogue.model_bytes, zeros.size());
 
   // 1. The rogue opens an upload, sends its header and then nothing.
   grpc::ClientContext stalled_ctx;

@@ -131,6 +131,16 @@ TEST(Cli, DistillFlagsAreCheckedAtStartup) {
   EXPECT_EQ(NonEmptyLines(r.output), 1) << r.output;
 }
 
+TEST(Cli, MinDownloadRateMustBePositive) {
+  for (const char* bad : {"0", "-5", "inf", "nan"}) {
+    Result r = RunTool("fl-client", {std::string("--min_download_kib_per_second=") + bad,
+                                     "--server=127.0.0.1:1"});
+    EXPECT_EQ(r.code, 2) << bad;
+    EXPECT_NE(r.output.find("--min_download_kib_per_second"), std::string::npos) << r.output;
+    EXPECT_EQ(NonEmptyLines(r.output), 1) << r.output;
+  }
+}
+
 TEST(Cli, ResumeWithoutCheckpointIsError) {
   const std::string dir = MakeTempDir("edgefl-cli");
   Result r = RunTool("fl-server", {"--resume", "--out=" + dir});

@@ -96,8 +96,9 @@ void RunDevice(Shared* shared, int device, Fault fault, absl::Time give_up) {
       absl::StatusOr<proto::JoinResponse> r = rpc->Join(req);
       if (r.ok()) {
         client_id = r->client_id();
-        // The server holds a CheckIn this long: wait for it with a margin.
-        poll = std::max(o.poll, absl::Seconds(r->checkin_poll_seconds()) + absl::Seconds(30));
+        // The server holds a CheckIn this long: wait for it and a download at fl-client's default
+        // slowest rate (--min_download_kib_per_second).
+        poll = std::max(o.poll, client::CheckInTimeout(*r, client::kDefaultMinDownloadBytesPerSecond));
         count([](Result& res) { ++res.joins; });
         return true;
       }
