@@ -130,6 +130,10 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
     return AsUsageError(absl::InvalidArgumentError(
         absl::StrCat("--max_concurrent_uploads must be >= 1, not ", o.max_concurrent_uploads)));
   }
+  if (o.max_evaluation_backlog < 0) {
+    return AsUsageError(absl::InvalidArgumentError(absl::StrCat(
+        "--max_evaluation_backlog must be >= 0 (0 = no bound), not ", o.max_evaluation_backlog)));
+  }
   if (o.max_transport_mb < 0) {
     return AsUsageError(absl::InvalidArgumentError(
         absl::StrCat("--max_transport_mb must be >= 0 (0 = unbounded), not ", o.max_transport_mb)));
@@ -279,6 +283,7 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
   sched_opts.config = run.config;
   sched_opts.spec = run.spec;
   sched_opts.completed_rounds = run.completed_rounds;
+  sched_opts.max_evaluation_backlog = o.max_evaluation_backlog;
   sched_opts.weights = std::move(run.weights);
   sched_opts.on_round_closed = [rec, parts](const proto::RoundRecord& stats,
                                             std::shared_ptr<const std::vector<float>> model,

@@ -51,6 +51,9 @@ struct ServerOptions {
   int64_t max_update_bytes_per_round = 0;  // 0 = 4 x the dense model size + 1 MiB
   // Uploads received at once; more are refused RESOURCE_EXHAUSTED with a retry hint (>= 1).
   int max_concurrent_uploads = 4;
+  // Rounds closed but not yet evaluated before the next round waits (each holds a model copy);
+  // 0 = no bound (RoundScheduler::Options::max_evaluation_backlog).
+  int max_evaluation_backlog = 16;
   // An upload that sends nothing for this long is cancelled and counted "report_stalled" (> 0).
   double upload_stall_seconds = 30;
   // Memory gRPC's transport may hold for all connections, MiB (0 = unbounded); see

@@ -132,6 +132,10 @@ void RoundScheduler::Shutdown() {
     absl::MutexLock lock(&mu_);
     shutdown_ = true;
   }
+  {
+    absl::MutexLock lock(&queue_mu_);
+    queue_stopping_ = true;
+  }
   NotifyChange();
 }
 
@@ -313,6 +317,17 @@ absl::Status RoundScheduler::Run() {
     {
       absl::MutexLock lock(&queue_mu_);
       queue_.emplace_back(std::move(stats), std::move(model));
+      // Back-pressure: the next round opens once the worker is under its backlog bound.
+      const int bound = options_.max_evaluation_backlog;
+      auto room = [this, bound]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
+        return queue_stopping_ || static_cast<int>(queue_.size()) < bound;
+      };
+      if (bound > 0 && round < config.rounds() && !room()) {
+        EDGEFL_LOG_WARN("round ", round + 1, " waits: evaluation is ", queue_.size(),
+                        " rounds behind (max_evaluation_backlog ", bound, ")");
+        queue_mu_.Await(absl::Condition(&room));
+        if (queue_stopping_) return absl::CancelledError("server shutting down");
+      }
     }
   }
   // Drain the worker so that the last round's evaluation and checkpoint are written.

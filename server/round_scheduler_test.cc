@@ -49,6 +49,7 @@ class SchedulerFixture : public ::testing::Test {
     o.config = config;
     o.spec = TinySpec();
     o.weights = {1, 2, 3, 4};
+    o.max_evaluation_backlog = max_evaluation_backlog_;
     o.on_round_closed = [this](const proto::RoundRecord& stats,
                                std::shared_ptr<const std::vector<float>> model,
                                const std::string& aggregation_state) {
@@ -109,6 +110,7 @@ class SchedulerFixture : public ::testing::Test {
   proto::UpdateBounds bounds_;    // set before SetUpScheduler
   proto::Aggregation aggregation_;  // set before SetUpScheduler
   bool block_worker_ = false;     // RoundDoneFn waits for release_worker_
+  int max_evaluation_backlog_ = 16;  // set before SetUpScheduler
   absl::Notification release_worker_;
   std::string uplink_ = "dense";  // set before SetUpScheduler
   std::unique_ptr<ClientRegistry> registry_;
@@ -170,6 +172,57 @@ TEST_F(SchedulerFixture, RoundClosedHookDoesNotWaitForTheWorker) {
   ASSERT_EQ(done_.size(), 3u);
   EXPECT_EQ(done_[2].round(), 3);
   EXPECT_EQ(models_, closed_models_);
+}
+
+// A worker that cannot keep up holds a model per round it lags: with a backlog bound of 2, round
+// 3 does not open while rounds 1 and 2 wait for the (blocked) worker, and opens once it moves.
+TEST_F(SchedulerFixture, TheNextRoundWaitsWhileTheEvaluationBacklogIsFull) {
+  block_worker_ = true;
+  max_evaluation_backlog_ = 2;
+  SetUpScheduler(/*clients=*/1, /*deadline_s=*/30, /*rounds=*/3);
+  StartRun();
+  const std::vector<float> d = {1, 1, 1, 1};
+  for (int r = 1; r <= 2; ++r) {
+    TaskGrant g;
+    ASSERT_TRUE(GetTask(ids_[0], &g));
+    EXPECT_EQ(g.task.round(), r);
+    ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], g, 1), d).ok());
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    auto two_closed = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return closed_.size() >= 2; };
+    ASSERT_TRUE(mu_.AwaitWithTimeout(absl::Condition(&two_closed), absl::Seconds(30)));
+  }
+  // Without the bound round 3 opens within microseconds of round 2 closing; with it, a poll
+  // held for a second finds nothing to do.
+  TaskGrant g3;
+  EXPECT_NE(scheduler_->WaitForTask(ids_[0], absl::Seconds(1), nullptr, &g3), PollOutcome::kTask);
+  release_worker_.Notify();
+  ASSERT_TRUE(GetTask(ids_[0], &g3));
+  EXPECT_EQ(g3.task.round(), 3);
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], g3, 1), d).ok());
+  ASSERT_TRUE(JoinRun().ok());
+  ASSERT_EQ(done_.size(), 3u);
+  EXPECT_EQ(models_.back(), (std::vector<float>{4, 5, 6, 7}));
+}
+
+// Shutdown while the next round waits for the evaluation: Run returns instead of waiting on.
+TEST_F(SchedulerFixture, ShutdownEndsAWaitForTheEvaluationBacklog) {
+  block_worker_ = true;
+  max_evaluation_backlog_ = 1;
+  SetUpScheduler(/*clients=*/1, /*deadline_s=*/30, /*rounds=*/3);
+  StartRun();
+  TaskGrant g;
+  ASSERT_TRUE(GetTask(ids_[0], &g));
+  ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], g, 1), std::vector<float>{1, 1, 1, 1}).ok());
+  {
+    absl::MutexLock lock(&mu_);
+    auto closed = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !closed_.empty(); };
+    ASSERT_TRUE(mu_.AwaitWithTimeout(absl::Condition(&closed), absl::Seconds(30)));
+  }
+  scheduler_->Shutdown();
+  EXPECT_TRUE(absl::IsCancelled(JoinRun()));
+  release_worker_.Notify();
 }
 
 TEST_F(SchedulerFixture, DeadlineClosesRoundWithQuorum) {

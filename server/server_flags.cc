@@ -95,6 +95,10 @@ void DefineServerFlags(FlagSet* flags, ServerFlags* f) {
              "updates received at once; another is refused RESOURCE_EXHAUSTED with a "
              "retry-after-ms hint (devices retry within the round), so memory does not grow with "
              "the fleet");
+  flags->Int("max_evaluation_backlog", &f->max_evaluation_backlog,
+             "rounds closed but not yet evaluated (evaluation runs at low priority beside the "
+             "next rounds; each waiting round holds a copy of the model) before the next round "
+             "waits for the evaluation to catch up; 0 = no bound");
   flags->Double("upload_stall_seconds", &f->upload_stall_seconds,
                 "cancel an upload that sends nothing for this long (counted report_stalled)");
   flags->Int("max_transport_mb", &f->max_transport_mb,
@@ -181,6 +185,7 @@ ServerOptions ToServerOptions(const ServerFlags& f) {
   o.checkin_per_minute = f.checkin_per_minute;
   o.max_update_bytes_per_round = f.max_update_bytes_per_round;
   o.max_concurrent_uploads = f.max_concurrent_uploads;
+  o.max_evaluation_backlog = f.max_evaluation_backlog;
   o.upload_stall_seconds = f.upload_stall_seconds;
   o.max_transport_mb = f.max_transport_mb;
   o.upstream.address = f.upstream;

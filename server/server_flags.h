@@ -58,6 +58,7 @@ struct ServerFlags {
   double checkin_per_minute = 60;
   int64_t max_update_bytes_per_round = 0;
   int max_concurrent_uploads = 4;
+  int max_evaluation_backlog = 16;
   double upload_stall_seconds = 30;
   int max_transport_mb = 64;
   // Regional aggregator (server/upstream_link.h).

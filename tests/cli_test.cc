@@ -1,5 +1,6 @@
 // The binaries' command-line contract: --help explains every flag; bad input is one line and
 // exit code 2.
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -129,6 +130,15 @@ TEST(Cli, DistillFlagsAreCheckedAtStartup) {
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.output.find("student_huge"), std::string::npos) << r.output;
   EXPECT_EQ(NonEmptyLines(r.output), 1) << r.output;
+}
+
+TEST(Cli, NegativeEvaluationBacklogIsOneLineErrorAndWritesNothing) {
+  const std::string dir = MakeTempDir("edgefl-cli");
+  Result r = RunTool("fl-server", {"--max_evaluation_backlog=-1", "--out=" + dir + "/run"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("--max_evaluation_backlog"), std::string::npos) << r.output;
+  EXPECT_EQ(NonEmptyLines(r.output), 1) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/run"));
 }
 
 TEST(Cli, MinDownloadRateMustBePositive) {
