@@ -232,7 +232,11 @@ TEST(Deploy, AfterFinishWaitClientTakesPartInTheNextRun) {
   ASSERT_TRUE(WaitFor([&] { return client->Log().find("checking for a new run") != std::string::npos; },
                       absl::Seconds(180)))
       << client->Log() << first->Log();
-  EXPECT_NE(first->Log().find("until SIGTERM"), std::string::npos) << first->Log();
+  // The server answers `finished` before it writes its report and logs that it stays: wait for
+  // the line (under load it came after the client's, and an immediate check failed).
+  EXPECT_TRUE(WaitFor([&] { return first->Log().find("until SIGTERM") != std::string::npos; },
+                      absl::Seconds(60)))
+      << first->Log();
   // It does not exit over the next seconds (it checks in, is told `finished`, waits, again).
   EXPECT_FALSE(WaitFor([&] { return !client->running(); }, absl::Seconds(3))) << client->Log();
   EXPECT_EQ(client->Log().find("federation is finished;"), std::string::npos) << client->Log();
