@@ -75,7 +75,7 @@ void RegisterClientFlags(FlagSet& flags, ClientFlags* f) {
                "with --after_finish=wait: how often to check in for a new run");
   flags.Double("min_download_kib_per_second", &f->min_download_kib_per_second,
                "slowest model download to wait for: a CheckIn's deadline is the server's long "
-               "poll + 15 s + the model's dense size at this rate (fedavg_cnn, 6.6 MB: +52 s at "
+               "poll + 15 s + the model's dense size at this rate (fedavg_cnn, 6.6 MB: +51 s at "
                "the default), so that a download that starts late in the poll, or shares the "
                "link with many devices, is not cut off and restarted");
   flags.String("state_dir", &f->state_dir,
