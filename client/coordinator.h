@@ -4,6 +4,7 @@
 #ifndef EDGEFL_CLIENT_COORDINATOR_H_
 #define EDGEFL_CLIENT_COORDINATOR_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -58,16 +59,26 @@ class Coordinator {
   virtual absl::Time session_expires() const = 0;
 };
 
+// The largest model a device accepts (CoordinatorClient::Options::max_model_bytes' default).
+inline constexpr uint64_t kMaxModelBytes = 2ULL << 30;
+
 // The deadline of a CheckIn after `join`: the server's long poll, 15 s of margin, and the
 // model's dense size (JoinResponse.model_bytes) at `min_download_bytes_per_second`, since the
 // download runs inside the same call as the poll. A poll answered late in its hold, with many
 // devices downloading at once, must not lose a half-done download to the deadline (1,000
 // devices on one loopback each downloaded fedavg_cnn twice with the poll + 30 s alone).
+// What the server announces is not trusted beyond sense: the poll counts at most an hour and the
+// size at most kMaxModelBytes (a larger model is refused anyway), so a broken or hostile server
+// cannot make the deadline unbounded (2 GiB at 128 KiB/s: 4.6 h).
 inline constexpr double kDefaultMinDownloadBytesPerSecond = 128 * 1024;
+inline constexpr double kMaxCheckInPollSeconds = 3600;
 inline absl::Duration CheckInTimeout(const proto::JoinResponse& join,
                                      double min_download_bytes_per_second) {
-  return absl::Seconds(join.checkin_poll_seconds() + 15 +
-                       static_cast<double>(join.model_bytes()) / min_download_bytes_per_second);
+  double poll = join.checkin_poll_seconds();
+  if (!(poll > 0)) poll = 0;  // also NaN
+  poll = std::min(poll, kMaxCheckInPollSeconds);
+  const uint64_t bytes = std::min<uint64_t>(join.model_bytes(), kMaxModelBytes);
+  return absl::Seconds(poll + 15 + static_cast<double>(bytes) / min_download_bytes_per_second);
 }
 
 }  // namespace edgefl::client

@@ -34,7 +34,7 @@ class CoordinatorClient : public Coordinator {
     absl::Duration rpc_timeout = absl::Seconds(60);  // Join, and the floor for Report
     int max_message_mb = channel_args::kDefaultMaxMessageMb;
     size_t chunk_bytes = 1 << 20;                    // update chunk size on the uplink
-    uint64_t max_model_bytes = 2ULL << 30;           // refuse to download larger models
+    uint64_t max_model_bytes = kMaxModelBytes;       // refuse to download larger models
     // Cap on the update upload's average rate in kilobits/s (0 = none): Report sends chunks of at
     // most a quarter second's worth and waits between them (client/budgets.h UploadPacer).
     double max_upload_kbps = 0;

@@ -256,6 +256,23 @@ TEST_F(DeviceRuntimeTest, CheckInDeadlineWithoutAModelSizeIsThePollAndItsMargin)
   EXPECT_EQ(coordinator_->checkin_calls[0].timeout, absl::Seconds(20 + 15));
 }
 
+// What a server announces is bounded: a broken or hostile one cannot make a device's CheckIn
+// deadline unbounded (the poll counts at most an hour, the model at most kMaxModelBytes).
+TEST(CheckInTimeoutTest, TheServersAnnouncementIsBounded) {
+  proto::JoinResponse join;
+  join.set_checkin_poll_seconds(1e12);
+  join.set_model_bytes(1ULL << 62);
+  EXPECT_EQ(CheckInTimeout(join, 128 * 1024), absl::Seconds(3600 + 15 + 16384));  // 2 GiB
+  join.set_checkin_poll_seconds(-5);
+  join.set_model_bytes(0);
+  EXPECT_EQ(CheckInTimeout(join, 128 * 1024), absl::Seconds(15));
+  join.set_checkin_poll_seconds(std::nan(""));
+  EXPECT_EQ(CheckInTimeout(join, 128 * 1024), absl::Seconds(15));
+  join.set_checkin_poll_seconds(8);
+  join.set_model_bytes(kMaxModelBytes);
+  EXPECT_EQ(CheckInTimeout(join, 1024 * 1024), absl::Seconds(8 + 15 + 2048));
+}
+
 TEST_F(DeviceRuntimeTest, BacksOffWithGrowingDelaysWhileTheServerIsDown) {
   for (int i = 0; i < 7; ++i) coordinator_->join_errors.push_back(absl::UnavailableError("down"));
   coordinator_->checkins.push_back(MlpTask(1));
