@@ -338,6 +338,7 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
     link_opts.seed = run.config.seed();
     link_opts.margin = absl::Seconds(o.upstream.margin_seconds);
     link_opts.backoff.max = absl::Seconds(o.upstream.retry_max_seconds);
+    link_opts.min_download_bytes_per_second = o.upstream.min_download_kib_per_second * 1024;
     link_opts.ef_state_file = run.store.Path("upstream.ef");
     absl::StatusOr<std::unique_ptr<UpstreamLink>> link =
         UpstreamLink::Create(link_opts, std::move(rpc), p->region.get(), clock);

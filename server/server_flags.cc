@@ -136,6 +136,11 @@ void DefineServerFlags(FlagSet* flags, ServerFlags* f) {
   flags->Double("upstream_retry_max_seconds", &f->upstream_retry_max_seconds,
                 "cap of the backoff between retries when the upstream refuses or cannot be "
                 "reached (the aggregator never gives up)");
+  flags->Double("upstream_min_download_kib_per_second",
+                &f->upstream_min_download_kib_per_second,
+                "slowest acceptable download of the upstream model: each CheckIn's deadline is "
+                "the upstream's long poll + 15 s + the model's dense size at this rate (128: "
+                "+51 s for fedavg_cnn)");
 }
 
 namespace {
@@ -197,6 +202,7 @@ ServerOptions ToServerOptions(const ServerFlags& f) {
   o.upstream.token_file = f.upstream_token_file;
   o.upstream.margin_seconds = f.upstream_margin_seconds;
   o.upstream.retry_max_seconds = f.upstream_retry_max_seconds;
+  o.upstream.min_download_kib_per_second = f.upstream_min_download_kib_per_second;
   return o;
 }
 

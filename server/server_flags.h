@@ -71,6 +71,7 @@ struct ServerFlags {
   std::string upstream_token_file;
   double upstream_margin_seconds = 10;
   double upstream_retry_max_seconds = 60;
+  double upstream_min_download_kib_per_second = 128;
 };
 
 // Registers every fl-server flag on `flags`, bound to the fields of `f` (which must outlive it).

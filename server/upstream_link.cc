@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <thread>
 #include <utility>
@@ -87,6 +88,9 @@ absl::StatusOr<UpstreamClientConfig> LoadUpstreamClientConfig(const UpstreamOpti
   }
   if (!(o.retry_max_seconds >= 1)) {
     return absl::InvalidArgumentError("--upstream_retry_max_seconds must be >= 1");
+  }
+  if (!(o.min_download_kib_per_second >= 1) || std::isinf(o.min_download_kib_per_second)) {
+    return absl::InvalidArgumentError("--upstream_min_download_kib_per_second must be >= 1");
   }
   const bool any_tls =
       !o.ca_cert.empty() || !o.tls_cert.empty() || !o.tls_key.empty() || !o.tls_server_name.empty();
@@ -184,8 +188,12 @@ absl::StatusOr<std::unique_ptr<UpstreamLink>> UpstreamLink::Create(
   if (coordinator == nullptr || region == nullptr || clock == nullptr) {
     return absl::InvalidArgumentError("UpstreamLink needs a coordinator, a region and a clock");
   }
-  if (options.margin <= absl::ZeroDuration() || options.poll_timeout <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("UpstreamLink: margin and poll_timeout must be > 0");
+  if (options.margin <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("UpstreamLink: margin must be > 0");
+  }
+  if (!(options.min_download_bytes_per_second >= 1) ||
+      std::isinf(options.min_download_bytes_per_second)) {
+    return absl::InvalidArgumentError("UpstreamLink: min_download_bytes_per_second must be >= 1");
   }
   if (options.profile.arch().empty()) options.profile = ThisHost();
   return std::unique_ptr<UpstreamLink>(
@@ -247,6 +255,7 @@ absl::Status UpstreamLink::JoinWithRetry() {
     absl::StatusOr<proto::JoinResponse> r = rpc_->Join(req);
     if (r.ok()) {
       client_id_ = r->client_id();
+      checkin_timeout_ = client::CheckInTimeout(*r, options_.min_download_bytes_per_second);
       // A new session: a root resumed from an earlier checkpoint may offer a round again.
       last_task_.reset();
       const absl::Time now = clock_->Now();
@@ -299,7 +308,7 @@ absl::Status UpstreamLink::Run() {
     proto::CheckInRequest extras = pending_decline_;
     *extras.mutable_profile() = CurrentProfile();
     absl::StatusOr<client::Coordinator::CheckInResult> r =
-        rpc_->CheckIn(client_id_, have_version_, options_.poll_timeout,
+        rpc_->CheckIn(client_id_, have_version_, checkin_timeout_,
                       /*want_final_model=*/true, extras);
     if (!r.ok()) {
       if (!Failed(r.status(), "CheckIn")) break;

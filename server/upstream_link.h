@@ -59,6 +59,8 @@ struct UpstreamOptions {
   std::string token_file;
   double margin_seconds = 10;     // close regional rounds this long before the upstream deadline
   double retry_max_seconds = 60;  // cap of the backoff between refused / failed calls
+  // Slowest acceptable download of the upstream model, in KiB/s: sizes each CheckIn's deadline.
+  double min_download_kib_per_second = client::kDefaultMinDownloadBytesPerSecond / 1024;
 };
 
 // The CoordinatorClient options and enrollment token `options` stand for. INVALID_ARGUMENT (a
@@ -108,8 +110,10 @@ class UpstreamLink {
     // A regional round closes `margin` before the upstream task's deadline (at most half the time
     // left when the task arrives), which leaves the upload that long.
     absl::Duration margin = absl::Seconds(10);
-    // Longest CheckIn long poll; also bounds how long Shutdown waits for one to return.
-    absl::Duration poll_timeout = absl::Seconds(10);
+    // A CheckIn's deadline is the upstream's long poll, 15 s and the upstream model's dense size
+    // at this rate (client::CheckInTimeout, as for a device): the model downloads inside the
+    // call that polls for it, so a slow link between aggregator and root must not cut it off.
+    double min_download_bytes_per_second = client::kDefaultMinDownloadBytesPerSecond;
     // Sent upstream on Join and every CheckIn; num_samples is replaced by the region's.
     proto::DeviceProfile profile;
     // Where the uplink's error-feedback residual is kept ("" = memory only).
@@ -117,7 +121,7 @@ class UpstreamLink {
   };
 
   // `coordinator` is owned; `region` and `clock` must outlive the link. INVALID_ARGUMENT for
-  // missing parts or a margin / poll timeout <= 0.
+  // missing parts, a margin <= 0 or a download rate < 1 byte/s.
   static absl::StatusOr<std::unique_ptr<UpstreamLink>> Create(
       Options options, std::unique_ptr<client::Coordinator> coordinator, Region* region,
       const Clock* clock);
@@ -126,7 +130,8 @@ class UpstreamLink {
   // (CANCELLED). Never gives up on a refused or unreachable upstream: every failure is logged
   // with its reason and retried after a backoff.
   absl::Status Run();
-  // Makes Run return CANCELLED soon (after the current long poll, at most poll_timeout).
+  // Makes Run return CANCELLED soon (after the current long poll, which the upstream holds at
+  // most its checkin_poll_seconds).
   void Shutdown();
 
   // ---- observers (thread-safe)
@@ -159,6 +164,7 @@ class UpstreamLink {
   absl::Time renew_at_ = absl::InfiniteFuture();
   std::vector<float> model_;  // the upstream model of have_version_ (downlink delta base)
   int64_t have_version_ = -1;
+  absl::Duration checkin_timeout_;  // from the last JoinResponse (client::CheckInTimeout)
   proto::CheckInRequest pending_decline_;
   // The last task run in this session (reset by every Join): round, attempt.
   std::optional<std::pair<int64_t, int64_t>> last_task_;

@@ -2,6 +2,7 @@
 // simulated clock (no processes, no waiting), and the scheduler's externally driven round.
 #include "server/upstream_link.h"
 
+#include <cmath>
 #include <cstring>
 #include <deque>
 #include <thread>
@@ -48,6 +49,8 @@ class FakeUpstream : public client::Coordinator {
   std::vector<absl::Time> join_times;
   std::vector<proto::JoinRequest> join_requests;
   std::vector<proto::CheckInRequest> checkin_extras;
+  std::vector<absl::Duration> checkin_timeouts;
+  uint64_t model_bytes = 0;  // JoinResponse.model_bytes
   std::vector<std::pair<proto::ReportHeader, std::string>> reports;
 
   absl::StatusOr<proto::JoinResponse> Join(const proto::JoinRequest& request) override {
@@ -62,6 +65,7 @@ class FakeUpstream : public client::Coordinator {
     proto::JoinResponse r;
     r.set_client_id("region-a");
     r.set_checkin_poll_seconds(20);
+    r.set_model_bytes(model_bytes);
     return r;
   }
   absl::StatusOr<CheckInResult> CheckIn(const std::string& client_id, int64_t have_version,
@@ -71,6 +75,7 @@ class FakeUpstream : public client::Coordinator {
     EXPECT_TRUE(want_final_model);
     EXPECT_GT(timeout, absl::ZeroDuration());
     checkin_extras.push_back(extras);
+    checkin_timeouts.push_back(timeout);
     if (checkins.empty()) {
       CheckInResult done;
       done.kind = Kind::kFinished;
@@ -155,13 +160,16 @@ struct LinkUnderTest {
   FakeRegion region;
   std::unique_ptr<UpstreamLink> link;
 
-  LinkUnderTest() {
+  explicit LinkUnderTest(double min_download_bytes_per_second = 0) {
     auto fake = std::make_unique<FakeUpstream>(&clock);
     upstream = fake.get();
     UpstreamLink::Options o;
     o.upstream = "root:1";
     o.profile.set_arch("x86_64");
     o.margin = absl::Seconds(10);
+    if (min_download_bytes_per_second > 0) {
+      o.min_download_bytes_per_second = min_download_bytes_per_second;
+    }
     auto made = UpstreamLink::Create(o, std::move(fake), &region, &clock);
     EXPECT_TRUE(made.ok()) << made.status();
     link = std::move(*made);
@@ -257,6 +265,32 @@ TEST(UpstreamLink, TheRegionsUpdateTravelsUnderTheRoundsUplinkChain) {
           .ok());
   ASSERT_EQ(decoded.size(), 4u);
   for (int i = 0; i < 4; ++i) EXPECT_NEAR(decoded[i], result.delta[i], 1.0 / 127) << i;
+}
+
+// The upstream model downloads inside the CheckIn that polls for it (as on a device): the
+// deadline is the upstream's poll (20 s here) + 15 s + the model's dense size at the slowest
+// acceptable rate, not a fixed 10 s that a slow link to the root could not download 6 MB in.
+TEST(UpstreamLink, CheckInDeadlineCoversTheUpstreamsPollAndTheModelDownload) {
+  LinkUnderTest t(/*min_download_bytes_per_second=*/256 * 1024);
+  t.upstream->model_bytes = 10 << 20;
+  t.upstream->checkins.push_back(client::Coordinator::CheckInResult());  // idle
+  ASSERT_TRUE(t.link->Run().ok());
+  ASSERT_EQ(t.upstream->checkin_timeouts.size(), 2u);  // idle, then "finished"
+  for (absl::Duration timeout : t.upstream->checkin_timeouts) {
+    EXPECT_EQ(timeout, absl::Seconds(20 + 15 + 40));  // 10 MiB at 256 KiB/s: 40 s
+  }
+}
+
+TEST(UpstreamLink, RefusesADownloadRateBelowOneBytePerSecond) {
+  SimulatedClock clock;
+  FakeRegion region;
+  for (double rate : {0.0, 0.5, -1.0, std::nan(""), HUGE_VAL}) {
+    UpstreamLink::Options o;
+    o.profile.set_arch("x86_64");
+    o.min_download_bytes_per_second = rate;
+    auto made = UpstreamLink::Create(o, std::make_unique<FakeUpstream>(&clock), &region, &clock);
+    EXPECT_EQ(made.status().code(), absl::StatusCode::kInvalidArgument) << rate;
+  }
 }
 
 TEST(UpstreamLink, ShortDeadlineKeepsHalfTheTimeForTheUpload) {
@@ -379,6 +413,10 @@ TEST(UpstreamOptions, RefusesInconsistentFlags) {
   o.address = "no-port";
   o.insecure = true;
   EXPECT_EQ(LoadUpstreamClientConfig(o).status().code(), absl::StatusCode::kInvalidArgument);
+  o.address = "root:50051";
+  o.min_download_kib_per_second = 0.5;
+  EXPECT_EQ(LoadUpstreamClientConfig(o).status().message(),
+            "--upstream_min_download_kib_per_second must be >= 1");
 }
 
 // ---- RoundScheduler::RunExternalRound: the real region ---------------------------------------

@@ -151,6 +151,20 @@ TEST(Cli, MinDownloadRateMustBePositive) {
   }
 }
 
+TEST(Cli, UpstreamMinDownloadRateMustBePositive) {
+  for (const char* bad : {"0", "-5", "inf", "nan"}) {
+    const std::string dir = MakeTempDir("edgefl-cli");
+    Result r = RunTool("fl-server",
+                       {std::string("--upstream_min_download_kib_per_second=") + bad,
+                        "--upstream=127.0.0.1:1", "--upstream_insecure", "--out=" + dir + "/run"});
+    EXPECT_EQ(r.code, 2) << bad;
+    EXPECT_NE(r.output.find("--upstream_min_download_kib_per_second"), std::string::npos)
+        << r.output;
+    EXPECT_EQ(NonEmptyLines(r.output), 1) << r.output;
+    EXPECT_FALSE(std::filesystem::exists(dir + "/run")) << bad;
+  }
+}
+
 TEST(Cli, ResumeWithoutCheckpointIsError) {
   const std::string dir = MakeTempDir("edgefl-cli");
   Result r = RunTool("fl-server", {"--resume", "--out=" + dir});
