@@ -323,8 +323,10 @@ absl::Status RoundScheduler::Run() {
         return queue_stopping_ || static_cast<int>(queue_.size()) < bound;
       };
       if (bound > 0 && round < config.rounds() && !room()) {
-        EDGEFL_LOG_WARN("round ", round + 1, " waits: evaluation is ", queue_.size(),
-                        " rounds behind (max_evaluation_backlog ", bound, ")");
+        // The front is the round under evaluation; the rest have not started.
+        EDGEFL_LOG_WARN("round ", round + 1, " waits: ", queue_.size(),
+                        " closed rounds await evaluation (1 in progress, max_evaluation_backlog ",
+                        bound, ")");
         queue_mu_.Await(absl::Condition(&room));
         if (queue_stopping_) return absl::CancelledError("server shutting down");
       }
