@@ -98,15 +98,18 @@ def run(build, workload=DEFAULT_WORKLOAD, rounds=20, clients=10, server_args=(),
     # every process's RSS by ~30 MiB until the cache is dropped: drop it (root only) so that peak
     # RSS measures edgefl, not the build that just ran.
     cache_dropped = drop_page_cache()
-    port = free_port()
     t0 = time.time()
+    # The server binds a port of its own choosing and names it in --port_file (no race with
+    # another process taking a port picked beforehand); the devices start once it serves.
     server = subprocess.Popen(
-        [os.path.join(bindir, "fl-server"), f"--listen=127.0.0.1:{port}", f"--rounds={rounds}",
+        [os.path.join(bindir, "fl-server"), "--listen=127.0.0.1:0", f"--port_file={tmp}/port",
+         f"--rounds={rounds}",
          "--model=fedavg_cnn", f"--init_weights={init}", f"--min_clients={clients}",
          "--set=client.lr=0.05", "--set=client.batch_size=32", "--set=client.epochs=1",
          "--deadline=600", f"--out={tmp}/run"] + (["--insecure"] if insecure else [])
         + list(server_args),
         stderr=open(f"{tmp}/server.log", "w"), stdout=subprocess.DEVNULL)
+    port = wait_port_file(f"{tmp}/port", server)
     target = server_addr(port) if server_addr else f"127.0.0.1:{port}"
     procs = []
     adversaries = adversaries or {}
