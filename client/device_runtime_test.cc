@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <deque>
 #include <memory>
+#include <limits>
 #include <optional>
 #include <random>
 #include <string>
@@ -271,6 +272,16 @@ TEST(CheckInTimeoutTest, TheServersAnnouncementIsBounded) {
   join.set_checkin_poll_seconds(8);
   join.set_model_bytes(kMaxModelBytes);
   EXPECT_EQ(CheckInTimeout(join, 1024 * 1024), absl::Seconds(8 + 15 + 2048));
+}
+
+// The one rule for every minimum-download-rate flag and option (fl-client's, the aggregator's
+// flag, UpstreamLink's option): at least 1, finite.
+TEST(CheckInTimeoutTest, AMinimumDownloadRateIsAtLeastOneAndFinite) {
+  EXPECT_TRUE(IsValidMinDownloadRate(1));
+  EXPECT_TRUE(IsValidMinDownloadRate(128 * 1024));
+  for (double bad : {0.0, 0.5, -1.0, std::nan(""), std::numeric_limits<double>::infinity()}) {
+    EXPECT_FALSE(IsValidMinDownloadRate(bad)) << bad;
+  }
 }
 
 TEST_F(DeviceRuntimeTest, BacksOffWithGrowingDelaysWhileTheServerIsDown) {
