@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -287,6 +288,16 @@ TEST(ModelRunner, TrainingIsDeterministicForASeed) {
 }
 
 
+// max_i |a_i - b_i| in double; infinite when the sizes differ.
+double MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) return std::numeric_limits<double>::infinity();
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    m = std::max(m, std::abs(static_cast<double>(a[i]) - static_cast<double>(b[i])));
+  }
+  return m;
+}
+
 // FedProx and FedRS against a double-precision reference: the mlp (784-128-ReLU-10), full-batch
 // plain SGD steps on real images, each gradient plus mu (w - w_start), the logits multiplied by
 // `logit_scale` (empty = 1) before the softmax, written out by hand in double. Full batches make
@@ -369,12 +380,9 @@ TEST(ModelRunner, FedProxMatchesADoublePrecisionReference) {
   const std::vector<float> plain = train(0.0);
   const std::vector<float> ref_prox = ReferenceMlpSgd(start, subset, kSamples, kSteps, 0.5, 0.8);
   const std::vector<float> ref_plain = ReferenceMlpSgd(start, subset, kSamples, kSteps, 0.5, 0.0);
-  double err_prox = 0, err_plain = 0, prox_effect = 0;
-  for (size_t i = 0; i < prox.size(); ++i) {
-    err_prox = std::max(err_prox, std::abs(static_cast<double>(prox[i]) - ref_prox[i]));
-    err_plain = std::max(err_plain, std::abs(static_cast<double>(plain[i]) - ref_plain[i]));
-    prox_effect = std::max(prox_effect, std::abs(static_cast<double>(ref_prox[i]) - ref_plain[i]));
-  }
+  const double err_prox = MaxAbsDiff(prox, ref_prox);
+  const double err_plain = MaxAbsDiff(plain, ref_plain);
+  const double prox_effect = MaxAbsDiff(ref_prox, ref_plain);
   // float32 training vs the double reference: a few 1e-6 after 4 steps; the proximal term
   // moves weights by orders of magnitude more, so a missing or wrong term cannot pass.
   EXPECT_LT(err_prox, 2e-5);
@@ -427,19 +435,16 @@ TEST(ModelRunner, RestrictedSoftmaxMatchesADoublePrecisionReference) {
   const std::vector<float> plain = train(1.0);
   const std::vector<float> ref_rs = ReferenceMlpSgd(start, subset, kSamples, kSteps, kLr, 0, scale);
   const std::vector<float> ref_plain = ReferenceMlpSgd(start, subset, kSamples, kSteps, kLr, 0);
-  double err_rs = 0, err_plain = 0, effect = 0;
-  for (size_t i = 0; i < rs.size(); ++i) {
-    err_rs = std::max(err_rs, std::abs(static_cast<double>(rs[i]) - ref_rs[i]));
-    err_plain = std::max(err_plain, std::abs(static_cast<double>(plain[i]) - ref_plain[i]));
-    effect = std::max(effect, std::abs(static_cast<double>(ref_rs[i]) - ref_plain[i]));
-  }
+  const double err_rs = MaxAbsDiff(rs, ref_rs);
+  const double err_plain = MaxAbsDiff(plain, ref_plain);
+  const double effect = MaxAbsDiff(ref_rs, ref_plain);
   EXPECT_LT(err_rs, 2e-5);
   EXPECT_LT(err_plain, 2e-5);
   EXPECT_GT(effect, 100 * err_rs);
   std::printf("fedrs: max |torch - ref| %.2e (alpha %.2f), %.2e (alpha 1); restriction moved %.2e\n",
               err_rs, kAlpha, err_plain, effect);
-  // The missing classes' output rows move less than under plain softmax (what FedRS is for):
-  // fc2.bias of class 5 (absent) changes by a quarter of the gradient's scale or less.
+  // An absent class's score is pushed down less than under the plain softmax (what FedRS is
+  // for): fc2.bias of class 5, which the data lacks, moves less.
   const size_t bias5 = rs.size() - 10 + 5;
   EXPECT_LT(std::abs(rs[bias5] - start[bias5]), std::abs(plain[bias5] - start[bias5]));
   for (double bad : {-0.1, 1.5, std::nan("")}) {
