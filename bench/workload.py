@@ -3,7 +3,6 @@ on loopback and summarises metrics.jsonl. Shared by the bench/ scripts."""
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -12,12 +11,6 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_WORKLOAD = os.path.join(ROOT, "..", "shared", "workloads", "fmnist-dir05")
 DENSE_BYTES = 1663370 * 4  # fedavg_cnn in float32
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port_file(path, proc, timeout=60):

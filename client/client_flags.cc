@@ -12,6 +12,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "client/budgets.h"
+#include "client/coordinator.h"
 #include "common/clock.h"
 #include "common/file_util.h"
 #include "common/log.h"
@@ -154,7 +155,7 @@ absl::Status ValidateClientFlags(const ClientFlags& f) {
   if (!(f.after_finish_poll_seconds >= 1 && f.after_finish_poll_seconds <= 86400)) {
     return absl::InvalidArgumentError("--after_finish_poll_seconds must be in 1..86400");
   }
-  if (!(f.min_download_kib_per_second >= 1) || std::isinf(f.min_download_kib_per_second)) {
+  if (!IsValidMinDownloadRate(f.min_download_kib_per_second)) {
     return absl::InvalidArgumentError("--min_download_kib_per_second must be >= 1");
   }
   if (f.distill_final_only && f.distill_to.empty()) {

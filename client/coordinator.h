@@ -5,6 +5,7 @@
 #define EDGEFL_CLIENT_COORDINATOR_H_
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -45,6 +46,12 @@ class Coordinator {
   virtual absl::StatusOr<CheckInResult> CheckIn(const std::string& client_id, int64_t have_version,
                                                 absl::Duration timeout, bool want_final_model,
                                                 const proto::CheckInRequest& extras) = 0;
+  // For shutdown, from any thread: ends a CheckIn in flight on another thread at once (its long
+  // poll would otherwise hold the caller for up to the server's poll), and makes every later
+  // CheckIn return CANCELLED without calling the server. Report and Join are left alone: they
+  // are bounded, and a report in flight is worth finishing. The default does nothing (in-memory
+  // coordinators return at once anyway).
+  virtual void CancelCheckIns() {}
   // Uploads one update. `header.total_bytes` and `header.sha256` are filled in from `payload`.
   // The call's deadline is `deadline` (or later); `*bytes_up` (if not null) receives the bytes
   // sent. FAILED_PRECONDITION / PERMISSION_DENIED / INVALID_ARGUMENT: the update was refused.
@@ -71,6 +78,9 @@ inline constexpr uint64_t kMaxModelBytes = 2ULL << 30;
 // size at most kMaxModelBytes (a larger model is refused anyway), so a broken or hostile server
 // cannot make the deadline unbounded (2 GiB at 128 KiB/s: 4.6 h).
 inline constexpr double kDefaultMinDownloadBytesPerSecond = 128 * 1024;
+// A minimum download rate a flag or option may set (in bytes or KiB per second): at least 1 and
+// finite (NaN fails too), so that CheckInTimeout's deadline is finite and positive.
+inline bool IsValidMinDownloadRate(double rate) { return rate >= 1 && !std::isinf(rate); }
 inline constexpr double kMaxCheckInPollSeconds = 3600;
 inline absl::Duration CheckInTimeout(const proto::JoinResponse& join,
                                      double min_download_bytes_per_second) {

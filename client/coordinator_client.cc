@@ -258,6 +258,19 @@ absl::StatusOr<CoordinatorClient::CheckInResult> CoordinatorClient::CheckIn(
     const std::string& client_id, int64_t have_version, absl::Duration timeout,
     bool want_final_model, const proto::CheckInRequest& extras) {
   grpc::ClientContext ctx;
+  // Registered for CancelCheckIns until the call returns, however it returns.
+  {
+    absl::MutexLock lock(&mu_);
+    if (checkins_cancelled_) return absl::CancelledError("CheckIn cancelled: shutting down");
+    checkin_ctx_ = &ctx;
+  }
+  struct Unregister {
+    CoordinatorClient* self;
+    ~Unregister() {
+      absl::MutexLock lock(&self->mu_);
+      self->checkin_ctx_ = nullptr;
+    }
+  } unregister{this};
   SetDeadline(&ctx, absl::Now() + timeout);
   Authorize(&ctx, "");
   proto::CheckInRequest request = extras;
@@ -304,6 +317,14 @@ absl::StatusOr<CoordinatorClient::CheckInResult> CoordinatorClient::CheckIn(
   if (absl::Status st = Convert(s); !st.ok()) return st;
   if (!have_first) return absl::UnavailableError("CheckIn stream ended without a message");
   return result;
+}
+
+void CoordinatorClient::CancelCheckIns() {
+  absl::MutexLock lock(&mu_);
+  checkins_cancelled_ = true;
+  // TryCancel may be called from any thread while the call runs; the context outlives this,
+  // since CheckIn unregisters it (under mu_) before it is destroyed.
+  if (checkin_ctx_ != nullptr) checkin_ctx_->TryCancel();
 }
 
 absl::StatusOr<proto::ReportResponse> CoordinatorClient::Report(proto::ReportHeader header,

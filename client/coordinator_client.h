@@ -84,6 +84,7 @@ class CoordinatorClient : public Coordinator {
   absl::StatusOr<proto::ReportResponse> Report(proto::ReportHeader header,
                                                std::string_view payload, absl::Time deadline,
                                                uint64_t* bytes_up) override;
+  void CancelCheckIns() override;
 
   // ---- credentials (thread-safe)
   void SetEnrollmentToken(std::string token);
@@ -115,6 +116,10 @@ class CoordinatorClient : public Coordinator {
   // apart from a server that is merely restarting.
   bool ever_reached_ ABSL_GUARDED_BY(mu_) = false;
   int closed_at_setup_ ABSL_GUARDED_BY(mu_) = 0;
+  // CancelCheckIns: the context of the CheckIn in flight (to TryCancel it), and whether to refuse
+  // further CheckIns.
+  grpc::ClientContext* checkin_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
+  bool checkins_cancelled_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // When the PEM certificate `pem` expired ("" if it has not, or cannot be parsed), as text.

@@ -509,6 +509,9 @@ absl::StatusOr<DeviceRuntime::Trained> DeviceRuntime::Train(const proto::Task& t
   opts.momentum = task.config().momentum();
   opts.weight_decay = task.config().weight_decay();
   opts.proximal_mu = task.config().proximal_mu();
+  if (task.config().has_restricted_softmax_alpha()) {
+    opts.restricted_softmax_alpha = task.config().restricted_softmax_alpha();
+  }
   opts.max_samples = task.config().max_samples();
   opts.seed = TrainingSeed(task, options_.client_index);
   EDGEFL_LOG_INFO("round ", task.round(), ": training on ", data_.size(), " samples (", opts.epochs,

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <deque>
 #include <memory>
+#include <limits>
 #include <optional>
 #include <random>
 #include <string>
@@ -271,6 +272,16 @@ TEST(CheckInTimeoutTest, TheServersAnnouncementIsBounded) {
   join.set_checkin_poll_seconds(8);
   join.set_model_bytes(kMaxModelBytes);
   EXPECT_EQ(CheckInTimeout(join, 1024 * 1024), absl::Seconds(8 + 15 + 2048));
+}
+
+// The one rule for every minimum-download-rate flag and option (fl-client's, the aggregator's
+// flag, UpstreamLink's option): at least 1, finite.
+TEST(CheckInTimeoutTest, AMinimumDownloadRateIsAtLeastOneAndFinite) {
+  EXPECT_TRUE(IsValidMinDownloadRate(1));
+  EXPECT_TRUE(IsValidMinDownloadRate(128 * 1024));
+  for (double bad : {0.0, 0.5, -1.0, std::nan(""), std::numeric_limits<double>::infinity()}) {
+    EXPECT_FALSE(IsValidMinDownloadRate(bad)) << bad;
+  }
 }
 
 TEST_F(DeviceRuntimeTest, BacksOffWithGrowingDelaysWhileTheServerIsDown) {
@@ -640,6 +651,37 @@ TEST_F(DeviceRuntimeTest, TaskProximalMuReachesTrainingAndShrinksTheUpdate) {
   EXPECT_EQ(plain, again);  // deterministic, so the difference below is the proximal term's
   EXPECT_NE(plain, prox);
   EXPECT_LT(norm(prox), norm(plain));
+}
+
+// FedRS: the task's restricted_softmax_alpha reaches local training on a device whose shard has
+// two classes (the exact arithmetic is checked against a double reference in models/); a task
+// without the field trains with the plain softmax.
+TEST_F(DeviceRuntimeTest, TaskRestrictedSoftmaxAlphaReachesTraining) {
+  data::ImageDataset two_classes = SyntheticShard(12);
+  for (size_t i = 0; i < two_classes.labels.size(); ++i) two_classes.labels[i] = i % 2 ? 4 : 9;
+  absl::StatusOr<std::unique_ptr<DeviceRuntime>> r =
+      DeviceRuntime::Create(options_, std::unique_ptr<Coordinator>(coordinator_), two_classes,
+                            &clock_);
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto delta_with = [&](std::optional<double> alpha) {
+    Coordinator::CheckInResult task = MlpTask(1);
+    if (alpha) task.task.mutable_config()->set_restricted_softmax_alpha(*alpha);
+    EXPECT_TRUE((*r)->PrepareModel(&task).ok());
+    absl::StatusOr<DeviceRuntime::Trained> trained = (*r)->Train(task.task);
+    EXPECT_TRUE(trained.ok()) << trained.status();
+    return trained.ok() ? trained->delta : std::vector<float>();
+  };
+  const std::vector<float> unset = delta_with(std::nullopt);
+  const std::vector<float> one = delta_with(1.0);
+  const std::vector<float> restricted = delta_with(0.0);
+  ASSERT_EQ(unset.size(), restricted.size());
+  EXPECT_EQ(unset, one);  // unset is the plain softmax
+  EXPECT_NE(unset, restricted);
+  // With alpha 0 the absent classes' logits are 0 whatever fc2 holds: their rows get no gradient.
+  const size_t fc2_bias = restricted.size() - 10;
+  EXPECT_EQ(restricted[fc2_bias + 0], 0.0f);
+  EXPECT_NE(restricted[fc2_bias + 4], 0.0f);
+  EXPECT_NE(unset[fc2_bias + 0], 0.0f);
 }
 
 TEST(DeviceRuntime, CreateRefusesAnEmptyShard) {

@@ -130,12 +130,14 @@ class TorchModelRunner final : public ModelRunner {
     RETURN_IF_ERROR(CheckData(data, "Train"));
     if (options.epochs < 1 || options.batch_size < 1 || !(options.lr >= 0) ||
         !(options.momentum >= 0) || !(options.weight_decay >= 0) || options.max_samples < 0 ||
-        !(options.proximal_mu >= 0) || std::isinf(options.proximal_mu)) {
+        !(options.proximal_mu >= 0) || std::isinf(options.proximal_mu) ||
+        !(options.restricted_softmax_alpha >= 0 && options.restricted_softmax_alpha <= 1)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "Train: bad options: epochs=", options.epochs, " batch_size=", options.batch_size,
           " lr=", options.lr, " momentum=", options.momentum,
           " weight_decay=", options.weight_decay, " max_samples=", options.max_samples,
-          " proximal_mu=", options.proximal_mu));
+          " proximal_mu=", options.proximal_mu,
+          " restricted_softmax_alpha=", options.restricted_softmax_alpha));
     }
     const auto start = std::chrono::steady_clock::now();
     const int64_t n = data.size();
@@ -154,6 +156,18 @@ class TorchModelRunner final : public ModelRunner {
         torch::NoGradGuard no_grad;
         for (const auto& p : params_) anchor.push_back(p.detach().clone());
       }
+      // FedRS: 1 for the classes present in the data, alpha for the others (labels are < 10:
+      // CheckData).
+      torch::Tensor logit_scale;
+      if (options.restricted_softmax_alpha < 1) {
+        std::array<bool, kNumClasses> present{};
+        for (uint8_t label : data.labels) present[label] = true;
+        logit_scale = torch::empty({kNumClasses}, torch::kFloat32);
+        float* scale = logit_scale.data_ptr<float>();
+        for (int k = 0; k < kNumClasses; ++k) {
+          scale[k] = present[k] ? 1.0f : static_cast<float>(options.restricted_softmax_alpha);
+        }
+      }
       std::mt19937_64 rng(options.seed);
       double loss_sum = 0;
       int64_t correct = 0;
@@ -170,7 +184,8 @@ class TorchModelRunner final : public ModelRunner {
           // to its parameter instead of adding it into a zeroed buffer (a second copy of fc1's
           // 6.4 MB gradient). 0 + g == g, so the SGD step is the same.
           for (auto& p : params_) p.mutable_grad() = torch::Tensor();
-          const torch::Tensor logits = model_->forward(x);
+          torch::Tensor logits = model_->forward(x);
+          if (logit_scale.defined()) logits = logits * logit_scale;
           const torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
           loss.backward();
           if (!anchor.empty()) {

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -287,11 +288,23 @@ TEST(ModelRunner, TrainingIsDeterministicForASeed) {
 }
 
 
-// FedProx against a double-precision reference: the mlp (784-128-ReLU-10), full-batch plain SGD
-// steps on real images, each gradient plus mu (w - w_start), written out by hand in double.
-// Full batches make the result independent of the shuffling order.
+// max_i |a_i - b_i| in double; infinite when the sizes differ.
+double MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) return std::numeric_limits<double>::infinity();
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    m = std::max(m, std::abs(static_cast<double>(a[i]) - static_cast<double>(b[i])));
+  }
+  return m;
+}
+
+// FedProx and FedRS against a double-precision reference: the mlp (784-128-ReLU-10), full-batch
+// plain SGD steps on real images, each gradient plus mu (w - w_start), the logits multiplied by
+// `logit_scale` (empty = 1) before the softmax, written out by hand in double. Full batches make
+// the result independent of the shuffling order.
 std::vector<float> ReferenceMlpSgd(const std::vector<float>& start, const data::ImageDataset& data,
-                                   int64_t n, int steps, double lr, double mu) {
+                                   int64_t n, int steps, double lr, double mu,
+                                   const std::vector<double>& logit_scale = {}) {
   constexpr int kIn = 784, kHidden = 128, kOut = 10;
   std::vector<double> w(start.begin(), start.end());
   const std::vector<double> w0 = w;
@@ -312,14 +325,16 @@ std::vector<float> ReferenceMlpSgd(const std::vector<float>& start, const data::
       for (int k = 0; k < kOut; ++k) {
         double acc = w[b2 + k];
         for (int i = 0; i < kHidden; ++i) acc += w[w2 + k * kHidden + i] * h[i];
-        z2[k] = acc;
+        z2[k] = logit_scale.empty() ? acc : acc * logit_scale[k];
         max = std::max(max, acc);
       }
       double denom = 0;
       for (int k = 0; k < kOut; ++k) denom += std::exp(z2[k] - max);
       std::fill(dh.begin(), dh.end(), 0.0);
       for (int k = 0; k < kOut; ++k) {
-        const double dz = (std::exp(z2[k] - max) / denom - (k == data.labels[s] ? 1 : 0)) / n;
+        // d loss / d raw logit: the softmax's gradient times the logit's scale.
+        const double dz = (std::exp(z2[k] - max) / denom - (k == data.labels[s] ? 1 : 0)) / n *
+                          (logit_scale.empty() ? 1.0 : logit_scale[k]);
         g[b2 + k] += dz;
         for (int i = 0; i < kHidden; ++i) {
           g[w2 + k * kHidden + i] += dz * h[i];
@@ -365,12 +380,9 @@ TEST(ModelRunner, FedProxMatchesADoublePrecisionReference) {
   const std::vector<float> plain = train(0.0);
   const std::vector<float> ref_prox = ReferenceMlpSgd(start, subset, kSamples, kSteps, 0.5, 0.8);
   const std::vector<float> ref_plain = ReferenceMlpSgd(start, subset, kSamples, kSteps, 0.5, 0.0);
-  double err_prox = 0, err_plain = 0, prox_effect = 0;
-  for (size_t i = 0; i < prox.size(); ++i) {
-    err_prox = std::max(err_prox, std::abs(static_cast<double>(prox[i]) - ref_prox[i]));
-    err_plain = std::max(err_plain, std::abs(static_cast<double>(plain[i]) - ref_plain[i]));
-    prox_effect = std::max(prox_effect, std::abs(static_cast<double>(ref_prox[i]) - ref_plain[i]));
-  }
+  const double err_prox = MaxAbsDiff(prox, ref_prox);
+  const double err_plain = MaxAbsDiff(plain, ref_plain);
+  const double prox_effect = MaxAbsDiff(ref_prox, ref_plain);
   // float32 training vs the double reference: a few 1e-6 after 4 steps; the proximal term
   // moves weights by orders of magnitude more, so a missing or wrong term cannot pass.
   EXPECT_LT(err_prox, 2e-5);
@@ -381,6 +393,65 @@ TEST(ModelRunner, FedProxMatchesADoublePrecisionReference) {
   options.proximal_mu = -1;
   EXPECT_EQ((*runner)->Train(subset, options, nullptr).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// FedRS: on a device whose data has only some classes, Train scales the other classes' logits
+// by alpha. Checked against the double reference with those classes' logits scaled, on real
+// images of classes 0, 3 and 7 only.
+TEST(ModelRunner, RestrictedSoftmaxMatchesADoublePrecisionReference) {
+  constexpr int64_t kSamples = 48;
+  constexpr int kSteps = 4;
+  constexpr double kLr = 0.5, kAlpha = 0.25;
+  auto runner = ModelRunner::Create("mlp", 1);
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  const data::ImageDataset& all = TrainSubset();
+  data::ImageDataset subset;
+  for (int64_t i = 0; i < all.size() && subset.size() < kSamples; ++i) {
+    const uint8_t label = all.labels[i];
+    if (label != 0 && label != 3 && label != 7) continue;
+    subset.labels.push_back(label);
+    subset.pixels.insert(subset.pixels.end(), all.pixels.begin() + i * 784,
+                         all.pixels.begin() + (i + 1) * 784);
+  }
+  ASSERT_EQ(subset.size(), kSamples);
+  std::vector<double> scale(10, kAlpha);
+  scale[0] = scale[3] = scale[7] = 1;
+  const std::vector<float> start = *InitialWeights("mlp", 5);
+  TrainOptions options;
+  options.epochs = kSteps;  // one full batch per epoch
+  options.batch_size = kSamples;
+  options.lr = kLr;
+  options.seed = 4;
+  auto train = [&](double alpha) {
+    EXPECT_TRUE((*runner)->SetWeights(start).ok());
+    options.restricted_softmax_alpha = alpha;
+    absl::StatusOr<TrainResult> r = (*runner)->Train(subset, options, nullptr);
+    EXPECT_TRUE(r.ok()) << r.status();
+    std::vector<float> out;
+    (*runner)->GetWeights(&out);
+    return out;
+  };
+  const std::vector<float> rs = train(kAlpha);
+  const std::vector<float> plain = train(1.0);
+  const std::vector<float> ref_rs = ReferenceMlpSgd(start, subset, kSamples, kSteps, kLr, 0, scale);
+  const std::vector<float> ref_plain = ReferenceMlpSgd(start, subset, kSamples, kSteps, kLr, 0);
+  const double err_rs = MaxAbsDiff(rs, ref_rs);
+  const double err_plain = MaxAbsDiff(plain, ref_plain);
+  const double effect = MaxAbsDiff(ref_rs, ref_plain);
+  EXPECT_LT(err_rs, 2e-5);
+  EXPECT_LT(err_plain, 2e-5);
+  EXPECT_GT(effect, 100 * err_rs);
+  std::printf("fedrs: max |torch - ref| %.2e (alpha %.2f), %.2e (alpha 1); restriction moved %.2e\n",
+              err_rs, kAlpha, err_plain, effect);
+  // An absent class's score is pushed down less than under the plain softmax (what FedRS is
+  // for): fc2.bias of class 5, which the data lacks, moves less.
+  const size_t bias5 = rs.size() - 10 + 5;
+  EXPECT_LT(std::abs(rs[bias5] - start[bias5]), std::abs(plain[bias5] - start[bias5]));
+  for (double bad : {-0.1, 1.5, std::nan("")}) {
+    options.restricted_softmax_alpha = bad;
+    EXPECT_EQ((*runner)->Train(subset, options, nullptr).status().code(),
+              absl::StatusCode::kInvalidArgument) << bad;
+  }
 }
 
 }  // namespace

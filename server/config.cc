@@ -453,6 +453,11 @@ absl::Status ValidateClient(const std::string& prefix, const proto::ClientTraini
     RETURN_IF_ERROR(CheckInt(prefix + ".ef_max_staleness", c.ef_max_staleness(), 0));
   }
   if (c.has_proximal_mu()) RETURN_IF_ERROR(CheckNonNegative(prefix + ".proximal_mu", c.proximal_mu()));
+  if (c.has_restricted_softmax_alpha() &&
+      !(c.restricted_softmax_alpha() >= 0 && c.restricted_softmax_alpha() <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(prefix, ".restricted_softmax_alpha must be in [0, 1], got ",
+                                                   c.restricted_softmax_alpha()));
+  }
   if (c.has_min_battery_percent() && !(c.min_battery_percent() >= 0 && c.min_battery_percent() <= 100)) {
     return absl::InvalidArgumentError(absl::StrCat(prefix, ".min_battery_percent must be in 0..100, got ",
                                                    c.min_battery_percent()));
@@ -642,6 +647,9 @@ proto::TaskConfig ResolveTaskConfig(const proto::ExperimentConfig& config, int64
   task.set_uplink(CanonicalChain(resolved.uplink()));
   task.set_ef_max_staleness(resolved.ef_max_staleness());
   task.set_proximal_mu(resolved.proximal_mu());
+  if (resolved.has_restricted_softmax_alpha()) {
+    task.set_restricted_softmax_alpha(resolved.restricted_softmax_alpha());
+  }
   task.set_min_battery_percent(resolved.min_battery_percent());
   task.set_max_temperature_c(resolved.max_temperature_c());
   task.set_require_charging(resolved.require_charging());

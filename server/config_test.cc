@@ -315,6 +315,18 @@ TEST(Config, AggregationPresetsFillTheirStagesAndExplicitFieldsWin) {
   ASSERT_TRUE(avg.ok());
   EXPECT_EQ(avg->aggregation().strategy(), "fedavg");
   EXPECT_DOUBLE_EQ(ResolveTaskConfig(*avg, 1).proximal_mu(), 0);
+  // FedRS: the preset's alpha reaches the task; unset stays unset (the device's plain softmax).
+  EXPECT_FALSE(ResolveTaskConfig(*avg, 1).has_restricted_softmax_alpha());
+  auto rs = Resolve({"aggregation.strategy=fedrs"});
+  ASSERT_TRUE(rs.ok()) << rs.status();
+  EXPECT_EQ(rs->aggregation().server_optimizer().name(), "sgd");
+  EXPECT_DOUBLE_EQ(ResolveTaskConfig(*rs, 1).restricted_softmax_alpha(), 0.5);
+  auto rs_adam = Resolve({"aggregation.strategy=fedadam", "client.restricted_softmax_alpha=0",
+                          R"(schedule=[{"from_round":3,"client":{"restricted_softmax_alpha":0.8}}])"});
+  ASSERT_TRUE(rs_adam.ok()) << rs_adam.status();
+  ASSERT_TRUE(ResolveTaskConfig(*rs_adam, 2).has_restricted_softmax_alpha());
+  EXPECT_DOUBLE_EQ(ResolveTaskConfig(*rs_adam, 2).restricted_softmax_alpha(), 0);
+  EXPECT_DOUBLE_EQ(ResolveTaskConfig(*rs_adam, 3).restricted_softmax_alpha(), 0.8);
   auto dp = Resolve({"aggregation.strategy=dp_fedavg_adaptive", "sampling.min_clients=40"});
   ASSERT_TRUE(dp.ok()) << dp.status();
   EXPECT_EQ(dp->aggregation().combiner().rule(), "mean");
@@ -376,6 +388,12 @@ TEST(Config, BadAggregationNamesTheField) {
   EXPECT_THAT(ResolveError({R"(schedule=[{"from_round":2,"dp_noise_multiplier":1}])"}),
               HasSubstr("dp_noise_multiplier is set but aggregation.dp.enabled is false"));
   EXPECT_EQ(ResolveError({"client.proximal_mu=-0.1"}), "client.proximal_mu must be >= 0, got -0.1");
+  EXPECT_EQ(ResolveError({"client.restricted_softmax_alpha=1.5"}),
+            "client.restricted_softmax_alpha must be in [0, 1], got 1.5");
+  EXPECT_EQ(ResolveError({"client.restricted_softmax_alpha=-0.1"}),
+            "client.restricted_softmax_alpha must be in [0, 1], got -0.1");
+  EXPECT_EQ(ResolveError({R"(schedule=[{"from_round":2,"client":{"restricted_softmax_alpha":2}}])"}),
+            "schedule[0].client.restricted_softmax_alpha must be in [0, 1], got 2");
   EXPECT_EQ(ResolveError({"client.min_battery_percent=101"}),
             "client.min_battery_percent must be in 0..100, got 101");
   EXPECT_EQ(ResolveError({"client.max_temperature_c=-5"}),

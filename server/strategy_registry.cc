@@ -31,6 +31,7 @@ constexpr double kDefaultDelta = 1e-5;
 constexpr double kDefaultTargetQuantile = 0.5;
 constexpr double kDefaultClipLr = 0.2;
 constexpr double kDefaultProximalMu = 0.01;
+constexpr double kDefaultRestrictedSoftmaxAlpha = 0.5;  // FedRS's recommended alpha
 
 // Per-optimizer defaults (Flower's for the adaptive rules; aggregation/server_optimizer.h).
 struct OptimizerDefaults {
@@ -110,6 +111,15 @@ const std::vector<Preset>& Presets() {
          SetRule(c->mutable_aggregation(), "weighted_mean");
          SetOptimizer(c->mutable_aggregation(), "sgd");
          if (!c->client().has_proximal_mu()) c->mutable_client()->set_proximal_mu(kDefaultProximalMu);
+       }},
+      {{"fedrs", "FedRS (Li & Zhan 2021): FedAvg; devices restrict the softmax to their classes",
+        "client.restricted_softmax_alpha=0.5 (plus fedavg)"},
+       [](ExperimentConfig* c) {
+         SetRule(c->mutable_aggregation(), "weighted_mean");
+         SetOptimizer(c->mutable_aggregation(), "sgd");
+         if (!c->client().has_restricted_softmax_alpha()) {
+           c->mutable_client()->set_restricted_softmax_alpha(kDefaultRestrictedSoftmaxAlpha);
+         }
        }},
       {{"fedmedian", "FedMedian (Yin et al. 2018): coordinate-wise median, unweighted",
         "combiner.rule=median"},
@@ -554,7 +564,9 @@ std::string StrategiesHelp() {
       "                      concurrency 0 (= every eligible device is offered each version).\n"
       "                      Streaming combiners only; no DP.\n"
       "\nPer round (schedule entries): server_lr, dp_noise_multiplier; client.proximal_mu\n"
-      "(FedProx) like every client setting.\n"
+      "(FedProx) and client.restricted_softmax_alpha (FedRS) like every client setting.\n"
+      "\nClient-side terms combine with any server optimizer, e.g. fedadam with\n"
+      "client.restricted_softmax_alpha=0.5.\n"
       "\nHierarchical (fl-server --upstream, a regional aggregator): the aggregator only averages\n"
       "(weighted_mean, sgd lr 1 without momentum, no DP; norm_bound is fine, per device); server\n"
       "optimizers, robust rules (one mean per region) and central DP (a region is a participant)\n"

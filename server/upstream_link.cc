@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdlib>
 #include <thread>
 #include <utility>
@@ -89,7 +88,7 @@ absl::StatusOr<UpstreamClientConfig> LoadUpstreamClientConfig(const UpstreamOpti
   if (!(o.retry_max_seconds >= 1)) {
     return absl::InvalidArgumentError("--upstream_retry_max_seconds must be >= 1");
   }
-  if (!(o.min_download_kib_per_second >= 1) || std::isinf(o.min_download_kib_per_second)) {
+  if (!client::IsValidMinDownloadRate(o.min_download_kib_per_second)) {
     return absl::InvalidArgumentError("--upstream_min_download_kib_per_second must be >= 1");
   }
   const bool any_tls =
@@ -191,8 +190,7 @@ absl::StatusOr<std::unique_ptr<UpstreamLink>> UpstreamLink::Create(
   if (options.margin <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("UpstreamLink: margin must be > 0");
   }
-  if (!(options.min_download_bytes_per_second >= 1) ||
-      std::isinf(options.min_download_bytes_per_second)) {
+  if (!client::IsValidMinDownloadRate(options.min_download_bytes_per_second)) {
     return absl::InvalidArgumentError("UpstreamLink: min_download_bytes_per_second must be >= 1");
   }
   if (options.profile.arch().empty()) options.profile = ThisHost();
@@ -210,8 +208,12 @@ UpstreamLink::UpstreamLink(Options options, std::unique_ptr<client::Coordinator>
       uplink_(options_.ef_state_file) {}
 
 void UpstreamLink::Shutdown() {
-  absl::MutexLock lock(&mu_);
-  shutdown_ = true;
+  {
+    absl::MutexLock lock(&mu_);
+    shutdown_ = true;
+  }
+  // The root holds a CheckIn for its whole --poll_seconds when it has no task: end it now.
+  rpc_->CancelCheckIns();
 }
 
 bool UpstreamLink::stopping() const {
@@ -311,6 +313,7 @@ absl::Status UpstreamLink::Run() {
         rpc_->CheckIn(client_id_, have_version_, checkin_timeout_,
                       /*want_final_model=*/true, extras);
     if (!r.ok()) {
+      if (stopping()) break;  // Shutdown cancelled the call: not a failure to report
       if (!Failed(r.status(), "CheckIn")) break;
       continue;
     }

@@ -424,6 +424,28 @@ TEST_F(Hierarchy, ARefusedAggregatorLogsWhyAndRetriesWithBackoff) {
   }
 }
 
+// SIGTERM ends an aggregator at once while the root holds its CheckIn in a long poll (the root
+// has no round to offer: it waits for a second participant): Shutdown cancels the call instead
+// of waiting out the root's --poll_seconds (300 here; Kubernetes' grace period is 30 s).
+TEST_F(Hierarchy, ASigtermedAggregatorDoesNotWaitOutTheRootsLongPoll) {
+  int root_port = 0;
+  auto root = StartRoot("root", 2, 1, 60, {"--poll_seconds=300"}, &root_port);
+  ASSERT_GT(root_port, 0) << root->Log();
+  int port = 0;
+  auto agg = StartAggregator("idle", root_port, 1, {}, &port);
+  ASSERT_GT(port, 0) << agg->Log();
+  // Its first CheckIn follows the Join at once and is held by the root.
+  ASSERT_TRUE(WaitFor([&] { return agg->Log().find("joined upstream") != std::string::npos; },
+                      absl::Seconds(60)))
+      << agg->Log() << root->Log();
+  agg->Signal(SIGTERM);
+  EXPECT_EQ(agg->Wait(absl::Seconds(60)), 130) << agg->Log();
+  // A cancelled long poll is the shutdown, not a failure to warn about and retry.
+  EXPECT_EQ(agg->Log().find("upstream CheckIn"), std::string::npos) << agg->Log();
+  root->Signal(SIGTERM);
+  EXPECT_NE(root->Wait(absl::Seconds(30)), -1) << root->Log();
+}
+
 // What does not compose at an aggregator, and upstream flags that do not fit, are refused at
 // start-up: one line, exit code 2.
 TEST_F(Hierarchy, AnAggregatorRefusesRulesThatBelongAtTheRoot) {

@@ -17,11 +17,22 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$dir"; }
 trap cleanup EXIT
 
-grpc_port=$(free_port) metrics_port=$(free_port) prom_port=$(free_port)
-"$build/bin/fl-server" --insecure --listen="127.0.0.1:$grpc_port" --metrics_listen="127.0.0.1:$metrics_port" \
+wait_until() {  # SECONDS COMMAND...
+  local end=$((SECONDS + $1)); shift
+  until "$@"; do ((SECONDS < end)) || return 1; sleep 0.5; done
+}
+# fl-server picks both of its ports (no race with other processes for a port chosen here); it
+# logs the metrics port before it writes --port_file.
+"$build/bin/fl-server" --insecure --listen=127.0.0.1:0 --port_file="$dir/port" --metrics_listen=127.0.0.1:0 \
   --model=small_cnn --rounds=3 --min_clients=2 --eval_samples=500 --deadline=120 --seed=1 \
   --finish_grace_seconds=5 --metrics_linger_seconds=5 --out="$dir/run" >"$dir/server.log" 2>&1 &
 pids+=($!)
+serving() { [[ -s "$dir/port" ]] || { kill -0 "${pids[0]}" 2>/dev/null || fail "fl-server exited before serving"; return 1; }; }
+wait_until 60 serving || fail "fl-server did not write --port_file in 60 s"
+grpc_port=$(cat "$dir/port")
+metrics_port=$(sed -n 's#.*Prometheus metrics on http://[^/]*:\([0-9]*\)/metrics.*#\1#p' "$dir/server.log" | head -1)
+[[ -n "$metrics_port" ]] || fail "fl-server did not log its metrics port"
+prom_port=$(free_port)  # Prometheus' own: it cannot report a port it picked
 cat >"$dir/prometheus.yml" <<YML
 global:
   scrape_interval: 1s
@@ -37,10 +48,6 @@ pids+=($!)
 query() {  # PROMQL: prints the value of the first sample, or nothing
   curl -sf --max-time 5 "http://127.0.0.1:$prom_port/api/v1/query" --data-urlencode "query=$1" |
     python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "")' 2>/dev/null || true
-}
-wait_until() {  # SECONDS COMMAND...
-  local end=$((SECONDS + $1)); shift
-  until "$@"; do ((SECONDS < end)) || return 1; sleep 0.5; done
 }
 prom_up() { [[ "$(query 'up{job="fl-server"}')" == 1 ]]; }
 wait_until 60 prom_up || fail "Prometheus never scraped fl-server"

@@ -183,12 +183,14 @@ TEST(Strategies, BadAggregationConfigIsRefusedAtStartUpAndWritesNothing) {
       {"aggregation.combiner.num_byzantine=5", "aggregation.combiner.num_byzantine"},
       {"aggregation.dp.noise_multiplier=-1", "aggregation.dp.noise_multiplier"},
       {"aggregation.dp.delta=1.5", "aggregation.dp.delta"},
+      {"client.restricted_softmax_alpha=1.5", "client.restricted_softmax_alpha"},
   };
   const std::vector<std::string> context = {
       "",  // strategy-independent
       "", "", "--set=aggregation.strategy=fedadam", "--set=aggregation.strategy=fedyogi",
       "--set=aggregation.strategy=fedtrimmedavg", "--set=aggregation.strategy=krum",
-      "--set=aggregation.strategy=dp_fedavg", "--set=aggregation.strategy=dp_fedavg"};
+      "--set=aggregation.strategy=dp_fedavg", "--set=aggregation.strategy=dp_fedavg",
+      "--set=aggregation.strategy=fedrs"};
   for (size_t i = 0; i < cases.size(); ++i) {
     const std::string out = absl::StrCat(dir, "/run", i);
     std::vector<std::string> argv = {BinDir() + "/fl-server", "--insecure",
@@ -205,7 +207,7 @@ TEST(Strategies, BadAggregationConfigIsRefusedAtStartUpAndWritesNothing) {
   std::string listing;
   ASSERT_EQ(RunProgram({BinDir() + "/fl-server", "strategies"}, &listing), 0) << listing;
   for (const char* name : {"fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedprox",
-                           "fedmedian", "fedtrimmedavg", "krum", "multikrum", "dp_fedavg"}) {
+                           "fedrs", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "dp_fedavg"}) {
     EXPECT_NE(listing.find(name), std::string::npos) << name;
   }
 }
