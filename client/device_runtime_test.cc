@@ -10,8 +10,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <deque>
-#include <memory>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <random>
 #include <string>

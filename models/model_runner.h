@@ -31,7 +31,7 @@ struct TrainOptions {
   double proximal_mu = 0;
   // FedRS (Li & Zhan 2021, restricted softmax): the logits of classes that do not occur in `data`
   // are multiplied by alpha in [0, 1] before the loss (and the training accuracy), so that local
-  // steps on a label-skewed device do not drive the missing classes' scores down. 1 = off.
+  // steps on a label-skewed device drive the missing classes' scores down less. 1 = off.
   double restricted_softmax_alpha = 1;
 };
 

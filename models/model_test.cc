@@ -326,7 +326,7 @@ std::vector<float> ReferenceMlpSgd(const std::vector<float>& start, const data::
         double acc = w[b2 + k];
         for (int i = 0; i < kHidden; ++i) acc += w[w2 + k * kHidden + i] * h[i];
         z2[k] = logit_scale.empty() ? acc : acc * logit_scale[k];
-        max = std::max(max, acc);
+        max = std::max(max, z2[k]);
       }
       double denom = 0;
       for (int k = 0; k < kOut; ++k) denom += std::exp(z2[k] - max);
