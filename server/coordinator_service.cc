@@ -504,6 +504,15 @@ grpc::Status CoordinatorService::ReportImpl(grpc::ServerContext* context,
   *round_for_bytes = header.round();
   *bytes_received += msg.ByteSizeLong();
   if (absl::Status s = registry_->Touch(*caller); !s.ok()) return Reject(s, "Report");
+  if (scheduler_->IsRepeatOfAccepted(header)) {
+    // The device did not hear that this very update was accepted: tell it again, unread.
+    EDGEFL_LOG_INFO("Report from ", header.client_id(), " repeats its accepted update for round ",
+                    header.round(), "; answered accepted again");
+    response->set_accepted(true);
+    response->set_message(absl::StrCat("update for round ", header.round(),
+                                       " accepted already (a repeated upload)"));
+    return grpc::Status::OK;
+  }
   if (absl::Status s = scheduler_->CheckReport(header); !s.ok()) return Reject(s, "Report");
   absl::StatusOr<ReportPlan> plan =
       ValidateReportHeader(header, limits_, scheduler_->current_uplink());

@@ -649,6 +649,17 @@ absl::Status RoundScheduler::CheckReportLocked(const proto::ReportHeader& header
   return absl::OkStatus();
 }
 
+bool RoundScheduler::IsRepeatOfAccepted(const proto::ReportHeader& header) const {
+  absl::MutexLock lock(&mu_);
+  auto it = accepted_.find(header.client_id());
+  if (it == accepted_.end()) return false;
+  const AcceptedReport& a = it->second;
+  return !header.sha256().empty() && a.round == header.round() && a.attempt == header.attempt() &&
+         a.model_version == header.model_version() && a.num_samples == header.num_samples() &&
+         a.total_bytes == header.total_bytes() && a.codec == header.codec() &&
+         a.sha256 == header.sha256();
+}
+
 double RoundScheduler::StalenessWeight(int64_t staleness) const {
   if (staleness <= 0) return 1;
   return std::pow(1.0 + static_cast<double>(staleness),
@@ -694,6 +705,9 @@ absl::Status RoundScheduler::SubmitLocked(const proto::ReportHeader& header,
   if (absl::Status s = accumulate(); !s.ok()) return RefuseLocked(header, std::move(s));
   reported_.insert(header.client_id());
   reported_samples_ += header.num_samples();
+  accepted_[header.client_id()] = AcceptedReport{
+      header.round(),       header.attempt(),      header.model_version(), header.num_samples(),
+      header.total_bytes(), std::string(header.codec()), std::string(header.sha256())};
   if (buffered_) {
     granted_.erase(header.client_id());
     const int64_t staleness = snapshot_->version - header.model_version();

@@ -136,6 +136,13 @@ class RoundScheduler {
   // open, for another round/attempt, against another model version, after the deadline, or when
   // the client already reported; PERMISSION_DENIED when the client was not selected.
   absl::Status CheckReport(const proto::ReportHeader& header) const;
+  // True when `header` repeats the last update this scheduler accepted from its client: same
+  // round, attempt, model version, samples, codec, size and SHA-256. A device whose upload was
+  // accepted but whose answer was lost (a deadline that passed as the server replied, a dropped
+  // connection) sends the same report again; it is told "accepted" (the update is not folded in
+  // twice) instead of "already reported", so that it keeps its error-feedback residual in step
+  // with what the server holds. Holds one entry per client that ever reported; lost on restart.
+  bool IsRepeatOfAccepted(const proto::ReportHeader& header) const;
   // Re-checks the header (the round may have closed meanwhile) and folds the dense delta into the
   // strategy. INVALID_ARGUMENT for a wrong size, non-finite values or zero samples, leaving the
   // round's aggregate unchanged. A refused update (INVALID_ARGUMENT) ends the client's part in the
@@ -267,6 +274,17 @@ class RoundScheduler {
   // Selected clients whose update for the open attempt was refused (RefuseReport): done for the
   // attempt. Always also in declined_, which is what WaitForTask and the close condition read.
   absl::flat_hash_set<std::string> refused_ ABSL_GUARDED_BY(mu_);
+  // Per client, the header fields of the last update it had accepted (IsRepeatOfAccepted).
+  struct AcceptedReport {
+    int64_t round = 0;
+    int64_t attempt = 0;
+    int64_t model_version = 0;
+    uint64_t num_samples = 0;
+    uint64_t total_bytes = 0;
+    std::string codec;
+    std::string sha256;
+  };
+  absl::flat_hash_map<std::string, AcceptedReport> accepted_ ABSL_GUARDED_BY(mu_);
   proto::RoundRecord stats_ ABSL_GUARDED_BY(mu_);  // of the open round
   int64_t total_rejections_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t reported_samples_ ABSL_GUARDED_BY(mu_) = 0;  // of the open round

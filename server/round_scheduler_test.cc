@@ -146,6 +146,51 @@ TEST_F(SchedulerFixture, RoundClosesWhenAllReportedWithWeightedMean) {
   EXPECT_TRUE(scheduler_->finished());
 }
 
+// A repeat of an accepted update (its answer was lost) is recognised by every header field the
+// server verified; any other report from the client is not a repeat, and a refused update or a
+// header with no SHA-256 is never one.
+TEST_F(SchedulerFixture, OnlyAnExactRepeatOfAnAcceptedUpdateIsRecognised) {
+  SetUpScheduler(/*clients=*/2, /*deadline_s=*/30, /*rounds=*/1);
+  StartRun();
+  TaskGrant g0, g1;
+  ASSERT_TRUE(GetTask(ids_[0], &g0));
+  ASSERT_TRUE(GetTask(ids_[1], &g1));
+  proto::ReportHeader h = Header(ids_[0], g0, 2);
+  h.set_codec("dense");
+  h.set_total_bytes(16);
+  h.set_sha256(std::string(32, 'a'));
+  EXPECT_FALSE(scheduler_->IsRepeatOfAccepted(h));  // nothing accepted yet
+  ASSERT_TRUE(scheduler_->SubmitUpdate(h, std::vector<float>{1, 1, 1, 1}).ok());
+  EXPECT_TRUE(scheduler_->IsRepeatOfAccepted(h));
+  std::vector<std::pair<const char*, proto::ReportHeader>> others;
+  auto vary = [&](const char* what, auto change) {
+    proto::ReportHeader o = h;
+    change(&o);
+    others.emplace_back(what, o);
+  };
+  vary("client", [&](proto::ReportHeader* o) { o->set_client_id(ids_[1]); });
+  vary("round", [](proto::ReportHeader* o) { o->set_round(o->round() + 1); });
+  vary("attempt", [](proto::ReportHeader* o) { o->set_attempt(o->attempt() + 1); });
+  vary("version", [](proto::ReportHeader* o) { o->set_model_version(o->model_version() + 1); });
+  vary("samples", [](proto::ReportHeader* o) { o->set_num_samples(3); });
+  vary("codec", [](proto::ReportHeader* o) { o->set_codec("topk:0.5"); });
+  vary("size", [](proto::ReportHeader* o) { o->set_total_bytes(20); });
+  vary("sha256", [](proto::ReportHeader* o) { o->set_sha256(std::string(32, 'b')); });
+  for (const auto& [what, o] : others) EXPECT_FALSE(scheduler_->IsRepeatOfAccepted(o)) << what;
+  // A refused update (non-finite) from the other client is not remembered.
+  proto::ReportHeader bad = Header(ids_[1], g1, 1);
+  bad.set_sha256(std::string(32, 'c'));
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      scheduler_->SubmitUpdate(bad, std::vector<float>{1, NAN, 1, 1})));
+  EXPECT_FALSE(scheduler_->IsRepeatOfAccepted(bad));
+  ASSERT_TRUE(JoinRun().ok());
+  // Still recognised after its round closed (the answer may be lost to the closing update).
+  EXPECT_TRUE(scheduler_->IsRepeatOfAccepted(h));
+  proto::ReportHeader unsigned_header = h;
+  unsigned_header.clear_sha256();
+  EXPECT_FALSE(scheduler_->IsRepeatOfAccepted(unsigned_header));
+}
+
 // The checkpoint hook runs as each round closes, however far the (slow, low-priority) evaluation
 // worker lags: here the worker is stuck in round 1 while rounds 2 and 3 run and close.
 TEST_F(SchedulerFixture, RoundClosedHookDoesNotWaitForTheWorker) {

@@ -210,8 +210,13 @@ TEST(BadInput, EveryBadUpdateIsRejectedAndTheModelIsUnchanged) {
   // The server is alive and still takes a valid (all-zero) update...
   grpc::Status ok = rogue.Report(good, Bytes(zeros));
   ASSERT_TRUE(ok.ok()) << ok.error_message();
-  // ...but not the same client twice.
-  EXPECT_EQ(rogue.Report(good, Bytes(zeros)).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  // ...but not a second update from the same client. (The same upload again is answered
+  // "accepted": see ARepeatedUploadIsAnsweredAcceptedAndFoldedInOnce.)
+  {
+    proto::ReportHeader other = good;
+    other.set_num_samples(101);
+    EXPECT_EQ(rogue.Report(other, Bytes(zeros)).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  }
 
   // The run is done when its model is written; Prometheus then shows the round's refusals.
   ASSERT_TRUE(WaitFor([&] { return !ReadFileOrEmpty(dir + "/run/model_final.f32").empty(); },
@@ -242,6 +247,65 @@ TEST(BadInput, EveryBadUpdateIsRejectedAndTheModelIsUnchanged) {
   // client's second report) is counted; the duplicate came after the close.
   EXPECT_GE(NumberField(metrics[0], "rejected_total"),
             static_cast<double>(transient.size() + bad.size()) + 2);
+}
+
+// A device whose accepted upload's answer was lost sends it again: the server answers
+// "accepted" again (so the device commits its error-feedback residual instead of rolling it
+// back) and folds the update in once. Two clients send +0.25 and -0.25 everywhere with equal
+// weights: once each, the mean is exactly 0 and the model ends bit for bit as it started; had
+// the repeat been folded in again, the mean would be 0.25 / 3.
+TEST(BadInput, ARepeatedUploadIsAnsweredAcceptedAndFoldedInOnce) {
+  const std::string dir = MakeTempDir("edgefl-repeat");
+  auto init = models::InitialWeights("small_cnn", 7);
+  ASSERT_TRUE(init.ok());
+  ASSERT_TRUE(WriteFileAtomically(dir + "/init.f32", Bytes(*init)).ok());
+  auto spec = models::SpecForModel("small_cnn");
+  ASSERT_TRUE(spec.ok());
+  int port = 0;
+  auto server = StartServer({"--model=small_cnn", "--rounds=1", "--min_clients=2",
+                             "--eval_samples=200", "--deadline=300", "--after_finish=serve",
+                             "--init_weights=" + dir + "/init.f32", "--out=" + dir + "/run"},
+                            dir, "server.log", &port);
+  ASSERT_GT(port, 0) << server->Log();
+  Fleet fleet;
+  ASSERT_NO_FATAL_FAILURE(JoinFleet(port, 2, &fleet));
+  const int64_t n = models::NumParameters(*spec);
+  auto report = [&](int i, float value, uint64_t samples) {
+    const std::string payload = Bytes(std::vector<float>(n, value));
+    proto::ReportHeader h;
+    h.set_client_id(fleet.ids[i]);
+    h.set_round(fleet.tasks[i].round());
+    h.set_attempt(fleet.tasks[i].attempt());
+    h.set_model_version(fleet.tasks[i].model_version());
+    h.set_num_samples(samples);
+    *h.mutable_spec() = *spec;
+    h.set_codec("dense");
+    h.set_total_bytes(payload.size());
+    h.set_sha256(Sha256::Of(payload));
+    return fleet.clients[i]->Report(h, payload);
+  };
+  grpc::Status first = report(0, 0.25f, 100);
+  ASSERT_TRUE(first.ok()) << first.error_message();
+  grpc::Status repeat = report(0, 0.25f, 100);
+  EXPECT_TRUE(repeat.ok()) << repeat.error_message();
+  // Another update from the same client is still refused, as is the same bytes with another weight.
+  EXPECT_EQ(report(0, 0.5f, 100).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(report(0, 0.25f, 300).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  grpc::Status second = report(1, -0.25f, 100);
+  ASSERT_TRUE(second.ok()) << second.error_message();
+  ASSERT_TRUE(WaitFor([&] { return !ReadFileOrEmpty(dir + "/run/model_final.f32").empty(); },
+                      absl::Seconds(120)))
+      << server->Log();
+  // The update that closed the round, repeated after the close: still "accepted".
+  grpc::Status late = report(1, -0.25f, 100);
+  EXPECT_TRUE(late.ok()) << late.error_message();
+  server->Signal(SIGTERM);
+  ASSERT_EQ(server->Wait(absl::Seconds(60)), 0) << server->Log();
+  EXPECT_EQ(ReadFileOrEmpty(dir + "/run/model_final.f32"), Bytes(*init));
+  auto metrics = ReadJsonLines(dir + "/run/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 1u);
+  EXPECT_EQ(NumberField(metrics[0], "clients_reported"), 2);
+  EXPECT_NE(server->Log().find("repeats its accepted update"), std::string::npos);
 }
 
 TEST(BadInput, MalformedEncodingsAreRejectedAndTheModelIsUnchanged) {

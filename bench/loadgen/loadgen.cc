@@ -224,11 +224,15 @@ void RunDevice(Shared* shared, int device, Fault fault, absl::Time give_up) {
         sender->Report(header, payload, absl::Now() + absl::Milliseconds(1), &bytes_up);
     // The server admits a few uploads at a time (RESOURCE_EXHAUSTED), and in buffered mode
     // answers UNAVAILABLE between two versions: such an upload waits (jittered) and tries again
-    // while its task's deadline allows, as fl-client does.
+    // while its task's deadline allows, as fl-client does. So does one whose answer did not
+    // arrive in time (DEADLINE_EXCEEDED on a loaded machine): if the server had accepted it, it
+    // says so again (RoundScheduler::IsRepeatOfAccepted) and the update joins the reference.
     std::uniform_real_distribution<double> jitter(0.5, 1.5);
     for (int tries = 0; !report.ok() &&
                         (absl::IsResourceExhausted(report.status()) ||
-                         absl::IsUnavailable(report.status())) &&
+                         absl::IsUnavailable(report.status()) ||
+                         (fault != Fault::kDisconnect &&
+                          absl::IsDeadlineExceeded(report.status()))) &&
                         absl::Now() < deadline && tries < 1000;
          ++tries) {
       count([](Result& res) { ++res.uploads_deferred; });
