@@ -410,11 +410,22 @@ absl::Status CheckNonNegative(const std::string& name, double v) {
   return absl::OkStatus();
 }
 
-absl::Status CheckUnitInterval(const std::string& name, double v) {
-  if (!(v > 0 && v <= 1)) {
-    return absl::InvalidArgumentError(absl::StrCat(name, " must be in (0, 1], got ", v));
+// `v` in the interval from `lo` to `hi`, each end closed or open as the bracket says.
+enum class End { kOpen, kClosed };
+absl::Status CheckInterval(const std::string& name, double v, End lo_end, double lo, double hi,
+                           End hi_end) {
+  const bool above = lo_end == End::kClosed ? v >= lo : v > lo;
+  const bool below = hi_end == End::kClosed ? v <= hi : v < hi;
+  if (!(above && below)) {
+    return absl::InvalidArgumentError(absl::StrCat(name, " must be in ",
+                                                   lo_end == End::kClosed ? "[" : "(", lo, ", ", hi,
+                                                   hi_end == End::kClosed ? "]" : ")", ", got ", v));
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckUnitInterval(const std::string& name, double v) {
+  return CheckInterval(name, v, End::kOpen, 0, 1, End::kClosed);
 }
 
 // Validates the fields of `c` that are present (all of them for the filled-in base settings).
@@ -423,10 +434,7 @@ absl::Status ValidateClient(const std::string& prefix, const proto::ClientTraini
   if (c.has_batch_size()) RETURN_IF_ERROR(CheckInt(prefix + ".batch_size", c.batch_size(), 1));
   if (c.has_lr()) RETURN_IF_ERROR(CheckPositive(prefix + ".lr", c.lr()));
   if (c.has_momentum()) {
-    if (!(c.momentum() >= 0 && c.momentum() < 1)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(prefix, ".momentum must be in [0, 1), got ", c.momentum()));
-    }
+    RETURN_IF_ERROR(CheckInterval(prefix + ".momentum", c.momentum(), End::kClosed, 0, 1, End::kOpen));
   }
   if (c.has_weight_decay()) {
     RETURN_IF_ERROR(CheckNonNegative(prefix + ".weight_decay", c.weight_decay()));
@@ -453,10 +461,9 @@ absl::Status ValidateClient(const std::string& prefix, const proto::ClientTraini
     RETURN_IF_ERROR(CheckInt(prefix + ".ef_max_staleness", c.ef_max_staleness(), 0));
   }
   if (c.has_proximal_mu()) RETURN_IF_ERROR(CheckNonNegative(prefix + ".proximal_mu", c.proximal_mu()));
-  if (c.has_restricted_softmax_alpha() &&
-      !(c.restricted_softmax_alpha() >= 0 && c.restricted_softmax_alpha() <= 1)) {
-    return absl::InvalidArgumentError(absl::StrCat(prefix, ".restricted_softmax_alpha must be in [0, 1], got ",
-                                                   c.restricted_softmax_alpha()));
+  if (c.has_restricted_softmax_alpha()) {
+    RETURN_IF_ERROR(CheckInterval(prefix + ".restricted_softmax_alpha",
+                                  c.restricted_softmax_alpha(), End::kClosed, 0, 1, End::kClosed));
   }
   if (c.has_min_battery_percent() && !(c.min_battery_percent() >= 0 && c.min_battery_percent() <= 100)) {
     return absl::InvalidArgumentError(absl::StrCat(prefix, ".min_battery_percent must be in 0..100, got ",
