@@ -224,15 +224,19 @@ void RunDevice(Shared* shared, int device, Fault fault, absl::Time give_up) {
         sender->Report(header, payload, absl::Now() + absl::Milliseconds(1), &bytes_up);
     // The server admits a few uploads at a time (RESOURCE_EXHAUSTED), and in buffered mode
     // answers UNAVAILABLE between two versions: such an upload waits (jittered) and tries again
-    // while its task's deadline allows, as fl-client does. So does one whose answer did not
-    // arrive in time (DEADLINE_EXCEEDED on a loaded machine): if the server had accepted it, it
-    // says so again (RoundScheduler::IsRepeatOfAccepted) and the update joins the reference.
+    // while its task's deadline allows, as fl-client does. So does one whose answer was lost
+    // (seen here: INTERNAL "Received RST_STREAM" after the server had accepted the update; or a
+    // deadline that passed as it replied): the server says "accepted" to the repeat
+    // (RoundScheduler::IsRepeatOfAccepted) and the update joins the reference. A device whose
+    // upload this run cuts on purpose (kDisconnect) does not retry.
+    const auto retryable = [fault](const absl::Status& s) {
+      if (absl::IsResourceExhausted(s) || absl::IsUnavailable(s)) return true;
+      return fault != Fault::kDisconnect &&
+             (absl::IsDeadlineExceeded(s) || absl::IsCancelled(s) || absl::IsInternal(s) ||
+              absl::IsUnknown(s) || absl::IsAborted(s) || absl::IsDataLoss(s));
+    };
     std::uniform_real_distribution<double> jitter(0.5, 1.5);
-    for (int tries = 0; !report.ok() &&
-                        (absl::IsResourceExhausted(report.status()) ||
-                         absl::IsUnavailable(report.status()) ||
-                         (fault != Fault::kDisconnect &&
-                          absl::IsDeadlineExceeded(report.status()))) &&
+    for (int tries = 0; !report.ok() && retryable(report.status()) &&
                         absl::Now() < deadline && tries < 1000;
          ++tries) {
       count([](Result& res) { ++res.uploads_deferred; });
