@@ -20,6 +20,7 @@
 #include "common/log.h"
 #include "common/memory.h"
 #include "common/status_reason.h"
+#include "common/transient_status.h"
 #include "models/model_spec.h"
 
 namespace edgefl::client {
@@ -393,10 +394,7 @@ absl::Status DeviceRuntime::HandleError(const absl::Status& s, const char* what)
     client_id_.clear();
     return absl::OkStatus();
   }
-  const bool transient = absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) ||
-                         absl::IsCancelled(s) || absl::IsDataLoss(s) || absl::IsAborted(s) ||
-                         absl::IsResourceExhausted(s) || absl::IsInternal(s) || absl::IsUnknown(s);
-  if (!transient) {
+  if (!IsTransient(s)) {
     EDGEFL_LOG_ERROR(what, " failed: ", s.ToString());
     return absl::Status(s.code(), absl::StrCat(what, " failed: ", s.message()));
   }

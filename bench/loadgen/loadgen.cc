@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "common/model_layout.h"
 #include "common/status_reason.h"
+#include "common/transient_status.h"
 #include "compression/chain.h"
 #include "compression/error_feedback.h"
 #include "compression/update_codec.h"
@@ -231,9 +232,7 @@ void RunDevice(Shared* shared, int device, Fault fault, absl::Time give_up) {
     // upload this run cuts on purpose (kDisconnect) does not retry.
     const auto retryable = [fault](const absl::Status& s) {
       if (absl::IsResourceExhausted(s) || absl::IsUnavailable(s)) return true;
-      return fault != Fault::kDisconnect &&
-             (absl::IsDeadlineExceeded(s) || absl::IsCancelled(s) || absl::IsInternal(s) ||
-              absl::IsUnknown(s) || absl::IsAborted(s) || absl::IsDataLoss(s));
+      return fault != Fault::kDisconnect && IsTransient(s);
     };
     std::uniform_real_distribution<double> jitter(0.5, 1.5);
     for (int tries = 0; !report.ok() && retryable(report.status()) &&
