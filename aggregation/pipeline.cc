@@ -36,9 +36,14 @@ absl::StatusOr<std::unique_ptr<ServerOptimizer>> MakeOptimizer(const PipelineOpt
     a.dim = o.dim;
     return CreateServerAdagrad(a);
   }
+  if (o.optimizer == "feddyn") {
+    FedDynOptions f = o.feddyn;
+    f.dim = o.dim;
+    return CreateServerFedDyn(f);
+  }
   return absl::InvalidArgumentError(
       absl::StrCat("aggregation.server_optimizer.name: unknown optimizer \"", o.optimizer,
-                   "\" (sgd, adam, yogi, adagrad)"));
+                   "\" (sgd, adam, yogi, adagrad, feddyn)"));
 }
 
 }  // namespace

@@ -54,12 +54,13 @@ struct PipelineOptions {
   Combiner combiner = Combiner::kWeightedMean;
   BufferedCombiner::Options buffered;  // for kBuffered; its dim is set from `dim`
 
-  // Server optimizer: "sgd", "adam", "yogi" or "adagrad" (dims are set from `dim`).
+  // Server optimizer: "sgd", "adam", "yogi", "adagrad" or "feddyn" (dims are set from `dim`).
   std::string optimizer = "sgd";
   SgdOptions sgd;
   AdamOptions adam;
   YogiOptions yogi;
   AdagradOptions adagrad;
+  FedDynOptions feddyn;
 
   // Central DP (needs Combiner::kMean).
   struct Dp {

@@ -147,6 +147,67 @@ class Sgd : public ServerOptimizer {
   std::vector<double> velocity_;
 };
 
+class FedDyn : public ServerOptimizer {
+ public:
+  explicit FedDyn(const FedDynOptions& options)
+      : ServerOptimizer(options.learning_rate),
+        dim_(options.dim),
+        alpha_(options.alpha),
+        h_(options.dim, 0.0) {}
+
+  std::string name() const override { return "feddyn"; }
+  size_t dim() const override { return dim_; }
+
+  absl::Status Apply(absl::Span<const double> delta, absl::Span<float> global) override {
+    RETURN_IF_ERROR(CheckSizes(dim_, delta, global));
+    const double lr = learning_rate_;
+    for (size_t i = 0; i < dim_; ++i) {
+      const double h = h_[i] - alpha_ * delta[i];
+      if (!std::isfinite(h) ||
+          !std::isfinite(static_cast<float>(global[i] + lr * (delta[i] - h / alpha_)))) {
+        return Overflow(i);
+      }
+    }
+    for (size_t i = 0; i < dim_; ++i) {
+      h_[i] -= alpha_ * delta[i];
+      global[i] = static_cast<float>(global[i] + lr * (delta[i] - h_[i] / alpha_));
+    }
+    ++steps_;
+    return absl::OkStatus();
+  }
+
+  std::string SaveState() const override {
+    StateWriter writer(kKind);
+    PutStateHeader(writer, dim_, learning_rate_, steps_);
+    writer.PutF64Array(h_);
+    return writer.Finish();
+  }
+
+  absl::Status LoadState(absl::string_view state) override {
+    ASSIGN_OR_RETURN(StateReader reader, StateReader::Open(state, kKind));
+    ASSIGN_OR_RETURN(const StateHeader header, GetStateHeader(reader, kKind, dim_));
+    std::vector<double> h;
+    RETURN_IF_ERROR(reader.GetF64Array("h", dim_, &h));
+    RETURN_IF_ERROR(reader.Finish());
+    for (size_t i = 0; i < dim_; ++i) {
+      if (!std::isfinite(h[i])) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("state for ", kKind, ": non-finite h at index ", i));
+      }
+    }
+    learning_rate_ = header.learning_rate;
+    steps_ = header.steps;
+    h_ = std::move(h);
+    return absl::OkStatus();
+  }
+
+ private:
+  static constexpr char kKind[] = "server_optimizer.feddyn";
+  size_t dim_;
+  double alpha_;
+  std::vector<double> h_;
+};
+
 enum class Rule { kAdam, kYogi, kAdagrad };
 
 class Adaptive : public ServerOptimizer {
@@ -270,6 +331,13 @@ absl::StatusOr<std::unique_ptr<ServerOptimizer>> CreateServerSgd(const SgdOption
   RETURN_IF_ERROR(CheckPositive("learning_rate", options.learning_rate));
   RETURN_IF_ERROR(CheckUnitInterval("momentum", options.momentum));
   return std::unique_ptr<ServerOptimizer>(std::make_unique<Sgd>(options));
+}
+
+absl::StatusOr<std::unique_ptr<ServerOptimizer>> CreateServerFedDyn(const FedDynOptions& options) {
+  RETURN_IF_ERROR(CheckDim(options.dim));
+  RETURN_IF_ERROR(CheckPositive("learning_rate", options.learning_rate));
+  RETURN_IF_ERROR(CheckPositive("alpha", options.alpha));
+  return std::unique_ptr<ServerOptimizer>(std::make_unique<FedDyn>(options));
 }
 
 absl::StatusOr<std::unique_ptr<ServerOptimizer>> CreateServerAdam(const AdamOptions& o) {

@@ -14,6 +14,13 @@
 //     adagrad:  v = v + d^2
 // m starts at 0 and v at tau^2 (Reddi et al.: v_{-1} >= tau^2; Flower starts v at 0 instead).
 // No bias correction (as Algorithm 2; Flower's FedAdam adds one). sign(0) = 0.
+//   feddyn (Acar et al. 2021, "Federated Learning Based on Dynamic Regularization", Alg. 1):
+//       h = h - alpha d;  x += lr (d - h / alpha)      (h starts at 0)
+//     lr = 1 is the paper's  theta = mean(theta_k) - h / alpha. The paper updates h with
+//     (1/m) sum over the participants (m = all devices); here d is the participants' mean, i.e.
+//     the paper's rule when every device takes part in every round (a smaller share of devices
+//     per round makes h move faster than the paper's). The devices' side (their linear term) is
+//     TaskConfig.feddyn_alpha.
 #ifndef EDGEFL_AGGREGATION_SERVER_OPTIMIZER_H_
 #define EDGEFL_AGGREGATION_SERVER_OPTIMIZER_H_
 
@@ -34,7 +41,7 @@ class ServerOptimizer {
  public:
   virtual ~ServerOptimizer() = default;
 
-  // "sgd", "adam", "yogi" or "adagrad".
+  // "sgd", "adam", "yogi", "adagrad" or "feddyn".
   virtual std::string name() const = 0;
   // Number of model parameters the optimizer was created for.
   virtual size_t dim() const = 0;
@@ -53,7 +60,7 @@ class ServerOptimizer {
 
   // Serializes the state (kind, dim, learning rate, step count, moments) in the format of
   // state_format.h. Hyperparameters (momentum, betas, tau) are configuration, not state. The kinds
-  // are server_optimizer.{sgd, sgd_momentum, adam, yogi, adagrad}: SGD with momentum > 0 keeps a
+  // are server_optimizer.{sgd, sgd_momentum, adam, yogi, adagrad, feddyn}: SGD with momentum > 0 keeps a
   // velocity buffer and does not load a momentum-free SGD state, nor the reverse.
   virtual std::string SaveState() const = 0;
   // Restores a SaveState() blob. INVALID_ARGUMENT (state unchanged) if the blob is corrupt or
@@ -98,6 +105,13 @@ struct AdagradOptions {
   double beta1 = 0.0;          // momentum in [0, 1). Flower FedAdagrad: 0 (Reddi et al. allow > 0)
   double tau = 1e-9;           // finite > 0. Flower FedAdagrad: 1e-9
 };
+// FedDyn's server side (formula above).
+struct FedDynOptions {
+  size_t dim = 0;              // number of model parameters; > 0
+  double learning_rate = 1.0;  // finite > 0; 1 = the paper's rule
+  double alpha = 0.01;         // finite > 0; must equal the devices' TaskConfig.feddyn_alpha
+};
+absl::StatusOr<std::unique_ptr<ServerOptimizer>> CreateServerFedDyn(const FedDynOptions& options);
 absl::StatusOr<std::unique_ptr<ServerOptimizer>> CreateServerAdam(const AdamOptions& options);
 absl::StatusOr<std::unique_ptr<ServerOptimizer>> CreateServerYogi(const YogiOptions& options);
 absl::StatusOr<std::unique_ptr<ServerOptimizer>> CreateServerAdagrad(const AdagradOptions& options);

@@ -31,21 +31,32 @@ std::vector<float> RandomModel(size_t dim, std::mt19937_64* rng) {
 // The textbook rules, written out independently of the implementation, in double with the model
 // kept in float (rounded once per step, as the implementation does).
 struct Params {
-  enum Rule { kAdam, kYogi, kAdagrad, kSgd } rule;
+  enum Rule { kAdam, kYogi, kAdagrad, kSgd, kFedDyn } rule;
   double lr, beta1, beta2, tau, momentum;
+  double alpha = 0;  // kFedDyn
 };
 
 struct Reference : Params {
   explicit Reference(const Params& p) : Params(p) {}
-  std::vector<double> m, v, u;
+  std::vector<double> m, v, u, h;
 
   void Init(size_t dim) {
     m.assign(dim, 0.0);
     v.assign(dim, tau * tau);
     u.assign(dim, 0.0);
+    h.assign(dim, 0.0);
   }
   void Step(const std::vector<double>& d, std::vector<float>* x) {
     for (size_t i = 0; i < d.size(); ++i) {
+      if (rule == kFedDyn) {
+        // Acar et al. 2021, Alg. 1 with every device taking part: the devices' mean model is
+        // x + d; h -= alpha (mean - x); the new model is mean - h / alpha (lr 1), or x moved
+        // lr times as far.
+        const double mean = (*x)[i] + d[i];
+        h[i] -= alpha * (mean - (*x)[i]);
+        (*x)[i] = static_cast<float>((*x)[i] + lr * (mean - h[i] / alpha - (*x)[i]));
+        continue;
+      }
       if (rule == kSgd) {
         u[i] = momentum * u[i] + d[i];
         (*x)[i] = static_cast<float>((*x)[i] + lr * u[i]);
@@ -79,6 +90,9 @@ std::unique_ptr<ServerOptimizer> Make(Params::Rule rule, size_t dim, const Param
       break;
     case Params::kSgd:
       opt = CreateServerSgd({dim, r.lr, r.momentum});
+      break;
+    case Params::kFedDyn:
+      opt = CreateServerFedDyn({dim, r.lr, r.alpha});
       break;
   }
   EXPECT_TRUE(opt.ok()) << opt.status();
@@ -117,6 +131,20 @@ TEST(ServerOptimizer, YogiMatchesReference) {
 TEST(ServerOptimizer, AdagradMatchesReference) {
   ExpectMatchesReference({Params::kAdagrad, 0.1, 0.0, 0.0, 1e-9, 0}, "adagrad");
   ExpectMatchesReference({Params::kAdagrad, 0.1, 0.5, 0.0, 1e-2, 0}, "adagrad");
+}
+TEST(ServerOptimizer, FedDynMatchesReference) {
+  ExpectMatchesReference({Params::kFedDyn, 1.0, 0, 0, 0, 0, 0.01}, "feddyn");
+  ExpectMatchesReference({Params::kFedDyn, 0.5, 0, 0, 0, 0, 0.3}, "feddyn");
+}
+// FedDyn's first step by hand: h = -alpha d, so the model moves by 2 d (lr 1); the second step
+// with the same d moves 3 d (h = -2 alpha d).
+TEST(ServerOptimizer, FedDynFirstStepsByHand) {
+  auto opt = *CreateServerFedDyn({1, 1.0, 0.1});
+  std::vector<float> x{1.0f};
+  ASSERT_TRUE(opt->Apply(std::vector<double>{0.25}, absl::MakeSpan(x)).ok());
+  EXPECT_FLOAT_EQ(x[0], 1.5f);
+  ASSERT_TRUE(opt->Apply(std::vector<double>{0.25}, absl::MakeSpan(x)).ok());
+  EXPECT_FLOAT_EQ(x[0], 2.25f);
 }
 TEST(ServerOptimizer, SgdMomentumMatchesReference) {
   ExpectMatchesReference({Params::kSgd, 0.7, 0, 0, 0, 0.9}, "sgd");
@@ -169,7 +197,7 @@ TEST(ServerOptimizer, SgdWithoutMomentumIsFedAvgBitForBit) {
 
 TEST(ServerOptimizer, SaveLoadMidRunContinuesIdentically) {
   constexpr size_t kDim = 300;
-  for (int kind = 0; kind < 4; ++kind) {
+  for (int kind = 0; kind < 5; ++kind) {
     std::unique_ptr<ServerOptimizer> a, b;
     auto make = [&]() -> std::unique_ptr<ServerOptimizer> {
       switch (kind) {
@@ -179,6 +207,8 @@ TEST(ServerOptimizer, SaveLoadMidRunContinuesIdentically) {
           return *CreateServerYogi({kDim});
         case 2:
           return *CreateServerAdagrad({kDim});
+        case 3:
+          return *CreateServerFedDyn({kDim, 1.0, 0.05});
         default:
           return *CreateServerSgd({kDim, 0.5, 0.9});
       }
@@ -237,6 +267,8 @@ TEST(ServerOptimizer, RefusesCorruptTruncatedAndForeignState) {
   EXPECT_EQ(sgd->LoadState(good).code(), absl::StatusCode::kInvalidArgument);
   auto plain_sgd = *CreateServerSgd({64});
   EXPECT_EQ(plain_sgd->LoadState(sgd->SaveState()).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*CreateServerFedDyn({64, 1.0, 0.1}))->LoadState(good).code(),
+            absl::StatusCode::kInvalidArgument);
   // A refused load leaves the state as it was.
   EXPECT_EQ(fresh->SaveState(), (*CreateServerAdam({64}))->SaveState());
   EXPECT_EQ(adam->SaveState(), before);
@@ -261,6 +293,8 @@ TEST(ServerOptimizer, BadParametersNameTheField) {
       {CreateServerSgd({10, 1.0, 1.0}).status(),
        "aggregation.server_optimizer.momentum must be in [0, 1), got 1"},
       {CreateServerSgd({0}).status(), "aggregation.server_optimizer.dim must be > 0, got 0"},
+      {CreateServerFedDyn({10, 1.0, 0.0}).status(),
+       "aggregation.server_optimizer.alpha must be finite and > 0, got 0"},
       {(*CreateServerSgd({3}))->SetLearningRate(0),
        "aggregation.server_optimizer.learning_rate must be finite and > 0, got 0"},
   };

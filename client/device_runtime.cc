@@ -167,6 +167,9 @@ DeviceRuntime::DeviceRuntime(const Options& options, std::unique_ptr<Coordinator
       pipeline_(options.state_dir.empty()
                     ? std::string()
                     : absl::StrCat(options.state_dir, "/client-", options.client_index, ".ef")),
+      feddyn_(options.state_dir.empty()
+                  ? std::string()
+                  : absl::StrCat(options.state_dir, "/client-", options.client_index, ".feddyn")),
       backoff_(options.backoff, options.seed * 7919 + options.client_index),
       retry_rng_(options.seed * 104729 + options.client_index) {
   device_state_ = options.device_state;
@@ -258,6 +261,7 @@ absl::Status DeviceRuntime::Run() {
   if (absl::Status s = pipeline_.Load(); !s.ok()) {
     EDGEFL_LOG_WARN("error-feedback state: ", s.ToString());
   }
+  if (absl::Status s = feddyn_.Load(); !s.ok()) EDGEFL_LOG_WARN("FedDyn state: ", s.ToString());
   const bool distill_final = distiller_ != nullptr && options_.distill_final_only;
   const bool wait_for_next_run = options_.after_finish_poll > absl::ZeroDuration();
   bool final_distilled = false;  // this run's final model (with wait_for_next_run)
@@ -546,6 +550,12 @@ absl::StatusOr<DeviceRuntime::Trained> DeviceRuntime::Train(const proto::Task& t
       EDGEFL_LOG_WARN("keeping the global model in memory: ", spill.status().message());
     }
   }
+  // FedDyn: the proximal weight is alpha and the device's linear term is subtracted.
+  const double feddyn_alpha = task.config().feddyn_alpha();
+  if (feddyn_alpha > 0) {
+    opts.proximal_mu = feddyn_alpha;
+    opts.linear_term = feddyn_.For(model_size);
+  }
   const int64_t peak_before = PeakRssBytes();
   absl::StatusOr<models::TrainResult> result = runner_->Train(data_, opts, progress);
   if (!result.ok()) return Context("training failed", result.status());
@@ -570,6 +580,10 @@ absl::StatusOr<DeviceRuntime::Trained> DeviceRuntime::Train(const proto::Task& t
     if (!s.ok()) return Context("cannot read the global model back", s);
   } else {
     for (size_t i = 0; i < delta.size(); ++i) delta[i] -= model_[i];
+  }
+  if (feddyn_alpha > 0) {
+    // Pending until the server accepts the update (SettleUpdate).
+    if (absl::Status s = feddyn_.Update(feddyn_alpha, delta); !s.ok()) return Context("FedDyn", s);
   }
   ++tasks_trained_;
   return trained;
@@ -612,9 +626,7 @@ absl::Status DeviceRuntime::Upload(const proto::Task& task, const models::TrainR
       ++rounds_done_;
       last_trained_ =
           std::make_pair(static_cast<int64_t>(task.round()), static_cast<int64_t>(task.attempt()));
-      if (absl::Status s = pipeline_.Commit(); !s.ok()) {
-        EDGEFL_LOG_WARN("could not save the error-feedback residual: ", s.ToString());
-      }
+      SettleUpdate(true);
       EDGEFL_LOG_INFO(absl::StrFormat(
           "round %d: reported %d samples, train loss %.4f acc %.4f, %.1f s training, "
           "%.3f MB down (%s), %.3f MB up (%s)",
@@ -627,11 +639,11 @@ absl::Status DeviceRuntime::Upload(const proto::Task& task, const models::TrainR
     if (absl::IsFailedPrecondition(s) || absl::IsPermissionDenied(s) ||
         absl::IsInvalidArgument(s)) {
       EDGEFL_LOG_WARN("round ", task.round(), ": update not accepted: ", s.ToString());
-      pipeline_.Rollback();
+      SettleUpdate(false);
       return s;
     }
     if (clock_->Now() > deadline) {
-      pipeline_.Rollback();  // the round closed: the update is lost
+      SettleUpdate(false);  // the round closed: the update is lost
       return s;
     }
     if (std::optional<absl::Duration> hint = RetryAfterOf(s); hint.has_value()) {
@@ -646,7 +658,7 @@ absl::Status DeviceRuntime::Upload(const proto::Task& task, const models::TrainR
     }
     absl::Status handled = HandleError(s, "Report");
     if (!handled.ok() || client_id_.empty()) {
-      pipeline_.Rollback();  // the update is lost (or we are re-joining)
+      SettleUpdate(false);  // the update is lost (or we are re-joining)
       return handled.ok() ? s : handled;
     }
   }
@@ -684,6 +696,20 @@ absl::Status DeviceRuntime::DistilFinal(Coordinator::CheckInResult result) {
     return absl::Status(s.code(), absl::StrCat("distilling the final model failed: ", s.message()));
   }
   return absl::OkStatus();
+}
+
+void DeviceRuntime::SettleUpdate(bool accepted) {
+  if (!accepted) {
+    pipeline_.Rollback();
+    feddyn_.Rollback();
+    return;
+  }
+  if (absl::Status s = pipeline_.Commit(); !s.ok()) {
+    EDGEFL_LOG_WARN("could not save the error-feedback residual: ", s.ToString());
+  }
+  if (absl::Status s = feddyn_.Commit(); !s.ok()) {
+    EDGEFL_LOG_WARN("could not save the FedDyn term: ", s.ToString());
+  }
 }
 
 void DeviceRuntime::UnspillModel() {

@@ -25,6 +25,7 @@
 #include "client/budgets.h"
 #include "client/coordinator.h"
 #include "client/device_state.h"
+#include "client/feddyn_term.h"
 #include "client/update_pipeline.h"
 #include "common/clock.h"
 #include "data/dataset.h"
@@ -164,6 +165,7 @@ class DeviceRuntime {
   const std::string& client_id() const { return client_id_; }
   std::optional<double> last_student_accuracy() const { return last_student_accuracy_; }
   const UpdatePipeline& pipeline() const { return pipeline_; }
+  const FedDynTerm& feddyn() const { return feddyn_; }
   int64_t have_version() const { return have_version_; }
 
   ~DeviceRuntime();
@@ -191,6 +193,9 @@ class DeviceRuntime {
   // With after_finish_poll: the run is over; forget its model and wait before checking in again.
   void WaitForNextRun();
   void UnspillModel();
+  // The round's update was accepted (keep the error-feedback residual and the FedDyn term the
+  // round computed, and save them) or not (restore both).
+  void SettleUpdate(bool accepted);
 
   const Options options_;
   std::unique_ptr<Coordinator> rpc_;
@@ -200,6 +205,7 @@ class DeviceRuntime {
   RunnerFactory runners_;
   std::unique_ptr<models::ModelRunner> runner_;
   UpdatePipeline pipeline_;
+  FedDynTerm feddyn_;  // FedDyn's linear term (tasks with feddyn_alpha > 0)
   Backoff backoff_;
   std::mt19937_64 retry_rng_;  // jitter on a busy server's retry-after hint
   std::string client_id_;

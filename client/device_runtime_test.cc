@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <limits>
 #include <memory>
@@ -651,6 +652,63 @@ TEST_F(DeviceRuntimeTest, TaskProximalMuReachesTrainingAndShrinksTheUpdate) {
   EXPECT_EQ(plain, again);  // deterministic, so the difference below is the proximal term's
   EXPECT_NE(plain, prox);
   EXPECT_LT(norm(prox), norm(plain));
+}
+
+// FedDyn: a task with feddyn_alpha trains with the device's linear term and moves it by
+// -alpha x the uploaded update, kept only when the server accepted the upload.
+TEST_F(DeviceRuntimeTest, FedDynTermMovesOnlyWithAcceptedUpdatesAndReachesTraining) {
+  constexpr double kAlpha = 0.5;  // a power of two: -alpha x d is exact in float
+  auto dyn_task = [&](int64_t round) {
+    Coordinator::CheckInResult t = MlpTask(round);
+    t.task.mutable_config()->set_feddyn_alpha(kAlpha);
+    return t;
+  };
+  auto uploaded = [&](size_t i) {
+    const std::string& p = coordinator_->reports[i].payload;
+    std::vector<float> d(p.size() / sizeof(float));
+    std::memcpy(d.data(), p.data(), p.size());
+    return d;
+  };
+  coordinator_->report_answers.push_back(absl::OkStatus());
+  coordinator_->report_answers.push_back(absl::FailedPreconditionError("round 2 is closed"));
+  coordinator_->report_answers.push_back(absl::OkStatus());
+  coordinator_->checkins.push_back(dyn_task(1));
+  DeviceRuntime& rt = Make();
+  ASSERT_TRUE(rt.Run().ok());
+  ASSERT_EQ(coordinator_->reports.size(), 1u);
+  const std::vector<float> d1 = uploaded(0);
+  std::vector<float> g1 = rt.feddyn().committed();
+  ASSERT_EQ(g1.size(), d1.size());
+  for (size_t i = 0; i < d1.size(); ++i) ASSERT_EQ(g1[i], -0.5f * d1[i]) << i;
+  EXPECT_FALSE(rt.feddyn().pending());
+
+  coordinator_->checkins.push_back(dyn_task(2));  // refused: g stays
+  ASSERT_TRUE(rt.Run().ok());
+  ASSERT_EQ(coordinator_->reports.size(), 2u);
+  EXPECT_EQ(rt.feddyn().committed(), g1);
+  EXPECT_FALSE(rt.feddyn().pending());
+
+  coordinator_->checkins.push_back(dyn_task(3));  // accepted: g moves on from round 1's
+  ASSERT_TRUE(rt.Run().ok());
+  ASSERT_EQ(coordinator_->reports.size(), 3u);
+  const std::vector<float> d3 = uploaded(2);
+  for (size_t i = 0; i < d3.size(); ++i) {
+    ASSERT_EQ(rt.feddyn().committed()[i], static_cast<float>(g1[i] - kAlpha * d3[i])) << i;
+  }
+  // The term reaches training: from the same model, the FedDyn task's update differs from the
+  // one with only the proximal term of the same weight, by what -g adds.
+  auto delta_for = [&](Coordinator::CheckInResult task) {
+    EXPECT_TRUE(rt.PrepareModel(&task).ok());
+    absl::StatusOr<DeviceRuntime::Trained> trained = rt.Train(task.task);
+    EXPECT_TRUE(trained.ok()) << trained.status();
+    return trained.ok() ? trained->delta : std::vector<float>();
+  };
+  Coordinator::CheckInResult prox = MlpTask(4);
+  prox.task.mutable_config()->set_proximal_mu(kAlpha);
+  const std::vector<float> with_prox = delta_for(std::move(prox));
+  const std::vector<float> with_dyn = delta_for(dyn_task(4));
+  ASSERT_EQ(with_prox.size(), with_dyn.size());
+  EXPECT_NE(with_prox, with_dyn);
 }
 
 // FedRS: the task's restricted_softmax_alpha reaches local training on a device whose shard has

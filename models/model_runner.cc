@@ -139,6 +139,12 @@ class TorchModelRunner final : public ModelRunner {
           " proximal_mu=", options.proximal_mu,
           " restricted_softmax_alpha=", options.restricted_softmax_alpha));
     }
+    if (!options.linear_term.empty() &&
+        options.linear_term.size() != static_cast<size_t>(num_parameters())) {
+      return absl::InvalidArgumentError(absl::StrCat("Train: linear_term holds ",
+                                                     options.linear_term.size(),
+                                                     " values, the model has ", num_parameters()));
+    }
     const auto start = std::chrono::steady_clock::now();
     const int64_t n = data.size();
     const int64_t per_epoch = options.max_samples > 0 ? std::min(options.max_samples, n) : n;
@@ -155,6 +161,18 @@ class TorchModelRunner final : public ModelRunner {
       if (options.proximal_mu > 0) {
         torch::NoGradGuard no_grad;
         for (const auto& p : params_) anchor.push_back(p.detach().clone());
+      }
+      // FedDyn: the linear term as one tensor per parameter (copies: the span's memory is not
+      // torch's).
+      std::vector<torch::Tensor> linear;
+      if (!options.linear_term.empty()) {
+        const float* src = options.linear_term.data();
+        for (const auto& p : params_) {
+          torch::Tensor t = torch::empty_like(p.detach());
+          std::memcpy(t.data_ptr<float>(), src, t.numel() * sizeof(float));
+          src += t.numel();
+          linear.push_back(std::move(t));
+        }
       }
       // FedRS: 1 for the classes present in the data, alpha for the others (labels are < 10:
       // CheckData).
@@ -195,6 +213,11 @@ class TorchModelRunner final : public ModelRunner {
               params_[i].mutable_grad().add_(params_[i].detach() - anchor[i],
                                              options.proximal_mu);
             }
+          }
+          if (!linear.empty()) {
+            torch::NoGradGuard no_grad;
+            // grad -= g
+            for (size_t i = 0; i < params_.size(); ++i) params_[i].mutable_grad().sub_(linear[i]);
           }
           optimizer.step();
           loss_sum += loss.item<double>() * static_cast<double>(b);

@@ -33,6 +33,10 @@ struct TrainOptions {
   // are multiplied by alpha in [0, 1] before the loss (and the training accuracy), so that local
   // steps on a label-skewed device drive the missing classes' scores down less. 1 = off.
   double restricted_softmax_alpha = 1;
+  // FedDyn (Acar et al. 2021): when non-empty (num_parameters() values, spec order), subtracted
+  // from every gradient before the SGD step (after the proximal term): the device's linear term
+  // g, so that local steps minimise loss - <g, w> + mu/2 ||w - w_start||^2. Must outlive Train.
+  absl::Span<const float> linear_term;
 };
 
 struct TrainResult {

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <limits>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -304,7 +305,8 @@ double MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
 // the result independent of the shuffling order.
 std::vector<float> ReferenceMlpSgd(const std::vector<float>& start, const data::ImageDataset& data,
                                    int64_t n, int steps, double lr, double mu,
-                                   const std::vector<double>& logit_scale = {}) {
+                                   const std::vector<double>& logit_scale = {},
+                                   const std::vector<double>& linear = {}) {
   constexpr int kIn = 784, kHidden = 128, kOut = 10;
   std::vector<double> w(start.begin(), start.end());
   const std::vector<double> w0 = w;
@@ -347,7 +349,9 @@ std::vector<float> ReferenceMlpSgd(const std::vector<float>& start, const data::
         for (int j = 0; j < kIn; ++j) g[w1 + i * kIn + j] += dh[i] * x[j];
       }
     }
-    for (size_t p = 0; p < w.size(); ++p) w[p] -= lr * (g[p] + mu * (w[p] - w0[p]));
+    for (size_t p = 0; p < w.size(); ++p) {
+      w[p] -= lr * (g[p] + mu * (w[p] - w0[p]) - (linear.empty() ? 0.0 : linear[p]));
+    }
   }
   return std::vector<float>(w.begin(), w.end());
 }
@@ -393,6 +397,53 @@ TEST(ModelRunner, FedProxMatchesADoublePrecisionReference) {
   options.proximal_mu = -1;
   EXPECT_EQ((*runner)->Train(subset, options, nullptr).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// FedDyn: the device's linear term g is subtracted from every gradient, on top of the proximal
+// term (mu = alpha). Against the same double reference with the term written in.
+TEST(ModelRunner, FedDynLinearTermMatchesADoublePrecisionReference) {
+  constexpr int64_t kSamples = 64;
+  constexpr int kSteps = 4;
+  constexpr double kLr = 0.5, kMu = 0.3;
+  auto runner = ModelRunner::Create("mlp", 1);
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  data::ImageDataset subset = TrainSubset();
+  subset.labels.resize(kSamples);
+  subset.pixels.resize(kSamples * 784);
+  const std::vector<float> start = *InitialWeights("mlp", 4);
+  // A linear term of the size FedDyn's g reaches: alpha times a round's weight change.
+  std::mt19937_64 rng(17);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  std::vector<float> linear(start.size());
+  for (float& v : linear) v = normal(rng);
+  TrainOptions options;
+  options.epochs = kSteps;  // one full batch per epoch
+  options.batch_size = kSamples;
+  options.lr = kLr;
+  options.proximal_mu = kMu;
+  options.seed = 5;
+  options.linear_term = linear;
+  ASSERT_TRUE((*runner)->SetWeights(start).ok());
+  ASSERT_TRUE((*runner)->Train(subset, options, nullptr).ok());
+  std::vector<float> dyn;
+  (*runner)->GetWeights(&dyn);
+  const std::vector<double> linear_d(linear.begin(), linear.end());
+  const std::vector<float> ref = ReferenceMlpSgd(start, subset, kSamples, kSteps, kLr, kMu, {}, linear_d);
+  const std::vector<float> ref_without = ReferenceMlpSgd(start, subset, kSamples, kSteps, kLr, kMu);
+  const double err = MaxAbsDiff(dyn, ref);
+  const double effect = MaxAbsDiff(ref, ref_without);
+  EXPECT_LT(err, 2e-5);
+  EXPECT_GT(effect, 100 * err);
+  std::printf("feddyn: max |torch - ref| %.2e; the linear term moved %.2e\n", err, effect);
+  // A term of the wrong size is refused before any step.
+  linear.pop_back();
+  options.linear_term = linear;
+  ASSERT_TRUE((*runner)->SetWeights(start).ok());
+  EXPECT_EQ((*runner)->Train(subset, options, nullptr).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  std::vector<float> after;
+  (*runner)->GetWeights(&after);
+  EXPECT_EQ(after, start);
 }
 
 // FedRS: on a device whose data has only some classes, Train scales the other classes' logits

@@ -654,6 +654,10 @@ proto::TaskConfig ResolveTaskConfig(const proto::ExperimentConfig& config, int64
   task.set_uplink(CanonicalChain(resolved.uplink()));
   task.set_ef_max_staleness(resolved.ef_max_staleness());
   task.set_proximal_mu(resolved.proximal_mu());
+  if (const proto::ServerOptimizer& o = config.aggregation().server_optimizer();
+      o.name() == "feddyn") {
+    task.set_feddyn_alpha(o.alpha());
+  }
   if (resolved.has_restricted_softmax_alpha()) {
     task.set_restricted_softmax_alpha(resolved.restricted_softmax_alpha());
   }

@@ -297,6 +297,38 @@ std::string ResolveError(const std::vector<std::string>& assignments) {
   return std::string(Resolve(assignments).status().message());
 }
 
+// FedDyn: the preset's alpha reaches every task (the devices' side); no other optimizer sends it.
+TEST(Config, FedDynSendsAlphaToTheDevicesAndRefusesConflictingSettings) {
+  auto dyn = Resolve({"aggregation.strategy=feddyn"});
+  ASSERT_TRUE(dyn.ok()) << dyn.status();
+  EXPECT_EQ(dyn->aggregation().server_optimizer().name(), "feddyn");
+  EXPECT_DOUBLE_EQ(dyn->aggregation().server_optimizer().lr(), 1.0);
+  EXPECT_DOUBLE_EQ(dyn->aggregation().server_optimizer().alpha(), 0.01);
+  EXPECT_FALSE(dyn->aggregation().server_optimizer().has_beta1());
+  EXPECT_FALSE(dyn->aggregation().server_optimizer().has_tau());
+  EXPECT_DOUBLE_EQ(ResolveTaskConfig(*dyn, 1).feddyn_alpha(), 0.01);
+  EXPECT_DOUBLE_EQ(ResolveTaskConfig(*dyn, 1).proximal_mu(), 0);
+  auto tuned = Resolve({"aggregation.strategy=feddyn", "aggregation.server_optimizer.alpha=0.1"});
+  ASSERT_TRUE(tuned.ok()) << tuned.status();
+  EXPECT_DOUBLE_EQ(ResolveTaskConfig(*tuned, 7).feddyn_alpha(), 0.1);
+  auto adam = Resolve({"aggregation.strategy=fedadam"});
+  ASSERT_TRUE(adam.ok());
+  EXPECT_FALSE(ResolveTaskConfig(*adam, 1).has_feddyn_alpha());
+  EXPECT_EQ(ResolveError({"aggregation.strategy=feddyn", "aggregation.server_optimizer.alpha=0"}),
+            "aggregation.server_optimizer.alpha must be finite and > 0, got 0");
+  EXPECT_EQ(ResolveError({"aggregation.strategy=fedadam", "aggregation.server_optimizer.alpha=0.1"}),
+            "aggregation.server_optimizer.alpha applies to feddyn only, not adam");
+  EXPECT_THAT(ResolveError({"aggregation.strategy=feddyn", "client.proximal_mu=0.1"}),
+              HasSubstr("client.proximal_mu must be unset"));
+  EXPECT_THAT(ResolveError({"aggregation.strategy=feddyn",
+                            R"(schedule=[{"from_round":3,"client":{"proximal_mu":0.2}}])"}),
+              HasSubstr("client.proximal_mu must be unset"));
+  EXPECT_THAT(ResolveError({"aggregation.strategy=feddyn", "aggregation.server_optimizer.tau=0.1"}),
+              HasSubstr("not feddyn"));
+  EXPECT_THAT(ResolveError({"aggregation.strategy=feddyn", "aggregation.mode=buffered"}),
+              HasSubstr("feddyn needs aggregation.mode \"sync\""));
+}
+
 TEST(Config, AggregationPresetsFillTheirStagesAndExplicitFieldsWin) {
   auto adam = Resolve({"aggregation.strategy=fedadam"});
   ASSERT_TRUE(adam.ok()) << adam.status();

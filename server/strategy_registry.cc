@@ -32,6 +32,7 @@ constexpr double kDefaultTargetQuantile = 0.5;
 constexpr double kDefaultClipLr = 0.2;
 constexpr double kDefaultProximalMu = 0.01;
 constexpr double kDefaultRestrictedSoftmaxAlpha = 0.5;  // FedRS's recommended alpha
+constexpr double kDefaultFedDynAlpha = 0.01;  // Acar et al. 2021's most used value
 
 // Per-optimizer defaults (Flower's for the adaptive rules; aggregation/server_optimizer.h).
 struct OptimizerDefaults {
@@ -43,6 +44,7 @@ constexpr OptimizerDefaults kOptimizers[] = {
     {"adam", 0.1, 0, 0.9, 0.99, 1e-9},
     {"yogi", 0.01, 0, 0.9, 0.99, 1e-3},
     {"adagrad", 0.1, 0, 0.0, 0, 1e-9},
+    {"feddyn", 1.0, 0, 0, 0, 0},  // alpha: kDefaultFedDynAlpha
 };
 const OptimizerDefaults* FindOptimizer(const std::string& name) {
   for (const OptimizerDefaults& o : kOptimizers) {
@@ -120,6 +122,12 @@ const std::vector<Preset>& Presets() {
          if (!c->client().has_restricted_softmax_alpha()) {
            c->mutable_client()->set_restricted_softmax_alpha(kDefaultRestrictedSoftmaxAlpha);
          }
+       }},
+      {{"feddyn", "FedDyn (Acar et al. 2021): devices keep a linear term that cancels their drift",
+        "server_optimizer.name=feddyn lr=1 alpha=0.01 (devices: proximal weight alpha)"},
+       [](ExperimentConfig* c) {
+         SetRule(c->mutable_aggregation(), "weighted_mean");
+         SetOptimizer(c->mutable_aggregation(), "feddyn");
        }},
       {{"fedmedian", "FedMedian (Yin et al. 2018): coordinate-wise median, unweighted",
         "combiner.rule=median"},
@@ -230,9 +238,11 @@ void FillAggregationDefaults(ExperimentConfig* config) {
     if (!o->has_lr()) o->set_lr(d->lr);
     const std::string name = o->name();
     if (name == "sgd" && !o->has_momentum()) o->set_momentum(d->momentum);
-    if (name != "sgd" && !o->has_beta1()) o->set_beta1(d->beta1);
+    const bool adaptive = name == "adam" || name == "yogi" || name == "adagrad";
+    if (adaptive && !o->has_beta1()) o->set_beta1(d->beta1);
     if ((name == "adam" || name == "yogi") && !o->has_beta2()) o->set_beta2(d->beta2);
-    if (name != "sgd" && !o->has_tau()) o->set_tau(d->tau);
+    if (adaptive && !o->has_tau()) o->set_tau(d->tau);
+    if (name == "feddyn" && !o->has_alpha()) o->set_alpha(kDefaultFedDynAlpha);
   }
   if (!a->has_mode()) a->set_mode("sync");
   if (a->mode() == "buffered") {
@@ -323,7 +333,7 @@ absl::Status ValidateAggregation(const ExperimentConfig& config) {
   if (FindOptimizer(o.name()) == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(
         "aggregation.server_optimizer.name: unknown optimizer ", Quoted(o.name()),
-        " (sgd, adam, yogi, adagrad)"));
+        " (sgd, adam, yogi, adagrad, feddyn)"));
   }
   RETURN_IF_ERROR(CheckPositiveFinite("server_optimizer.lr", o.lr()));
   if (o.has_momentum()) RETURN_IF_ERROR(CheckBeta("server_optimizer.momentum", o.momentum()));
@@ -333,6 +343,30 @@ absl::Status ValidateAggregation(const ExperimentConfig& config) {
   if (o.has_momentum() && o.name() != "sgd") {
     return absl::InvalidArgumentError(absl::StrCat(
         "aggregation.server_optimizer.momentum applies to sgd only (", o.name(), " has beta1)"));
+  }
+  if (o.name() == "feddyn") {
+    if (o.has_beta1() || o.has_beta2() || o.has_tau()) {
+      return absl::InvalidArgumentError(
+          "aggregation.server_optimizer beta1, beta2 and tau apply to adam, yogi and adagrad, "
+          "not feddyn (its parameters are lr and alpha)");
+    }
+    RETURN_IF_ERROR(CheckPositiveFinite("server_optimizer.alpha", o.alpha()));
+    // The devices' proximal weight is alpha itself (TaskConfig.feddyn_alpha).
+    bool proximal = config.client().has_proximal_mu();
+    for (const proto::ScheduleEntry& e : config.schedule()) proximal |= e.client().has_proximal_mu();
+    if (proximal) {
+      return absl::InvalidArgumentError(
+          "client.proximal_mu must be unset with aggregation.server_optimizer.name feddyn: the "
+          "devices' proximal weight is aggregation.server_optimizer.alpha");
+    }
+    if (a.mode() == "buffered") {
+      return absl::InvalidArgumentError(
+          "aggregation.server_optimizer.name feddyn needs aggregation.mode \"sync\": its "
+          "correction h assumes each update starts from the current model");
+    }
+  } else if (o.has_alpha()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "aggregation.server_optimizer.alpha applies to feddyn only, not ", o.name()));
   }
   if (a.mode() != "sync" && a.mode() != "buffered") {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -460,6 +494,8 @@ absl::StatusOr<aggregation::PipelineOptions> PipelineOptionsFor(const Experiment
   p.adam.beta1 = p.yogi.beta1 = p.adagrad.beta1 = o.beta1();
   p.adam.beta2 = p.yogi.beta2 = o.beta2();
   if (o.has_tau()) p.adam.tau = p.yogi.tau = p.adagrad.tau = o.tau();
+  p.feddyn.learning_rate = o.lr();
+  if (o.has_alpha()) p.feddyn.alpha = o.alpha();
   const proto::DifferentialPrivacy& dp = a.dp();
   if (dp.enabled()) {
     PipelineOptions::Dp d;
@@ -549,6 +585,9 @@ std::string StrategiesHelp() {
       "  yogi                lr 0.01, beta1 0.9, beta2 0.99, tau 1e-3\n"
       "  adagrad             lr 0.1, beta1 0, tau 1e-9\n"
       "                      (m, v start at 0 and tau^2; no bias correction: Reddi et al. Alg. 2)\n"
+      "  feddyn              lr 1, alpha 0.01 > 0: h -= alpha delta; model += lr (delta - h / alpha);\n"
+      "                      each device adds alpha (w - w_global) - g to its gradients, g its\n"
+      "                      own linear term (in --state_dir), g -= alpha (its delta) once accepted\n"
       "\nCentral DP (aggregation.dp):\n"
       "  enabled false, clip_norm 1, noise_multiplier 1 (noise std = sigma C / K on the mean),\n"
       "  delta 1e-5, seed = experiment seed; adaptive_clipping: enabled false, target_quantile\n"

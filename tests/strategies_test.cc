@@ -6,11 +6,14 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "aggregation/state_format.h"
 #include "server/run_store.h"
 #include "tests/e2e_util.h"
 
@@ -93,6 +96,79 @@ TEST(Strategies, FedAdamKilledAfterRound2AndResumedIsBitIdentical) {
   ASSERT_EQ(metrics.size(), 5u);
   EXPECT_GT(NumberField(metrics[4], "test_accuracy"), 0.2);
   EXPECT_DOUBLE_EQ(NumberField(metrics[4], "server_lr"), 0.01);
+}
+
+// FedDyn end to end: the devices' linear terms and the server's correction h are the two halves
+// of one bookkeeping. With every device in every round and equal sample counts, the server's
+// h = -alpha sum_t mean_i(delta_i,t) must equal the mean of the devices' committed terms
+// g_i = -alpha sum_t delta_i,t: it does only if each device received alpha, trained with its
+// term, and kept exactly the updates the server folded in.
+TEST(Strategies, FedDynDevicesTermsAverageToTheServersCorrection) {
+  const std::string dir = MakeTempDir("edgefl-feddyn");
+  constexpr double kAlpha = 0.1;
+  constexpr int kClients = 3;
+  int port = 0;
+  auto server = StartServer({"--model=small_cnn", "--rounds=3", "--min_clients=3",
+                             "--eval_samples=500", "--deadline=120", "--set=quorum=1",
+                             "--set=client.max_samples=300", "--set=aggregation.strategy=feddyn",
+                             absl::StrCat("--set=aggregation.server_optimizer.alpha=", kAlpha),
+                             "--out=" + dir + "/run"},
+                            dir, "server.log", &port);
+  ASSERT_GT(port, 0) << server->Log();
+  std::vector<std::unique_ptr<Subprocess>> clients;
+  for (int i = 0; i < kClients; ++i) {
+    std::vector<std::string> args = ClientArgs(i, 60);
+    args.push_back(absl::StrCat("--state_dir=", dir, "/state", i));
+    clients.push_back(StartClient(port, args, dir, absl::StrCat("client", i, ".log")));
+  }
+  ASSERT_EQ(server->Wait(kRunTimeout), 0) << server->Log();
+  for (auto& c : clients) EXPECT_EQ(c->Wait(absl::Seconds(60)), 0) << c->Log();
+  auto metrics = ReadJsonLines(dir + "/run/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 3u);
+  for (const auto& m : metrics) EXPECT_EQ(NumberField(m, "clients_reported"), kClients);
+  EXPECT_GT(NumberField(metrics[2], "test_accuracy"), 0.2);
+
+  // The server's h, from the checkpoint's aggregation state.
+  absl::StatusOr<server::RunStore> store = server::RunStore::Open(dir + "/run");
+  ASSERT_TRUE(store.ok()) << store.status();
+  absl::StatusOr<proto::Checkpoint> ckpt = store->ReadCheckpoint();
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  EXPECT_EQ(ckpt->round(), 3);
+  absl::StatusOr<aggregation::StateReader> pipeline =
+      aggregation::StateReader::Open(ckpt->aggregation_state(), "aggregation.pipeline");
+  ASSERT_TRUE(pipeline.ok()) << pipeline.status();
+  ASSERT_EQ(*pipeline->GetString("name", 256), "feddyn");
+  absl::StatusOr<std::string> opt_state = pipeline->GetString("optimizer", size_t{1} << 30);
+  ASSERT_TRUE(opt_state.ok()) << opt_state.status();
+  absl::StatusOr<aggregation::StateReader> opt =
+      aggregation::StateReader::Open(*opt_state, "server_optimizer.feddyn");
+  ASSERT_TRUE(opt.ok()) << opt.status();
+  const uint64_t dim = *opt->GetU64("dim");
+  ASSERT_GT(dim, 0u);
+  opt->GetF64("learning_rate").IgnoreError();
+  EXPECT_EQ(*opt->GetU64("steps"), 3u);
+  std::vector<double> h;
+  ASSERT_TRUE(opt->GetF64Array("h", dim, &h).ok());
+
+  // The devices' committed terms (client/feddyn_term.h's file: 16-byte header, float32 values,
+  // SHA-256).
+  std::vector<double> mean_g(dim, 0.0);
+  for (int i = 0; i < kClients; ++i) {
+    const std::string bytes = ReadFileOrEmpty(absl::StrCat(dir, "/state", i, "/client-", i, ".feddyn"));
+    ASSERT_EQ(bytes.size(), 16 + 4 * dim + 32) << "client " << i;
+    ASSERT_EQ(bytes.substr(0, 8), "EFLDYN01");
+    const float* g = reinterpret_cast<const float*>(bytes.data() + 16);
+    for (uint64_t k = 0; k < dim; ++k) mean_g[k] += static_cast<double>(g[k]) / kClients;
+  }
+  double max_h = 0, max_diff = 0;
+  for (uint64_t k = 0; k < dim; ++k) {
+    max_h = std::max(max_h, std::abs(h[k]));
+    max_diff = std::max(max_diff, std::abs(h[k] - mean_g[k]));
+  }
+  EXPECT_GT(max_h, 1e-4) << "h never moved";
+  // float32 terms against the server's doubles: rounding only.
+  EXPECT_LT(max_diff, 1e-5 * max_h + 1e-7) << "max |h| " << max_h;
+  std::printf("feddyn: max |h| %.3e, max |h - mean g| %.3e\n", max_h, max_diff);
 }
 
 // One Gaussian attacker among six devices: FedAvg's mean is wrecked, multi-Krum (f = 1) drops
@@ -184,13 +260,16 @@ TEST(Strategies, BadAggregationConfigIsRefusedAtStartUpAndWritesNothing) {
       {"aggregation.dp.noise_multiplier=-1", "aggregation.dp.noise_multiplier"},
       {"aggregation.dp.delta=1.5", "aggregation.dp.delta"},
       {"client.restricted_softmax_alpha=1.5", "client.restricted_softmax_alpha"},
+      {"aggregation.server_optimizer.alpha=0", "aggregation.server_optimizer.alpha"},
+      {"client.proximal_mu=0.1", "client.proximal_mu"},
   };
   const std::vector<std::string> context = {
       "",  // strategy-independent
       "", "", "--set=aggregation.strategy=fedadam", "--set=aggregation.strategy=fedyogi",
       "--set=aggregation.strategy=fedtrimmedavg", "--set=aggregation.strategy=krum",
       "--set=aggregation.strategy=dp_fedavg", "--set=aggregation.strategy=dp_fedavg",
-      "--set=aggregation.strategy=fedrs"};
+      "--set=aggregation.strategy=fedrs", "--set=aggregation.strategy=feddyn",
+      "--set=aggregation.strategy=feddyn"};
   for (size_t i = 0; i < cases.size(); ++i) {
     const std::string out = absl::StrCat(dir, "/run", i);
     std::vector<std::string> argv = {BinDir() + "/fl-server", "--insecure",
@@ -207,7 +286,7 @@ TEST(Strategies, BadAggregationConfigIsRefusedAtStartUpAndWritesNothing) {
   std::string listing;
   ASSERT_EQ(RunProgram({BinDir() + "/fl-server", "strategies"}, &listing), 0) << listing;
   for (const char* name : {"fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedprox",
-                           "fedrs", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "dp_fedavg"}) {
+                           "fedrs", "feddyn", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "dp_fedavg"}) {
     EXPECT_NE(listing.find(name), std::string::npos) << name;
   }
 }
