@@ -299,6 +299,14 @@ double MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
   return m;
 }
 
+// The first n images of TrainSubset().
+data::ImageDataset FirstTrainImages(int64_t n) {
+  data::ImageDataset subset = TrainSubset();
+  subset.labels.resize(n);
+  subset.pixels.resize(n * 784);
+  return subset;
+}
+
 // FedProx and FedRS against a double-precision reference: the mlp (784-128-ReLU-10), full-batch
 // plain SGD steps on real images, each gradient plus mu (w - w_start), the logits multiplied by
 // `logit_scale` (empty = 1) before the softmax, written out by hand in double. Full batches make
@@ -361,9 +369,7 @@ TEST(ModelRunner, FedProxMatchesADoublePrecisionReference) {
   constexpr int kSteps = 4;
   auto runner = ModelRunner::Create("mlp", 1);
   ASSERT_TRUE(runner.ok()) << runner.status();
-  data::ImageDataset subset = TrainSubset();
-  subset.labels.resize(kSamples);
-  subset.pixels.resize(kSamples * 784);
+  const data::ImageDataset subset = FirstTrainImages(kSamples);
   // Start away from the anchor's neighbourhood so the proximal term is large: a few plain steps
   // first would not do (the anchor is where Train starts), so use a big lr and mu.
   const std::vector<float> start = *InitialWeights("mlp", 3);
@@ -407,9 +413,7 @@ TEST(ModelRunner, FedDynLinearTermMatchesADoublePrecisionReference) {
   constexpr double kLr = 0.5, kMu = 0.3;
   auto runner = ModelRunner::Create("mlp", 1);
   ASSERT_TRUE(runner.ok()) << runner.status();
-  data::ImageDataset subset = TrainSubset();
-  subset.labels.resize(kSamples);
-  subset.pixels.resize(kSamples * 784);
+  const data::ImageDataset subset = FirstTrainImages(kSamples);
   const std::vector<float> start = *InitialWeights("mlp", 4);
   // A linear term of the size FedDyn's g reaches: alpha times a round's weight change.
   std::mt19937_64 rng(17);
