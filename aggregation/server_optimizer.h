@@ -16,7 +16,9 @@
 // No bias correction (as Algorithm 2; Flower's FedAdam adds one). sign(0) = 0.
 //   feddyn (Acar et al. 2021, "Federated Learning Based on Dynamic Regularization", Alg. 1):
 //       h = h - alpha d;  x += lr (d - h / alpha)      (h starts at 0)
-//     lr = 1 is the paper's  theta = mean(theta_k) - h / alpha. The paper updates h with
+//     lr = 1 is the paper's  theta = mean(theta_k) - h / alpha, and the only lr the config
+//     accepts (server/strategy_registry.cc): with lr 0.5 the devices' terms over-correct and a
+//     labels:2 run diverged at round 13. The paper updates h with
 //     (1/m) sum over the participants (m = all devices); here d is the participants' mean, i.e.
 //     the paper's rule when every device takes part in every round (a smaller share of devices
 //     per round makes h move faster than the paper's). The devices' side (their linear term) is

@@ -325,6 +325,11 @@ TEST(Config, FedDynSendsAlphaToTheDevicesAndRefusesConflictingSettings) {
               HasSubstr("client.proximal_mu must be unset"));
   EXPECT_THAT(ResolveError({"aggregation.strategy=feddyn", "aggregation.server_optimizer.tau=0.1"}),
               HasSubstr("not feddyn"));
+  EXPECT_THAT(ResolveError({"aggregation.strategy=feddyn", "aggregation.server_optimizer.lr=0.5"}),
+              HasSubstr("aggregation.server_optimizer.lr must be 1 with feddyn (got 0.5)"));
+  EXPECT_THAT(ResolveError({"aggregation.strategy=feddyn",
+                            R"(schedule=[{"from_round":5,"server_lr":0.5}])"}),
+              HasSubstr("must be 1 with feddyn (got a schedule server_lr)"));
   EXPECT_THAT(ResolveError({"aggregation.strategy=feddyn", "aggregation.mode=buffered"}),
               HasSubstr("feddyn needs aggregation.mode \"sync\""));
 }

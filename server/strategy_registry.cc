@@ -124,7 +124,7 @@ const std::vector<Preset>& Presets() {
          }
        }},
       {{"feddyn", "FedDyn (Acar et al. 2021): devices keep a linear term that cancels their drift",
-        "server_optimizer.name=feddyn lr=1 alpha=0.01 (devices: proximal weight alpha)"},
+        "server_optimizer.name=feddyn alpha=0.01 (lr 1, fixed; devices: proximal weight alpha)"},
        [](ExperimentConfig* c) {
          SetRule(c->mutable_aggregation(), "weighted_mean");
          SetOptimizer(c->mutable_aggregation(), "feddyn");
@@ -351,6 +351,17 @@ absl::Status ValidateAggregation(const ExperimentConfig& config) {
           "not feddyn (its parameters are lr and alpha)");
     }
     RETURN_IF_ERROR(CheckPositiveFinite("server_optimizer.alpha", o.alpha()));
+    // -h / alpha corrects for the devices' terms only if the model moves by the whole mean
+    // update: with lr 0.5 the terms over-correct and labels:2 diverged at round 13.
+    bool scheduled_lr = false;
+    for (const proto::ScheduleEntry& e : config.schedule()) scheduled_lr |= e.has_server_lr();
+    if (o.lr() != 1.0 || scheduled_lr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "aggregation.server_optimizer.lr must be 1 with feddyn (got ",
+          scheduled_lr ? std::string("a schedule server_lr") : absl::StrCat(o.lr()),
+          "): its correction -h / alpha assumes the model moves by the whole mean update, and "
+          "any other step makes the devices' terms over- or under-correct"));
+    }
     // The devices' proximal weight is alpha itself (TaskConfig.feddyn_alpha).
     bool proximal = config.client().has_proximal_mu();
     for (const proto::ScheduleEntry& e : config.schedule()) proximal |= e.client().has_proximal_mu();
@@ -585,7 +596,7 @@ std::string StrategiesHelp() {
       "  yogi                lr 0.01, beta1 0.9, beta2 0.99, tau 1e-3\n"
       "  adagrad             lr 0.1, beta1 0, tau 1e-9\n"
       "                      (m, v start at 0 and tau^2; no bias correction: Reddi et al. Alg. 2)\n"
-      "  feddyn              lr 1, alpha 0.01 > 0: h -= alpha delta; model += lr (delta - h / alpha);\n"
+      "  feddyn              alpha 0.01 > 0 (lr must stay 1): h -= alpha delta; model += delta - h / alpha;\n"
       "                      each device adds alpha (w - w_global) - g to its gradients, g its\n"
       "                      own linear term (in --state_dir), g -= alpha (its delta) once accepted\n"
       "\nCentral DP (aggregation.dp):\n"
