@@ -514,6 +514,7 @@ absl::StatusOr<DeviceRuntime::Trained> DeviceRuntime::Train(const proto::Task& t
   if (task.config().has_restricted_softmax_alpha()) {
     opts.restricted_softmax_alpha = task.config().restricted_softmax_alpha();
   }
+  opts.freeze_head = task.config().freeze_head();
   opts.max_samples = task.config().max_samples();
   opts.seed = TrainingSeed(task, options_.client_index);
   EDGEFL_LOG_INFO("round ", task.round(), ": training on ", data_.size(), " samples (", opts.epochs,

@@ -742,6 +742,32 @@ TEST_F(DeviceRuntimeTest, TaskRestrictedSoftmaxAlphaReachesTraining) {
   EXPECT_NE(unset[fc2_bias + 0], 0.0f);
 }
 
+// FedBABU: a task with freeze_head trains the body only, so the update is exactly 0 on the
+// model's final layer (the mlp's fc2: 10 x 128 weights and 10 biases, last in spec order) and
+// not 0 before it; without the field the head trains too.
+TEST_F(DeviceRuntimeTest, TaskFreezeHeadLeavesTheFinalLayerOutOfTheUpdate) {
+  DeviceRuntime& runtime = Make();
+  auto delta_with = [&](bool freeze) {
+    Coordinator::CheckInResult task = MlpTask(1);
+    task.task.mutable_config()->set_freeze_head(freeze);
+    EXPECT_TRUE(runtime.PrepareModel(&task).ok());
+    absl::StatusOr<DeviceRuntime::Trained> trained = runtime.Train(task.task);
+    EXPECT_TRUE(trained.ok()) << trained.status();
+    return trained.ok() ? trained->delta : std::vector<float>();
+  };
+  constexpr size_t kHead = 10 * 128 + 10;
+  const std::vector<float> whole = delta_with(false);
+  const std::vector<float> body = delta_with(true);
+  ASSERT_EQ(whole.size(), body.size());
+  ASSERT_GT(whole.size(), kHead);
+  auto nonzero = [](auto begin, auto end) {
+    return std::count_if(begin, end, [](float v) { return v != 0.0f; });
+  };
+  EXPECT_EQ(nonzero(body.end() - kHead, body.end()), 0);
+  EXPECT_GT(nonzero(body.begin(), body.end() - kHead), 0);
+  EXPECT_GT(nonzero(whole.end() - kHead, whole.end()), 0);
+}
+
 TEST(DeviceRuntime, CreateRefusesAnEmptyShard) {
   SimulatedClock clock(kStart);
   absl::StatusOr<std::unique_ptr<DeviceRuntime>> r =

@@ -88,6 +88,10 @@ class TorchModelRunner final : public ModelRunner {
   TorchModelRunner(std::shared_ptr<ImageClassifierImpl> model, proto::ModelSpec spec)
       : model_(std::move(model)), spec_(std::move(spec)), params_(model_->parameters()) {
     for (const auto& p : params_) num_parameters_ += p.numel();
+    // The head: the parameters of the last registered layer (every zoo model ends in its
+    // classifier, fc2), which are the last of params_.
+    const auto layers = model_->children();
+    head_begin_ = params_.size() - (layers.empty() ? 0 : layers.back()->parameters().size());
     model_->train();
   }
 
@@ -219,6 +223,10 @@ class TorchModelRunner final : public ModelRunner {
             // grad -= g
             for (size_t i = 0; i < params_.size(); ++i) params_[i].mutable_grad().sub_(linear[i]);
           }
+          if (options.freeze_head) {
+            // SGD skips a parameter without a gradient (no step, no momentum, no weight decay).
+            for (size_t i = head_begin_; i < params_.size(); ++i) params_[i].mutable_grad() = torch::Tensor();
+          }
           optimizer.step();
           loss_sum += loss.item<double>() * static_cast<double>(b);
           correct += logits.detach().argmax(1).eq(y).sum().item<int64_t>();
@@ -310,6 +318,7 @@ class TorchModelRunner final : public ModelRunner {
   proto::ModelSpec spec_;
   std::vector<torch::Tensor> params_;  // spec order
   int64_t num_parameters_ = 0;
+  size_t head_begin_ = 0;  // params_[head_begin_..] are the final layer (TrainOptions::freeze_head)
   torch::Tensor batch_x_;  // [capacity, 1, 28, 28] float32, reused across batches
   torch::Tensor batch_y_;  // [capacity] int64
 };

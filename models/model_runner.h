@@ -37,6 +37,9 @@ struct TrainOptions {
   // from every gradient before the SGD step (after the proximal term): the device's linear term
   // g, so that local steps minimise loss - <g, w> + mu/2 ||w - w_start||^2. Must outlive Train.
   absl::Span<const float> linear_term;
+  // FedBABU (Oh et al. 2022): the model's final layer (weight and bias, the last
+  // ModelRunner::head_size() values in spec order) is not updated; only the body trains.
+  bool freeze_head = false;
 };
 
 struct TrainResult {

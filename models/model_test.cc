@@ -314,7 +314,8 @@ data::ImageDataset FirstTrainImages(int64_t n) {
 std::vector<float> ReferenceMlpSgd(const std::vector<float>& start, const data::ImageDataset& data,
                                    int64_t n, int steps, double lr, double mu,
                                    const std::vector<double>& logit_scale = {},
-                                   const std::vector<double>& linear = {}) {
+                                   const std::vector<double>& linear = {},
+                                   bool freeze_head = false) {
   constexpr int kIn = 784, kHidden = 128, kOut = 10;
   std::vector<double> w(start.begin(), start.end());
   const std::vector<double> w0 = w;
@@ -357,7 +358,8 @@ std::vector<float> ReferenceMlpSgd(const std::vector<float>& start, const data::
         for (int j = 0; j < kIn; ++j) g[w1 + i * kIn + j] += dh[i] * x[j];
       }
     }
-    for (size_t p = 0; p < w.size(); ++p) {
+    // A frozen head (fc2's weight and bias, the tail of the vector) takes no step.
+    for (size_t p = 0; p < (freeze_head ? w2 : w.size()); ++p) {
       w[p] -= lr * (g[p] + mu * (w[p] - w0[p]) - (linear.empty() ? 0.0 : linear[p]));
     }
   }
@@ -448,6 +450,64 @@ TEST(ModelRunner, FedDynLinearTermMatchesADoublePrecisionReference) {
   std::vector<float> after;
   (*runner)->GetWeights(&after);
   EXPECT_EQ(after, start);
+}
+
+// FedBABU: with freeze_head the final layer keeps its weights bit for bit and the body trains
+// exactly as the double reference with a frozen head (here beside the proximal term, whose
+// gradient the head then must not take either); every zoo model's head is its last layer.
+TEST(ModelRunner, FrozenHeadTrainsTheBodyOnlyAsTheDoublePrecisionReference) {
+  constexpr int64_t kSamples = 64;
+  constexpr int kSteps = 4;
+  constexpr double kLr = 0.5, kMu = 0.3;
+  auto runner = ModelRunner::Create("mlp", 1);
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  const data::ImageDataset subset = FirstTrainImages(kSamples);
+  const std::vector<float> start = *InitialWeights("mlp", 6);
+  const size_t head = 10 * 128 + 10;  // fc2.weight [10, 128] and fc2.bias [10], last in spec order
+  TrainOptions options;
+  options.epochs = kSteps;  // one full batch per epoch
+  options.batch_size = kSamples;
+  options.lr = kLr;
+  options.proximal_mu = kMu;
+  options.seed = 2;
+  options.freeze_head = true;
+  ASSERT_TRUE((*runner)->SetWeights(start).ok());
+  ASSERT_TRUE((*runner)->Train(subset, options, nullptr).ok());
+  std::vector<float> frozen;
+  (*runner)->GetWeights(&frozen);
+  ASSERT_EQ(frozen.size(), start.size());
+  EXPECT_TRUE(std::equal(frozen.end() - head, frozen.end(), start.end() - head));
+  const std::vector<float> ref = ReferenceMlpSgd(start, subset, kSamples, kSteps, kLr, kMu, {}, {}, true);
+  const std::vector<float> ref_whole = ReferenceMlpSgd(start, subset, kSamples, kSteps, kLr, kMu);
+  const double err = MaxAbsDiff(frozen, ref);
+  // Freezing changes the body's path too (its gradients flow through the unchanged head).
+  const double body_effect = MaxAbsDiff(std::vector<float>(ref.begin(), ref.end() - head),
+                                        std::vector<float>(ref_whole.begin(), ref_whole.end() - head));
+  EXPECT_LT(err, 2e-5);
+  EXPECT_GT(body_effect, 100 * err);
+  EXPECT_GT(MaxAbsDiff(std::vector<float>(frozen.begin(), frozen.end() - head),
+                       std::vector<float>(start.begin(), start.end() - head)), 1e-3);
+  std::printf("frozen head: max |torch - ref| %.2e; freezing moved the body by %.2e\n", err,
+              body_effect);
+  // fedavg_cnn (with momentum and weight decay, which must not touch the head either): fc2's
+  // 5,130 values stay, the rest moves.
+  auto cnn = ModelRunner::Create("fedavg_cnn", 1);
+  ASSERT_TRUE(cnn.ok()) << cnn.status();
+  const std::vector<float> cnn_start = *InitialWeights("fedavg_cnn", 1);
+  options = TrainOptions{};
+  options.batch_size = 16;
+  options.momentum = 0.9;
+  options.weight_decay = 1e-3;
+  options.freeze_head = true;
+  ASSERT_TRUE((*cnn)->SetWeights(cnn_start).ok());
+  ASSERT_TRUE((*cnn)->Train(subset, options, nullptr).ok());
+  std::vector<float> cnn_after;
+  (*cnn)->GetWeights(&cnn_after);
+  const size_t cnn_head = 10 * 512 + 10;
+  EXPECT_TRUE(std::equal(cnn_after.end() - cnn_head, cnn_after.end(), cnn_start.end() - cnn_head));
+  EXPECT_FALSE(std::equal(cnn_after.end() - cnn_head - 512, cnn_after.end() - cnn_head,
+                          cnn_start.end() - cnn_head - 512));  // fc1's bias, just before the head
+  EXPECT_FALSE(std::equal(cnn_after.begin(), cnn_after.begin() + 800, cnn_start.begin()));  // conv1
 }
 
 // FedRS: on a device whose data has only some classes, Train scales the other classes' logits

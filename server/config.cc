@@ -661,6 +661,7 @@ proto::TaskConfig ResolveTaskConfig(const proto::ExperimentConfig& config, int64
   if (resolved.has_restricted_softmax_alpha()) {
     task.set_restricted_softmax_alpha(resolved.restricted_softmax_alpha());
   }
+  task.set_freeze_head(resolved.freeze_head());
   task.set_min_battery_percent(resolved.min_battery_percent());
   task.set_max_temperature_c(resolved.max_temperature_c());
   task.set_require_charging(resolved.require_charging());

@@ -364,6 +364,22 @@ TEST(Config, AggregationPresetsFillTheirStagesAndExplicitFieldsWin) {
   ASSERT_TRUE(ResolveTaskConfig(*rs_adam, 2).has_restricted_softmax_alpha());
   EXPECT_DOUBLE_EQ(ResolveTaskConfig(*rs_adam, 2).restricted_softmax_alpha(), 0);
   EXPECT_DOUBLE_EQ(ResolveTaskConfig(*rs_adam, 3).restricted_softmax_alpha(), 0.8);
+  // FedBABU: the preset freezes the head; off by default; any strategy can take it, and a
+  // schedule entry can unfreeze it (e.g. to fine-tune the head in the last rounds).
+  EXPECT_FALSE(ResolveTaskConfig(*avg, 1).freeze_head());
+  auto babu = Resolve({"aggregation.strategy=fedbabu"});
+  ASSERT_TRUE(babu.ok()) << babu.status();
+  EXPECT_EQ(babu->aggregation().server_optimizer().name(), "sgd");
+  EXPECT_TRUE(ResolveTaskConfig(*babu, 1).freeze_head());
+  auto babu_adam = Resolve({"aggregation.strategy=fedadam", "client.freeze_head=true",
+                            R"(schedule=[{"from_round":4,"client":{"freeze_head":false}}])"});
+  ASSERT_TRUE(babu_adam.ok()) << babu_adam.status();
+  EXPECT_EQ(babu_adam->aggregation().server_optimizer().name(), "adam");
+  EXPECT_TRUE(ResolveTaskConfig(*babu_adam, 3).freeze_head());
+  EXPECT_FALSE(ResolveTaskConfig(*babu_adam, 4).freeze_head());
+  auto babu_off = Resolve({"aggregation.strategy=fedbabu", "client.freeze_head=false"});
+  ASSERT_TRUE(babu_off.ok()) << babu_off.status();
+  EXPECT_FALSE(ResolveTaskConfig(*babu_off, 1).freeze_head());
   auto dp = Resolve({"aggregation.strategy=dp_fedavg_adaptive", "sampling.min_clients=40"});
   ASSERT_TRUE(dp.ok()) << dp.status();
   EXPECT_EQ(dp->aggregation().combiner().rule(), "mean");

@@ -123,6 +123,13 @@ const std::vector<Preset>& Presets() {
            c->mutable_client()->set_restricted_softmax_alpha(kDefaultRestrictedSoftmaxAlpha);
          }
        }},
+      {{"fedbabu", "FedBABU (Oh et al. 2022): FedAvg; devices train the body, the head stays fixed",
+        "client.freeze_head=true (plus fedavg)"},
+       [](ExperimentConfig* c) {
+         SetRule(c->mutable_aggregation(), "weighted_mean");
+         SetOptimizer(c->mutable_aggregation(), "sgd");
+         if (!c->client().has_freeze_head()) c->mutable_client()->set_freeze_head(true);
+       }},
       {{"feddyn", "FedDyn (Acar et al. 2021): devices keep a linear term that cancels their drift",
         "server_optimizer.name=feddyn alpha=0.01 (lr 1, fixed; devices: proximal weight alpha)"},
        [](ExperimentConfig* c) {
@@ -614,9 +621,10 @@ std::string StrategiesHelp() {
       "                      concurrency 0 (= every eligible device is offered each version).\n"
       "                      Streaming combiners only; no DP.\n"
       "\nPer round (schedule entries): server_lr, dp_noise_multiplier; client.proximal_mu\n"
-      "(FedProx) and client.restricted_softmax_alpha (FedRS) like every client setting.\n"
+      "(FedProx), client.restricted_softmax_alpha (FedRS) and client.freeze_head (FedBABU:\n"
+      "the model's final layer keeps its weights) like every client setting.\n"
       "\nClient-side terms combine with any server optimizer, e.g. fedadam with\n"
-      "client.restricted_softmax_alpha=0.5.\n"
+      "client.restricted_softmax_alpha=0.5 or client.freeze_head=true.\n"
       "\nHierarchical (fl-server --upstream, a regional aggregator): the aggregator only averages\n"
       "(weighted_mean, sgd lr 1 without momentum, no DP; norm_bound is fine, per device); server\n"
       "optimizers, robust rules (one mean per region) and central DP (a region is a participant)\n"

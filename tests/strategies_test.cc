@@ -8,12 +8,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "aggregation/state_format.h"
+#include "models/model_spec.h"
 #include "server/run_store.h"
 #include "tests/e2e_util.h"
 
@@ -171,6 +173,56 @@ TEST(Strategies, FedDynDevicesTermsAverageToTheServersCorrection) {
   std::printf("feddyn: max |h| %.3e, max |h - mean g| %.3e\n", max_h, max_diff);
 }
 
+// FedBABU through the real protocol: after two rounds of real devices the global model's final
+// layer is still the initial one bit for bit and the body has moved (a device that ignored the
+// task's freeze_head, e.g. a build from before it, moves the head and fails this).
+TEST(Strategies, FedBabuKeepsTheInitialHeadThroughRealRounds) {
+  const std::string dir = MakeTempDir("edgefl-fedbabu");
+  constexpr int kClients = 2;
+  constexpr uint64_t kSeed = 7;
+  int port = 0;
+  auto server = StartServer({"--model=small_cnn", "--rounds=2", "--min_clients=2",
+                             "--eval_samples=500", "--deadline=120", "--set=quorum=1",
+                             absl::StrCat("--set=seed=", kSeed), "--set=client.max_samples=300",
+                             "--set=aggregation.strategy=fedbabu", "--out=" + dir + "/run"},
+                            dir, "server.log", &port);
+  ASSERT_GT(port, 0) << server->Log();
+  std::vector<std::unique_ptr<Subprocess>> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.push_back(StartClient(port, ClientArgs(i, 60), dir, absl::StrCat("client", i, ".log")));
+  }
+  ASSERT_EQ(server->Wait(kRunTimeout), 0) << server->Log();
+  for (auto& c : clients) EXPECT_EQ(c->Wait(absl::Seconds(60)), 0) << c->Log();
+  auto metrics = ReadJsonLines(dir + "/run/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 2u);
+  for (const auto& m : metrics) EXPECT_EQ(NumberField(m, "clients_reported"), kClients);
+
+  absl::StatusOr<server::RunStore> store = server::RunStore::Open(dir + "/run");
+  ASSERT_TRUE(store.ok()) << store.status();
+  absl::StatusOr<proto::Checkpoint> ckpt = store->ReadCheckpoint();
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  EXPECT_EQ(ckpt->round(), 2);
+  absl::StatusOr<std::vector<float>> init = models::InitialWeights("small_cnn", kSeed);
+  ASSERT_TRUE(init.ok()) << init.status();
+  ASSERT_EQ(ckpt->weights().size(), init->size() * sizeof(float));
+  std::vector<float> global(init->size());
+  std::memcpy(global.data(), ckpt->weights().data(), ckpt->weights().size());
+  // The head: the spec's last layer, fc2's weight and bias.
+  const auto& tensors = ckpt->spec().tensors();
+  ASSERT_GE(tensors.size(), 2);
+  ASSERT_EQ(tensors[tensors.size() - 2].name(), "fc2.weight");
+  ASSERT_EQ(tensors[tensors.size() - 1].name(), "fc2.bias");
+  const int64_t head = tensors[tensors.size() - 2].shape(0) * tensors[tensors.size() - 2].shape(1) +
+                       tensors[tensors.size() - 1].shape(0);
+  size_t head_moved = 0, body_moved = 0;
+  for (size_t k = 0; k < global.size(); ++k) {
+    if (global[k] == (*init)[k]) continue;
+    ++(k + head >= global.size() ? head_moved : body_moved);
+  }
+  EXPECT_EQ(head_moved, 0u) << "of " << head << " head values";
+  EXPECT_GT(body_moved, global.size() / 2) << "of " << global.size() - head << " body values";
+}
+
 // One Gaussian attacker among six devices: FedAvg's mean is wrecked, multi-Krum (f = 1) drops
 // the attacker and learns. All through the real protocol.
 double ByzantineRun(const std::string& dir, const std::string& strategy) {
@@ -262,6 +314,7 @@ TEST(Strategies, BadAggregationConfigIsRefusedAtStartUpAndWritesNothing) {
       {"client.restricted_softmax_alpha=1.5", "client.restricted_softmax_alpha"},
       {"aggregation.server_optimizer.alpha=0", "aggregation.server_optimizer.alpha"},
       {"client.proximal_mu=0.1", "client.proximal_mu"},
+      {"client.freeze_head=2", "client.freeze_head"},
   };
   const std::vector<std::string> context = {
       "",  // strategy-independent
@@ -269,7 +322,7 @@ TEST(Strategies, BadAggregationConfigIsRefusedAtStartUpAndWritesNothing) {
       "--set=aggregation.strategy=fedtrimmedavg", "--set=aggregation.strategy=krum",
       "--set=aggregation.strategy=dp_fedavg", "--set=aggregation.strategy=dp_fedavg",
       "--set=aggregation.strategy=fedrs", "--set=aggregation.strategy=feddyn",
-      "--set=aggregation.strategy=feddyn"};
+      "--set=aggregation.strategy=feddyn", "--set=aggregation.strategy=fedbabu"};
   for (size_t i = 0; i < cases.size(); ++i) {
     const std::string out = absl::StrCat(dir, "/run", i);
     std::vector<std::string> argv = {BinDir() + "/fl-server", "--insecure",
@@ -286,7 +339,7 @@ TEST(Strategies, BadAggregationConfigIsRefusedAtStartUpAndWritesNothing) {
   std::string listing;
   ASSERT_EQ(RunProgram({BinDir() + "/fl-server", "strategies"}, &listing), 0) << listing;
   for (const char* name : {"fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedprox",
-                           "fedrs", "feddyn", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "dp_fedavg"}) {
+                           "fedrs", "fedbabu", "feddyn", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "dp_fedavg"}) {
     EXPECT_NE(listing.find(name), std::string::npos) << name;
   }
 }
