@@ -515,6 +515,10 @@ absl::StatusOr<DeviceRuntime::Trained> DeviceRuntime::Train(const proto::Task& t
     opts.restricted_softmax_alpha = task.config().restricted_softmax_alpha();
   }
   opts.freeze_head = task.config().freeze_head();
+  if (task.config().ntd_beta() > 0) {
+    opts.not_true_distillation_beta = task.config().ntd_beta();
+    opts.not_true_distillation_tau = task.config().ntd_tau();
+  }
   opts.max_samples = task.config().max_samples();
   opts.seed = TrainingSeed(task, options_.client_index);
   EDGEFL_LOG_INFO("round ", task.round(), ": training on ", data_.size(), " samples (", opts.epochs,

@@ -768,6 +768,30 @@ TEST_F(DeviceRuntimeTest, TaskFreezeHeadLeavesTheFinalLayerOutOfTheUpdate) {
   EXPECT_GT(nonzero(whole.end() - kHead, whole.end()), 0);
 }
 
+// FedNTD: the task's ntd_beta / ntd_tau reach local training (the exact arithmetic is checked
+// against a double reference in models/): beta 0 is plain training, beta > 0 changes the update,
+// and so does another temperature.
+TEST_F(DeviceRuntimeTest, TaskNotTrueDistillationReachesTraining) {
+  DeviceRuntime& runtime = Make();
+  auto delta_with = [&](double beta, double tau) {
+    Coordinator::CheckInResult task = MlpTask(1);
+    task.task.mutable_config()->set_ntd_beta(beta);
+    task.task.mutable_config()->set_ntd_tau(tau);
+    EXPECT_TRUE(runtime.PrepareModel(&task).ok());
+    absl::StatusOr<DeviceRuntime::Trained> trained = runtime.Train(task.task);
+    EXPECT_TRUE(trained.ok()) << trained.status();
+    return trained.ok() ? trained->delta : std::vector<float>();
+  };
+  const std::vector<float> plain = delta_with(0, 0);
+  const std::vector<float> plain_again = delta_with(0, 3);
+  const std::vector<float> ntd = delta_with(4, 3);
+  const std::vector<float> ntd_tau1 = delta_with(4, 1);
+  ASSERT_EQ(plain.size(), ntd.size());
+  EXPECT_EQ(plain, plain_again);  // deterministic, and tau alone does nothing
+  EXPECT_NE(plain, ntd);
+  EXPECT_NE(ntd, ntd_tau1);
+}
+
 TEST(DeviceRuntime, CreateRefusesAnEmptyShard) {
   SimulatedClock clock(kStart);
   absl::StatusOr<std::unique_ptr<DeviceRuntime>> r =

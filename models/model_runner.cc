@@ -135,13 +135,17 @@ class TorchModelRunner final : public ModelRunner {
     if (options.epochs < 1 || options.batch_size < 1 || !(options.lr >= 0) ||
         !(options.momentum >= 0) || !(options.weight_decay >= 0) || options.max_samples < 0 ||
         !(options.proximal_mu >= 0) || std::isinf(options.proximal_mu) ||
-        !(options.restricted_softmax_alpha >= 0 && options.restricted_softmax_alpha <= 1)) {
+        !(options.restricted_softmax_alpha >= 0 && options.restricted_softmax_alpha <= 1) ||
+        !(options.not_true_distillation_beta >= 0) || std::isinf(options.not_true_distillation_beta) ||
+        !(options.not_true_distillation_tau > 0) || std::isinf(options.not_true_distillation_tau)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "Train: bad options: epochs=", options.epochs, " batch_size=", options.batch_size,
           " lr=", options.lr, " momentum=", options.momentum,
           " weight_decay=", options.weight_decay, " max_samples=", options.max_samples,
           " proximal_mu=", options.proximal_mu,
-          " restricted_softmax_alpha=", options.restricted_softmax_alpha));
+          " restricted_softmax_alpha=", options.restricted_softmax_alpha,
+          " not_true_distillation_beta=", options.not_true_distillation_beta,
+          " not_true_distillation_tau=", options.not_true_distillation_tau));
     }
     if (!options.linear_term.empty() &&
         options.linear_term.size() != static_cast<size_t>(num_parameters())) {
@@ -190,6 +194,18 @@ class TorchModelRunner final : public ModelRunner {
           scale[k] = present[k] ? 1.0f : static_cast<float>(options.restricted_softmax_alpha);
         }
       }
+      // FedNTD: the teacher is a copy of the weights training starts from.
+      const double ntd_beta = options.not_true_distillation_beta;
+      const double ntd_tau = options.not_true_distillation_tau;
+      if (ntd_beta > 0) {
+        if (teacher_ == nullptr) {
+          ASSIGN_OR_RETURN(teacher_, CreateModel(spec_.model(), 0));
+          teacher_->eval();
+        }
+        torch::NoGradGuard no_grad;
+        const std::vector<torch::Tensor> from = teacher_->parameters();
+        for (size_t i = 0; i < params_.size(); ++i) from[i].copy_(params_[i].detach());
+      }
       std::mt19937_64 rng(options.seed);
       double loss_sum = 0;
       int64_t correct = 0;
@@ -208,7 +224,25 @@ class TorchModelRunner final : public ModelRunner {
           for (auto& p : params_) p.mutable_grad() = torch::Tensor();
           torch::Tensor logits = model_->forward(x);
           if (logit_scale.defined()) logits = logits * logit_scale;
-          const torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
+          const torch::Tensor ce = torch::nn::functional::cross_entropy(logits, y);
+          torch::Tensor loss = ce;
+          if (ntd_beta > 0) {
+            torch::Tensor teacher_logits;
+            {
+              torch::NoGradGuard no_grad;
+              teacher_logits = teacher_->forward(x);
+            }
+            // Every class but the sample's own: [b, 9].
+            const torch::Tensor not_true =
+                torch::ones({b, kNumClasses}, torch::kBool).scatter_(1, y.unsqueeze(1), false);
+            const torch::Tensor s = torch::log_softmax(
+                logits.masked_select(not_true).view({b, kNumClasses - 1}) / ntd_tau, 1);
+            const torch::Tensor t = torch::log_softmax(
+                teacher_logits.masked_select(not_true).view({b, kNumClasses - 1}) / ntd_tau, 1);
+            // KL(teacher || student), averaged over the batch.
+            const torch::Tensor kl = (t.exp() * (t - s)).sum(1).mean();
+            loss = ce + kl * (ntd_beta * ntd_tau * ntd_tau);
+          }
           loss.backward();
           if (!anchor.empty()) {
             torch::NoGradGuard no_grad;
@@ -228,7 +262,7 @@ class TorchModelRunner final : public ModelRunner {
             for (size_t i = head_begin_; i < params_.size(); ++i) params_[i].mutable_grad() = torch::Tensor();
           }
           optimizer.step();
-          loss_sum += loss.item<double>() * static_cast<double>(b);
+          loss_sum += ce.item<double>() * static_cast<double>(b);
           correct += logits.detach().argmax(1).eq(y).sum().item<int64_t>();
           done += b;
           if (progress) progress(done, total, loss_sum / static_cast<double>(done));
@@ -318,6 +352,7 @@ class TorchModelRunner final : public ModelRunner {
   proto::ModelSpec spec_;
   std::vector<torch::Tensor> params_;  // spec order
   int64_t num_parameters_ = 0;
+  std::shared_ptr<ImageClassifierImpl> teacher_;  // FedNTD's copy of the global model (lazily made)
   size_t head_begin_ = 0;  // params_[head_begin_..] are the final layer (TrainOptions::freeze_head)
   torch::Tensor batch_x_;  // [capacity, 1, 28, 28] float32, reused across batches
   torch::Tensor batch_y_;  // [capacity] int64

@@ -40,6 +40,14 @@ struct TrainOptions {
   // FedBABU (Oh et al. 2022): the model's final layer (weight and bias, the last
   // ModelRunner::head_size() values in spec order) is not updated; only the body trains.
   bool freeze_head = false;
+  // FedNTD (Lee et al., NeurIPS 2022, "Preservation of the Global Knowledge by Not-True
+  // Distillation in Federated Learning"): when beta > 0 the loss adds beta tau^2
+  // KL(teacher || student) over the softmax (temperature tau) of the logits of every class but
+  // the sample's own, the teacher being the weights Train starts from (the global model), so
+  // that local steps on label-skewed data keep what the global model knows of the other classes.
+  // Costs a second copy of the model and one more forward pass per batch.
+  double not_true_distillation_beta = 0;
+  double not_true_distillation_tau = 1;
 };
 
 struct TrainResult {

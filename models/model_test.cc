@@ -307,21 +307,57 @@ data::ImageDataset FirstTrainImages(int64_t n) {
   return subset;
 }
 
-// FedProx and FedRS against a double-precision reference: the mlp (784-128-ReLU-10), full-batch
-// plain SGD steps on real images, each gradient plus mu (w - w_start), the logits multiplied by
-// `logit_scale` (empty = 1) before the softmax, written out by hand in double. Full batches make
-// the result independent of the shuffling order.
+// The local-training terms the double reference below can add to plain SGD.
+struct ReferenceTerms {
+  double mu = 0;                    // FedProx: + mu (w - w_start) on every gradient
+  std::vector<double> logit_scale;  // FedRS: logits multiplied by this (empty = 1)
+  std::vector<double> linear;       // FedDyn: - linear on every gradient (empty = 0)
+  bool freeze_head = false;         // FedBABU: fc2 takes no step
+  double ntd_beta = 0, ntd_tau = 1; // FedNTD: + beta tau^2 KL(start || current), not-true classes
+};
+
+// Local training terms against a double-precision reference: the mlp (784-128-ReLU-10),
+// full-batch plain SGD steps on real images with `terms`, written out by hand in double. Full
+// batches make the result independent of the shuffling order.
 std::vector<float> ReferenceMlpSgd(const std::vector<float>& start, const data::ImageDataset& data,
-                                   int64_t n, int steps, double lr, double mu,
-                                   const std::vector<double>& logit_scale = {},
-                                   const std::vector<double>& linear = {},
-                                   bool freeze_head = false) {
+                                   int64_t n, int steps, double lr, const ReferenceTerms& terms = {}) {
   constexpr int kIn = 784, kHidden = 128, kOut = 10;
+  const double mu = terms.mu;
+  const std::vector<double>& logit_scale = terms.logit_scale;
+  const std::vector<double>& linear = terms.linear;
   std::vector<double> w(start.begin(), start.end());
   const std::vector<double> w0 = w;
   // Spec order: fc1.weight [128, 784], fc1.bias [128], fc2.weight [10, 128], fc2.bias [10].
   const size_t w1 = 0, b1 = w1 + kHidden * kIn, w2 = b1 + kHidden, b2 = w2 + kOut * kHidden;
   std::vector<double> x(kIn), z1(kHidden), h(kHidden), z2(kOut), dh(kHidden);
+  // The mlp's logits for sample s with weights v (no scale).
+  auto logits_of = [&](const std::vector<double>& v, int64_t s) {
+    std::vector<double> hidden(kHidden), out(kOut);
+    for (int i = 0; i < kHidden; ++i) {
+      double acc = v[b1 + i];
+      for (int j = 0; j < kIn; ++j) acc += v[w1 + i * kIn + j] * (data.pixels[s * kIn + j] / 255.0);
+      hidden[i] = acc > 0 ? acc : 0;
+    }
+    for (int k = 0; k < kOut; ++k) {
+      double acc = v[b2 + k];
+      for (int i = 0; i < kHidden; ++i) acc += v[w2 + k * kHidden + i] * hidden[i];
+      out[k] = acc;
+    }
+    return out;
+  };
+  // softmax(z / tau) over every class but `label` (its own entry 0).
+  auto not_true_softmax = [&](const std::vector<double>& z, int label) {
+    std::vector<double> p(kOut, 0.0);
+    double max = -1e300, sum = 0;
+    for (int k = 0; k < kOut; ++k) {
+      if (k != label) max = std::max(max, z[k] / terms.ntd_tau);
+    }
+    for (int k = 0; k < kOut; ++k) {
+      if (k != label) sum += (p[k] = std::exp(z[k] / terms.ntd_tau - max));
+    }
+    for (double& v : p) v /= sum;
+    return p;
+  };
   for (int step = 0; step < steps; ++step) {
     std::vector<double> g(w.size(), 0.0);
     for (int64_t s = 0; s < n; ++s) {
@@ -341,10 +377,22 @@ std::vector<float> ReferenceMlpSgd(const std::vector<float>& start, const data::
       }
       double denom = 0;
       for (int k = 0; k < kOut; ++k) denom += std::exp(z2[k] - max);
+      // FedNTD: d/dz_k of beta tau^2 KL(t || s) / n over the not-true softmaxes at temperature
+      // tau is beta tau (s_k - t_k) / n (0 for the true class).
+      std::vector<double> ntd(kOut, 0.0);
+      if (terms.ntd_beta > 0) {
+        const int label = data.labels[s];
+        const std::vector<double> student = not_true_softmax(z2, label);
+        const std::vector<double> teacher = not_true_softmax(logits_of(w0, s), label);
+        for (int k = 0; k < kOut; ++k) {
+          ntd[k] = terms.ntd_beta * terms.ntd_tau * (student[k] - teacher[k]) / n;
+        }
+      }
       std::fill(dh.begin(), dh.end(), 0.0);
       for (int k = 0; k < kOut; ++k) {
         // d loss / d raw logit: the softmax's gradient times the logit's scale.
-        const double dz = (std::exp(z2[k] - max) / denom - (k == data.labels[s] ? 1 : 0)) / n *
+        const double dz = ((std::exp(z2[k] - max) / denom - (k == data.labels[s] ? 1 : 0)) / n +
+                           ntd[k]) *
                           (logit_scale.empty() ? 1.0 : logit_scale[k]);
         g[b2 + k] += dz;
         for (int i = 0; i < kHidden; ++i) {
@@ -359,7 +407,7 @@ std::vector<float> ReferenceMlpSgd(const std::vector<float>& start, const data::
       }
     }
     // A frozen head (fc2's weight and bias, the tail of the vector) takes no step.
-    for (size_t p = 0; p < (freeze_head ? w2 : w.size()); ++p) {
+    for (size_t p = 0; p < (terms.freeze_head ? w2 : w.size()); ++p) {
       w[p] -= lr * (g[p] + mu * (w[p] - w0[p]) - (linear.empty() ? 0.0 : linear[p]));
     }
   }
@@ -390,8 +438,10 @@ TEST(ModelRunner, FedProxMatchesADoublePrecisionReference) {
   };
   const std::vector<float> prox = train(0.8);
   const std::vector<float> plain = train(0.0);
-  const std::vector<float> ref_prox = ReferenceMlpSgd(start, subset, kSamples, kSteps, 0.5, 0.8);
-  const std::vector<float> ref_plain = ReferenceMlpSgd(start, subset, kSamples, kSteps, 0.5, 0.0);
+  ReferenceTerms prox_terms;
+  prox_terms.mu = 0.8;
+  const std::vector<float> ref_prox = ReferenceMlpSgd(start, subset, kSamples, kSteps, 0.5, prox_terms);
+  const std::vector<float> ref_plain = ReferenceMlpSgd(start, subset, kSamples, kSteps, 0.5);
   const double err_prox = MaxAbsDiff(prox, ref_prox);
   const double err_plain = MaxAbsDiff(plain, ref_plain);
   const double prox_effect = MaxAbsDiff(ref_prox, ref_plain);
@@ -434,8 +484,12 @@ TEST(ModelRunner, FedDynLinearTermMatchesADoublePrecisionReference) {
   std::vector<float> dyn;
   (*runner)->GetWeights(&dyn);
   const std::vector<double> linear_d(linear.begin(), linear.end());
-  const std::vector<float> ref = ReferenceMlpSgd(start, subset, kSamples, kSteps, kLr, kMu, {}, linear_d);
-  const std::vector<float> ref_without = ReferenceMlpSgd(start, subset, kSamples, kSteps, kLr, kMu);
+  ReferenceTerms prox_terms;
+  prox_terms.mu = kMu;
+  ReferenceTerms dyn_terms = prox_terms;
+  dyn_terms.linear = linear_d;
+  const std::vector<float> ref = ReferenceMlpSgd(start, subset, kSamples, kSteps, kLr, dyn_terms);
+  const std::vector<float> ref_without = ReferenceMlpSgd(start, subset, kSamples, kSteps, kLr, prox_terms);
   const double err = MaxAbsDiff(dyn, ref);
   const double effect = MaxAbsDiff(ref, ref_without);
   EXPECT_LT(err, 2e-5);
@@ -477,8 +531,12 @@ TEST(ModelRunner, FrozenHeadTrainsTheBodyOnlyAsTheDoublePrecisionReference) {
   (*runner)->GetWeights(&frozen);
   ASSERT_EQ(frozen.size(), start.size());
   EXPECT_TRUE(std::equal(frozen.end() - head, frozen.end(), start.end() - head));
-  const std::vector<float> ref = ReferenceMlpSgd(start, subset, kSamples, kSteps, kLr, kMu, {}, {}, true);
-  const std::vector<float> ref_whole = ReferenceMlpSgd(start, subset, kSamples, kSteps, kLr, kMu);
+  ReferenceTerms prox_terms;
+  prox_terms.mu = kMu;
+  ReferenceTerms frozen_terms = prox_terms;
+  frozen_terms.freeze_head = true;
+  const std::vector<float> ref = ReferenceMlpSgd(start, subset, kSamples, kSteps, kLr, frozen_terms);
+  const std::vector<float> ref_whole = ReferenceMlpSgd(start, subset, kSamples, kSteps, kLr, prox_terms);
   const double err = MaxAbsDiff(frozen, ref);
   // Freezing changes the body's path too (its gradients flow through the unchanged head).
   const double body_effect = MaxAbsDiff(std::vector<float>(ref.begin(), ref.end() - head),
@@ -508,6 +566,52 @@ TEST(ModelRunner, FrozenHeadTrainsTheBodyOnlyAsTheDoublePrecisionReference) {
   EXPECT_FALSE(std::equal(cnn_after.end() - cnn_head - 512, cnn_after.end() - cnn_head,
                           cnn_start.end() - cnn_head - 512));  // fc1's bias, just before the head
   EXPECT_FALSE(std::equal(cnn_after.begin(), cnn_after.begin() + 800, cnn_start.begin()));  // conv1
+}
+
+// FedNTD: not-true distillation from the weights Train starts from, against the double reference
+// (whose gradient is the closed form beta tau (s_k - t_k) / n on the not-true logits). Train is
+// run twice from different weights: the teacher must be the second start, not the first.
+TEST(ModelRunner, NotTrueDistillationMatchesADoublePrecisionReference) {
+  constexpr int64_t kSamples = 64;
+  constexpr int kSteps = 6;
+  constexpr double kLr = 0.5, kBeta = 4, kTau = 3;
+  auto runner = ModelRunner::Create("mlp", 1);
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  const data::ImageDataset subset = FirstTrainImages(kSamples);
+  TrainOptions options;
+  options.epochs = kSteps;  // one full batch per epoch
+  options.batch_size = kSamples;
+  options.lr = kLr;
+  options.seed = 4;
+  options.not_true_distillation_beta = kBeta;
+  options.not_true_distillation_tau = kTau;
+  ASSERT_TRUE((*runner)->SetWeights(*InitialWeights("mlp", 7)).ok());
+  ASSERT_TRUE((*runner)->Train(subset, options, nullptr).ok());  // teacher: seed 7's weights
+  const std::vector<float> start = *InitialWeights("mlp", 8);
+  ASSERT_TRUE((*runner)->SetWeights(start).ok());
+  absl::StatusOr<TrainResult> trained = (*runner)->Train(subset, options, nullptr);
+  ASSERT_TRUE(trained.ok()) << trained.status();
+  std::vector<float> ntd;
+  (*runner)->GetWeights(&ntd);
+  ReferenceTerms terms;
+  terms.ntd_beta = kBeta;
+  terms.ntd_tau = kTau;
+  const std::vector<float> ref = ReferenceMlpSgd(start, subset, kSamples, kSteps, kLr, terms);
+  const std::vector<float> ref_plain = ReferenceMlpSgd(start, subset, kSamples, kSteps, kLr);
+  const double err = MaxAbsDiff(ntd, ref);
+  const double effect = MaxAbsDiff(ref, ref_plain);
+  EXPECT_LT(err, 2e-5);
+  EXPECT_GT(effect, 100 * err);
+  std::printf("fedntd: max |torch - ref| %.2e; the distillation term moved %.2e\n", err, effect);
+  // The reported loss stays the cross-entropy alone: finite and positive.
+  EXPECT_GT(trained->mean_loss, 0);
+  for (auto [beta, tau] : {std::pair{-1.0, 3.0}, std::pair{1.0, 0.0}, std::pair{1.0, -2.0},
+                           std::pair{std::nan(""), 3.0}, std::pair{1.0, HUGE_VAL}}) {
+    options.not_true_distillation_beta = beta;
+    options.not_true_distillation_tau = tau;
+    EXPECT_EQ((*runner)->Train(subset, options, nullptr).status().code(),
+              absl::StatusCode::kInvalidArgument) << beta << " " << tau;
+  }
 }
 
 // FedRS: on a device whose data has only some classes, Train scales the other classes' logits
@@ -548,8 +652,10 @@ TEST(ModelRunner, RestrictedSoftmaxMatchesADoublePrecisionReference) {
   };
   const std::vector<float> rs = train(kAlpha);
   const std::vector<float> plain = train(1.0);
-  const std::vector<float> ref_rs = ReferenceMlpSgd(start, subset, kSamples, kSteps, kLr, 0, scale);
-  const std::vector<float> ref_plain = ReferenceMlpSgd(start, subset, kSamples, kSteps, kLr, 0);
+  ReferenceTerms rs_terms;
+  rs_terms.logit_scale = scale;
+  const std::vector<float> ref_rs = ReferenceMlpSgd(start, subset, kSamples, kSteps, kLr, rs_terms);
+  const std::vector<float> ref_plain = ReferenceMlpSgd(start, subset, kSamples, kSteps, kLr);
   const double err_rs = MaxAbsDiff(rs, ref_rs);
   const double err_plain = MaxAbsDiff(plain, ref_plain);
   const double effect = MaxAbsDiff(ref_rs, ref_plain);

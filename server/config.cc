@@ -45,6 +45,7 @@ constexpr double kDefaultWeightDecay = 0;
 constexpr int32_t kDefaultMaxSamples = 0;
 constexpr char kDefaultCodec[] = "dense";
 constexpr int32_t kDefaultEfMaxStaleness = 5;
+constexpr double kDefaultNtdTau = 3;  // FedNTD's temperature (Lee et al. 2022)
 constexpr double kDefaultDeadlineSeconds = 300;
 constexpr double kDefaultQuorum = 0.5;
 constexpr int32_t kDefaultMaxRoundAttempts = 3;
@@ -65,6 +66,7 @@ void FillClientDefaults(proto::ClientTraining* c) {
   if (!c->has_uplink()) c->set_uplink(kDefaultCodec);
   if (!c->has_downlink()) c->set_downlink(kDefaultCodec);
   if (!c->has_ef_max_staleness()) c->set_ef_max_staleness(kDefaultEfMaxStaleness);
+  if (!c->has_ntd_tau()) c->set_ntd_tau(kDefaultNtdTau);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -465,6 +467,8 @@ absl::Status ValidateClient(const std::string& prefix, const proto::ClientTraini
     RETURN_IF_ERROR(CheckInterval(prefix + ".restricted_softmax_alpha",
                                   c.restricted_softmax_alpha(), End::kClosed, 0, 1, End::kClosed));
   }
+  if (c.has_ntd_beta()) RETURN_IF_ERROR(CheckNonNegative(prefix + ".ntd_beta", c.ntd_beta()));
+  if (c.has_ntd_tau()) RETURN_IF_ERROR(CheckPositive(prefix + ".ntd_tau", c.ntd_tau()));
   if (c.has_min_battery_percent() && !(c.min_battery_percent() >= 0 && c.min_battery_percent() <= 100)) {
     return absl::InvalidArgumentError(absl::StrCat(prefix, ".min_battery_percent must be in 0..100, got ",
                                                    c.min_battery_percent()));
@@ -662,6 +666,10 @@ proto::TaskConfig ResolveTaskConfig(const proto::ExperimentConfig& config, int64
     task.set_restricted_softmax_alpha(resolved.restricted_softmax_alpha());
   }
   task.set_freeze_head(resolved.freeze_head());
+  if (resolved.ntd_beta() > 0) {
+    task.set_ntd_beta(resolved.ntd_beta());
+    task.set_ntd_tau(resolved.ntd_tau());
+  }
   task.set_min_battery_percent(resolved.min_battery_percent());
   task.set_max_temperature_c(resolved.max_temperature_c());
   task.set_require_charging(resolved.require_charging());

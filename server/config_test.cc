@@ -380,6 +380,21 @@ TEST(Config, AggregationPresetsFillTheirStagesAndExplicitFieldsWin) {
   auto babu_off = Resolve({"aggregation.strategy=fedbabu", "client.freeze_head=false"});
   ASSERT_TRUE(babu_off.ok()) << babu_off.status();
   EXPECT_FALSE(ResolveTaskConfig(*babu_off, 1).freeze_head());
+  // FedNTD: off by default (no fields in the task); the preset's beta 1 and the default tau 3
+  // reach the task; with another optimizer and a schedule too.
+  EXPECT_EQ(ResolveTaskConfig(*avg, 1).ntd_beta(), 0);
+  EXPECT_EQ(ResolveTaskConfig(*avg, 1).ntd_tau(), 0);
+  auto ntd = Resolve({"aggregation.strategy=fedntd"});
+  ASSERT_TRUE(ntd.ok()) << ntd.status();
+  EXPECT_EQ(ntd->aggregation().server_optimizer().name(), "sgd");
+  EXPECT_DOUBLE_EQ(ResolveTaskConfig(*ntd, 1).ntd_beta(), 1);
+  EXPECT_DOUBLE_EQ(ResolveTaskConfig(*ntd, 1).ntd_tau(), 3);
+  auto ntd_adam = Resolve({"aggregation.strategy=fedadam", "client.ntd_beta=0.5", "client.ntd_tau=2",
+                           R"(schedule=[{"from_round":5,"client":{"ntd_beta":0}}])"});
+  ASSERT_TRUE(ntd_adam.ok()) << ntd_adam.status();
+  EXPECT_DOUBLE_EQ(ResolveTaskConfig(*ntd_adam, 4).ntd_beta(), 0.5);
+  EXPECT_DOUBLE_EQ(ResolveTaskConfig(*ntd_adam, 4).ntd_tau(), 2);
+  EXPECT_EQ(ResolveTaskConfig(*ntd_adam, 5).ntd_beta(), 0);
   auto dp = Resolve({"aggregation.strategy=dp_fedavg_adaptive", "sampling.min_clients=40"});
   ASSERT_TRUE(dp.ok()) << dp.status();
   EXPECT_EQ(dp->aggregation().combiner().rule(), "mean");
@@ -441,6 +456,11 @@ TEST(Config, BadAggregationNamesTheField) {
   EXPECT_THAT(ResolveError({R"(schedule=[{"from_round":2,"dp_noise_multiplier":1}])"}),
               HasSubstr("dp_noise_multiplier is set but aggregation.dp.enabled is false"));
   EXPECT_EQ(ResolveError({"client.proximal_mu=-0.1"}), "client.proximal_mu must be >= 0, got -0.1");
+  EXPECT_EQ(ResolveError({"client.ntd_beta=-1"}), "client.ntd_beta must be >= 0, got -1");
+  EXPECT_EQ(ResolveError({"aggregation.strategy=fedntd", "client.ntd_tau=0"}),
+            "client.ntd_tau must be > 0, got 0");
+  EXPECT_EQ(ResolveError({R"(schedule=[{"from_round":2,"client":{"ntd_tau":-3}}])"}),
+            "schedule[0].client.ntd_tau must be > 0, got -3");
   EXPECT_EQ(ResolveError({"client.restricted_softmax_alpha=1.5"}),
             "client.restricted_softmax_alpha must be in [0, 1], got 1.5");
   EXPECT_EQ(ResolveError({"client.restricted_softmax_alpha=-0.1"}),

@@ -32,6 +32,7 @@ constexpr double kDefaultTargetQuantile = 0.5;
 constexpr double kDefaultClipLr = 0.2;
 constexpr double kDefaultProximalMu = 0.01;
 constexpr double kDefaultRestrictedSoftmaxAlpha = 0.5;  // FedRS's recommended alpha
+constexpr double kDefaultNtdBeta = 1.0;  // FedNTD's beta (Lee et al. 2022)
 constexpr double kDefaultFedDynAlpha = 0.01;  // Acar et al. 2021's most used value
 
 // Per-optimizer defaults (Flower's for the adaptive rules; aggregation/server_optimizer.h).
@@ -129,6 +130,13 @@ const std::vector<Preset>& Presets() {
          SetRule(c->mutable_aggregation(), "weighted_mean");
          SetOptimizer(c->mutable_aggregation(), "sgd");
          if (!c->client().has_freeze_head()) c->mutable_client()->set_freeze_head(true);
+       }},
+      {{"fedntd", "FedNTD (Lee et al. 2022): FedAvg; devices distil the global model's not-true classes",
+        "client.ntd_beta=1, client.ntd_tau=3 (plus fedavg)"},
+       [](ExperimentConfig* c) {
+         SetRule(c->mutable_aggregation(), "weighted_mean");
+         SetOptimizer(c->mutable_aggregation(), "sgd");
+         if (!c->client().has_ntd_beta()) c->mutable_client()->set_ntd_beta(kDefaultNtdBeta);
        }},
       {{"feddyn", "FedDyn (Acar et al. 2021): devices keep a linear term that cancels their drift",
         "server_optimizer.name=feddyn alpha=0.01 (lr 1, fixed; devices: proximal weight alpha)"},
@@ -621,10 +629,12 @@ std::string StrategiesHelp() {
       "                      concurrency 0 (= every eligible device is offered each version).\n"
       "                      Streaming combiners only; no DP.\n"
       "\nPer round (schedule entries): server_lr, dp_noise_multiplier; client.proximal_mu\n"
-      "(FedProx), client.restricted_softmax_alpha (FedRS) and client.freeze_head (FedBABU:\n"
-      "the model's final layer keeps its weights) like every client setting.\n"
+      "(FedProx), client.restricted_softmax_alpha (FedRS), client.freeze_head (FedBABU:\n"
+      "the model's final layer keeps its weights) and client.ntd_beta / ntd_tau (FedNTD:\n"
+      "not-true distillation from the round's global model, beta >= 0, tau > 0, default 3)\n"
+      "like every client setting.\n"
       "\nClient-side terms combine with any server optimizer, e.g. fedadam with\n"
-      "client.restricted_softmax_alpha=0.5 or client.freeze_head=true.\n"
+      "client.ntd_beta=1, client.restricted_softmax_alpha=0.5 or client.freeze_head=true.\n"
       "\nHierarchical (fl-server --upstream, a regional aggregator): the aggregator only averages\n"
       "(weighted_mean, sgd lr 1 without momentum, no DP; norm_bound is fine, per device); server\n"
       "optimizers, robust rules (one mean per region) and central DP (a region is a participant)\n"

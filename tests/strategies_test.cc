@@ -223,6 +223,49 @@ TEST(Strategies, FedBabuKeepsTheInitialHeadThroughRealRounds) {
   EXPECT_GT(body_moved, global.size() / 2) << "of " << global.size() - head << " body values";
 }
 
+// FedNTD through the real protocol: one round from the same initial model, seed and data, with
+// fedavg and with fedntd (beta 4), gives different global models, i.e. the devices distilled
+// (a device that ignored the task's ntd_beta, e.g. a build from before it, gives the same model
+// twice and fails this); and fedntd learns.
+TEST(Strategies, FedNtdReachesTheDevicesAndChangesTheirTraining) {
+  const std::string dir = MakeTempDir("edgefl-fedntd");
+  auto run = [&](const std::string& name, const std::vector<std::string>& extra) {
+    int port = 0;
+    std::vector<std::string> args = {"--model=small_cnn", "--rounds=1", "--min_clients=2",
+                                     "--eval_samples=500", "--deadline=120", "--set=quorum=1",
+                                     "--set=seed=5", "--set=client.max_samples=300",
+                                     "--out=" + dir + "/" + name};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto server = StartServer(args, dir, name + ".log", &port);
+    EXPECT_GT(port, 0) << server->Log();
+    std::vector<std::unique_ptr<Subprocess>> clients;
+    for (int i = 0; i < 2; ++i) {
+      // labels:2 shards: each device has two classes, what FedNTD is for.
+      clients.push_back(StartClient(port,
+                                    {"--data=fmnist", "--partition=labels:2", "--num_partitions=20",
+                                     absl::StrCat("--client_index=", i), "--seed=0",
+                                     "--max_retry_seconds=120"},
+                                    dir, absl::StrCat(name, "-client", i, ".log")));
+    }
+    EXPECT_EQ(server->Wait(kRunTimeout), 0) << server->Log();
+    for (auto& c : clients) EXPECT_EQ(c->Wait(absl::Seconds(60)), 0) << c->Log();
+    auto metrics = ReadJsonLines(dir + "/" + name + "/metrics.jsonl");
+    EXPECT_EQ(metrics.size(), 1u);
+    if (metrics.size() == 1) EXPECT_EQ(NumberField(metrics[0], "clients_reported"), 2);
+    absl::StatusOr<server::RunStore> store = server::RunStore::Open(dir + "/" + name);
+    EXPECT_TRUE(store.ok()) << store.status();
+    if (!store.ok()) return std::string();
+    absl::StatusOr<proto::Checkpoint> ckpt = store->ReadCheckpoint();
+    EXPECT_TRUE(ckpt.ok()) << ckpt.status();
+    return ckpt.ok() ? ckpt->weights() : std::string();
+  };
+  const std::string avg = run("fedavg", {"--set=aggregation.strategy=fedavg"});
+  const std::string ntd = run("fedntd", {"--set=aggregation.strategy=fedntd", "--set=client.ntd_beta=4"});
+  ASSERT_FALSE(avg.empty());
+  ASSERT_EQ(avg.size(), ntd.size());
+  EXPECT_NE(avg, ntd) << "the devices trained the same with and without ntd_beta";
+}
+
 // One Gaussian attacker among six devices: FedAvg's mean is wrecked, multi-Krum (f = 1) drops
 // the attacker and learns. All through the real protocol.
 double ByzantineRun(const std::string& dir, const std::string& strategy) {
@@ -315,6 +358,7 @@ TEST(Strategies, BadAggregationConfigIsRefusedAtStartUpAndWritesNothing) {
       {"aggregation.server_optimizer.alpha=0", "aggregation.server_optimizer.alpha"},
       {"client.proximal_mu=0.1", "client.proximal_mu"},
       {"client.freeze_head=2", "client.freeze_head"},
+      {"client.ntd_tau=0", "client.ntd_tau"},
   };
   const std::vector<std::string> context = {
       "",  // strategy-independent
@@ -322,7 +366,8 @@ TEST(Strategies, BadAggregationConfigIsRefusedAtStartUpAndWritesNothing) {
       "--set=aggregation.strategy=fedtrimmedavg", "--set=aggregation.strategy=krum",
       "--set=aggregation.strategy=dp_fedavg", "--set=aggregation.strategy=dp_fedavg",
       "--set=aggregation.strategy=fedrs", "--set=aggregation.strategy=feddyn",
-      "--set=aggregation.strategy=feddyn", "--set=aggregation.strategy=fedbabu"};
+      "--set=aggregation.strategy=feddyn", "--set=aggregation.strategy=fedbabu",
+      "--set=aggregation.strategy=fedntd"};
   for (size_t i = 0; i < cases.size(); ++i) {
     const std::string out = absl::StrCat(dir, "/run", i);
     std::vector<std::string> argv = {BinDir() + "/fl-server", "--insecure",
@@ -339,7 +384,7 @@ TEST(Strategies, BadAggregationConfigIsRefusedAtStartUpAndWritesNothing) {
   std::string listing;
   ASSERT_EQ(RunProgram({BinDir() + "/fl-server", "strategies"}, &listing), 0) << listing;
   for (const char* name : {"fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedprox",
-                           "fedrs", "fedbabu", "feddyn", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "dp_fedavg"}) {
+                           "fedrs", "fedbabu", "fedntd", "feddyn", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "dp_fedavg"}) {
     EXPECT_NE(listing.find(name), std::string::npos) << name;
   }
 }
