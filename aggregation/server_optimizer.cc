@@ -150,7 +150,7 @@ class Sgd : public ServerOptimizer {
 class FedDyn : public ServerOptimizer {
  public:
   explicit FedDyn(const FedDynOptions& options)
-      : ServerOptimizer(options.learning_rate),
+      : ServerOptimizer(1.0),
         dim_(options.dim),
         alpha_(options.alpha),
         h_(options.dim, 0.0) {}
@@ -160,25 +160,32 @@ class FedDyn : public ServerOptimizer {
 
   absl::Status Apply(absl::Span<const double> delta, absl::Span<float> global) override {
     RETURN_IF_ERROR(CheckSizes(dim_, delta, global));
-    const double lr = learning_rate_;
     for (size_t i = 0; i < dim_; ++i) {
       const double h = h_[i] - alpha_ * delta[i];
       if (!std::isfinite(h) ||
-          !std::isfinite(static_cast<float>(global[i] + lr * (delta[i] - h / alpha_)))) {
+          !std::isfinite(static_cast<float>(global[i] + (delta[i] - h / alpha_)))) {
         return Overflow(i);
       }
     }
     for (size_t i = 0; i < dim_; ++i) {
       h_[i] -= alpha_ * delta[i];
-      global[i] = static_cast<float>(global[i] + lr * (delta[i] - h_[i] / alpha_));
+      global[i] = static_cast<float>(global[i] + (delta[i] - h_[i] / alpha_));
     }
     ++steps_;
     return absl::OkStatus();
   }
 
+  absl::Status SetLearningRate(double learning_rate) override {
+    if (learning_rate != 1.0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "aggregation.server_optimizer.learning_rate must be 1 with feddyn, got ", learning_rate));
+    }
+    return absl::OkStatus();
+  }
+
   std::string SaveState() const override {
     StateWriter writer(kKind);
-    PutStateHeader(writer, dim_, learning_rate_, steps_);
+    PutStateHeader(writer, dim_, learning_rate_, steps_);  // 1: the format every optimizer shares
     writer.PutF64Array(h_);
     return writer.Finish();
   }
@@ -195,7 +202,10 @@ class FedDyn : public ServerOptimizer {
             absl::StrCat("state for ", kKind, ": non-finite h at index ", i));
       }
     }
-    learning_rate_ = header.learning_rate;
+    if (header.learning_rate != 1.0) {
+      return absl::InvalidArgumentError(absl::StrCat("state for ", kKind, ": learning rate ",
+                                                     header.learning_rate, ", FedDyn's is 1"));
+    }
     steps_ = header.steps;
     h_ = std::move(h);
     return absl::OkStatus();
@@ -335,7 +345,6 @@ absl::StatusOr<std::unique_ptr<ServerOptimizer>> CreateServerSgd(const SgdOption
 
 absl::StatusOr<std::unique_ptr<ServerOptimizer>> CreateServerFedDyn(const FedDynOptions& options) {
   RETURN_IF_ERROR(CheckDim(options.dim));
-  RETURN_IF_ERROR(CheckPositive("learning_rate", options.learning_rate));
   RETURN_IF_ERROR(CheckPositive("alpha", options.alpha));
   return std::unique_ptr<ServerOptimizer>(std::make_unique<FedDyn>(options));
 }

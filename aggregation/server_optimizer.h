@@ -54,8 +54,9 @@ class ServerOptimizer {
   virtual absl::Status Apply(absl::Span<const double> delta, absl::Span<float> global) = 0;
 
   // Overrides the server learning rate from the next Apply on (e.g. a per-round schedule); it
-  // stays until changed again and is part of the saved state. INVALID_ARGUMENT unless finite > 0.
-  absl::Status SetLearningRate(double learning_rate);
+  // stays until changed again and is part of the saved state. INVALID_ARGUMENT unless finite > 0
+  // (FedDyn: unless 1, its only step).
+  virtual absl::Status SetLearningRate(double learning_rate);
   double learning_rate() const { return learning_rate_; }
   // Steps taken so far.
   int64_t steps() const { return steps_; }
@@ -107,11 +108,12 @@ struct AdagradOptions {
   double beta1 = 0.0;          // momentum in [0, 1). Flower FedAdagrad: 0 (Reddi et al. allow > 0)
   double tau = 1e-9;           // finite > 0. Flower FedAdagrad: 1e-9
 };
-// FedDyn's server side (formula above).
+// FedDyn's server side (formula above). Its step is the paper's, learning rate 1: the devices'
+// terms assume the model moves by the whole mean update (a damped step diverged on the labels:2
+// split), so SetLearningRate refuses anything else.
 struct FedDynOptions {
-  size_t dim = 0;              // number of model parameters; > 0
-  double learning_rate = 1.0;  // finite > 0; 1 = the paper's rule
-  double alpha = 0.01;         // finite > 0; must equal the devices' TaskConfig.feddyn_alpha
+  size_t dim = 0;       // number of model parameters; > 0
+  double alpha = 0.01;  // finite > 0; must equal the devices' TaskConfig.feddyn_alpha
 };
 absl::StatusOr<std::unique_ptr<ServerOptimizer>> CreateServerFedDyn(const FedDynOptions& options);
 absl::StatusOr<std::unique_ptr<ServerOptimizer>> CreateServerAdam(const AdamOptions& options);

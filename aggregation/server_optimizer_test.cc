@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "aggregation/accumulator.h"
+#include "aggregation/state_format.h"
 #include "aggregation/strategy.h"
 #include "gtest/gtest.h"
 
@@ -92,7 +93,8 @@ std::unique_ptr<ServerOptimizer> Make(Params::Rule rule, size_t dim, const Param
       opt = CreateServerSgd({dim, r.lr, r.momentum});
       break;
     case Params::kFedDyn:
-      opt = CreateServerFedDyn({dim, r.lr, r.alpha});
+      EXPECT_EQ(r.lr, 1.0) << "FedDyn's step is fixed at 1";
+      opt = CreateServerFedDyn({dim, r.alpha});
       break;
   }
   EXPECT_TRUE(opt.ok()) << opt.status();
@@ -134,12 +136,33 @@ TEST(ServerOptimizer, AdagradMatchesReference) {
 }
 TEST(ServerOptimizer, FedDynMatchesReference) {
   ExpectMatchesReference({Params::kFedDyn, 1.0, 0, 0, 0, 0, 0.01}, "feddyn");
-  ExpectMatchesReference({Params::kFedDyn, 0.5, 0, 0, 0, 0, 0.3}, "feddyn");
+  ExpectMatchesReference({Params::kFedDyn, 1.0, 0, 0, 0, 0, 0.3}, "feddyn");
+  // Its step is fixed: another learning rate (a schedule's server_lr) is refused, 1 is fine.
+  auto opt = *CreateServerFedDyn({4, 0.1});
+  EXPECT_EQ(opt->SetLearningRate(0.5).message(),
+            "aggregation.server_optimizer.learning_rate must be 1 with feddyn, got 0.5");
+  EXPECT_TRUE(opt->SetLearningRate(1.0).ok());
+  EXPECT_EQ(opt->learning_rate(), 1.0);
+  // Nor does a saved state with another lr load (FedDyn's own blobs always hold 1).
+  StateWriter damped("server_optimizer.feddyn");
+  damped.PutU64(4);    // dim
+  damped.PutF64(0.5);  // learning rate
+  damped.PutU64(2);    // steps
+  damped.PutF64Array(std::vector<double>(4, 0.25));
+  EXPECT_EQ(opt->LoadState(damped.Finish()).message(),
+            "state for server_optimizer.feddyn: learning rate 0.5, FedDyn's is 1");
+  StateWriter plain("server_optimizer.feddyn");
+  plain.PutU64(4);
+  plain.PutF64(1.0);
+  plain.PutU64(2);
+  plain.PutF64Array(std::vector<double>(4, 0.25));
+  EXPECT_TRUE(opt->LoadState(plain.Finish()).ok());
+  EXPECT_EQ(opt->steps(), 2);
 }
 // FedDyn's first step by hand: h = -alpha d, so the model moves by 2 d (lr 1); the second step
 // with the same d moves 3 d (h = -2 alpha d).
 TEST(ServerOptimizer, FedDynFirstStepsByHand) {
-  auto opt = *CreateServerFedDyn({1, 1.0, 0.1});
+  auto opt = *CreateServerFedDyn({1, 0.1});
   std::vector<float> x{1.0f};
   ASSERT_TRUE(opt->Apply(std::vector<double>{0.25}, absl::MakeSpan(x)).ok());
   EXPECT_FLOAT_EQ(x[0], 1.5f);
@@ -208,7 +231,7 @@ TEST(ServerOptimizer, SaveLoadMidRunContinuesIdentically) {
         case 2:
           return *CreateServerAdagrad({kDim});
         case 3:
-          return *CreateServerFedDyn({kDim, 1.0, 0.05});
+          return *CreateServerFedDyn({kDim, 0.05});
         default:
           return *CreateServerSgd({kDim, 0.5, 0.9});
       }
@@ -218,13 +241,15 @@ TEST(ServerOptimizer, SaveLoadMidRunContinuesIdentically) {
     std::vector<float> x = RandomModel(kDim, &rng);
     for (int r = 0; r < 4; ++r)
       ASSERT_TRUE(a->Apply(RandomDelta(kDim, &rng, 0.1), absl::MakeSpan(x)).ok());
-    ASSERT_TRUE(a->SetLearningRate(0.03).ok());
+    // A scheduled lr is part of the state (FedDyn's is fixed at 1).
+    const double lr = a->name() == "feddyn" ? 1.0 : 0.03;
+    ASSERT_TRUE(a->SetLearningRate(lr).ok());
     const std::string saved = a->SaveState();
     std::vector<float> y = x;
     b = make();
     ASSERT_TRUE(b->LoadState(saved).ok()) << a->name();
     EXPECT_EQ(b->steps(), 4);
-    EXPECT_EQ(b->learning_rate(), 0.03);
+    EXPECT_EQ(b->learning_rate(), lr);
     EXPECT_EQ(b->SaveState(), saved);
     for (int r = 0; r < 4; ++r) {
       const std::vector<double> d = RandomDelta(kDim, &rng, 0.1);
@@ -267,7 +292,7 @@ TEST(ServerOptimizer, RefusesCorruptTruncatedAndForeignState) {
   EXPECT_EQ(sgd->LoadState(good).code(), absl::StatusCode::kInvalidArgument);
   auto plain_sgd = *CreateServerSgd({64});
   EXPECT_EQ(plain_sgd->LoadState(sgd->SaveState()).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ((*CreateServerFedDyn({64, 1.0, 0.1}))->LoadState(good).code(),
+  EXPECT_EQ((*CreateServerFedDyn({64, 0.1}))->LoadState(good).code(),
             absl::StatusCode::kInvalidArgument);
   // A refused load leaves the state as it was.
   EXPECT_EQ(fresh->SaveState(), (*CreateServerAdam({64}))->SaveState());
@@ -293,7 +318,7 @@ TEST(ServerOptimizer, BadParametersNameTheField) {
       {CreateServerSgd({10, 1.0, 1.0}).status(),
        "aggregation.server_optimizer.momentum must be in [0, 1), got 1"},
       {CreateServerSgd({0}).status(), "aggregation.server_optimizer.dim must be > 0, got 0"},
-      {CreateServerFedDyn({10, 1.0, 0.0}).status(),
+      {CreateServerFedDyn({10, 0.0}).status(),
        "aggregation.server_optimizer.alpha must be finite and > 0, got 0"},
       {(*CreateServerSgd({3}))->SetLearningRate(0),
        "aggregation.server_optimizer.learning_rate must be finite and > 0, got 0"},

@@ -520,7 +520,6 @@ absl::StatusOr<aggregation::PipelineOptions> PipelineOptionsFor(const Experiment
   p.adam.beta1 = p.yogi.beta1 = p.adagrad.beta1 = o.beta1();
   p.adam.beta2 = p.yogi.beta2 = o.beta2();
   if (o.has_tau()) p.adam.tau = p.yogi.tau = p.adagrad.tau = o.tau();
-  p.feddyn.learning_rate = o.lr();
   if (o.has_alpha()) p.feddyn.alpha = o.alpha();
   const proto::DifferentialPrivacy& dp = a.dp();
   if (dp.enabled()) {
