@@ -307,6 +307,16 @@ data::ImageDataset FirstTrainImages(int64_t n) {
   return subset;
 }
 
+// Plain SGD options of one full batch per step (epochs = steps), as the references below take.
+TrainOptions FullBatch(int steps, int64_t samples, double lr, uint64_t seed) {
+  TrainOptions options;
+  options.epochs = steps;
+  options.batch_size = static_cast<int>(samples);
+  options.lr = lr;
+  options.seed = seed;
+  return options;
+}
+
 // The local-training terms the double reference below can add to plain SGD.
 struct ReferenceTerms {
   double mu = 0;                    // FedProx: + mu (w - w_start) on every gradient
@@ -423,11 +433,7 @@ TEST(ModelRunner, FedProxMatchesADoublePrecisionReference) {
   // Start away from the anchor's neighbourhood so the proximal term is large: a few plain steps
   // first would not do (the anchor is where Train starts), so use a big lr and mu.
   const std::vector<float> start = *InitialWeights("mlp", 3);
-  TrainOptions options;
-  options.epochs = kSteps;  // one full batch per epoch
-  options.batch_size = kSamples;
-  options.lr = 0.5;
-  options.seed = 9;
+  TrainOptions options = FullBatch(kSteps, kSamples, 0.5, 9);
   auto train = [&](double mu) {
     EXPECT_TRUE((*runner)->SetWeights(start).ok());
     options.proximal_mu = mu;
@@ -472,12 +478,8 @@ TEST(ModelRunner, FedDynLinearTermMatchesADoublePrecisionReference) {
   std::normal_distribution<float> normal(0.0f, 0.02f);
   std::vector<float> linear(start.size());
   for (float& v : linear) v = normal(rng);
-  TrainOptions options;
-  options.epochs = kSteps;  // one full batch per epoch
-  options.batch_size = kSamples;
-  options.lr = kLr;
+  TrainOptions options = FullBatch(kSteps, kSamples, kLr, 5);
   options.proximal_mu = kMu;
-  options.seed = 5;
   options.linear_term = linear;
   ASSERT_TRUE((*runner)->SetWeights(start).ok());
   ASSERT_TRUE((*runner)->Train(subset, options, nullptr).ok());
@@ -518,12 +520,8 @@ TEST(ModelRunner, FrozenHeadTrainsTheBodyOnlyAsTheDoublePrecisionReference) {
   const data::ImageDataset subset = FirstTrainImages(kSamples);
   const std::vector<float> start = *InitialWeights("mlp", 6);
   const size_t head = 10 * 128 + 10;  // fc2.weight [10, 128] and fc2.bias [10], last in spec order
-  TrainOptions options;
-  options.epochs = kSteps;  // one full batch per epoch
-  options.batch_size = kSamples;
-  options.lr = kLr;
+  TrainOptions options = FullBatch(kSteps, kSamples, kLr, 2);
   options.proximal_mu = kMu;
-  options.seed = 2;
   options.freeze_head = true;
   ASSERT_TRUE((*runner)->SetWeights(start).ok());
   ASSERT_TRUE((*runner)->Train(subset, options, nullptr).ok());
@@ -578,11 +576,7 @@ TEST(ModelRunner, NotTrueDistillationMatchesADoublePrecisionReference) {
   auto runner = ModelRunner::Create("mlp", 1);
   ASSERT_TRUE(runner.ok()) << runner.status();
   const data::ImageDataset subset = FirstTrainImages(kSamples);
-  TrainOptions options;
-  options.epochs = kSteps;  // one full batch per epoch
-  options.batch_size = kSamples;
-  options.lr = kLr;
-  options.seed = 4;
+  TrainOptions options = FullBatch(kSteps, kSamples, kLr, 4);
   options.not_true_distillation_beta = kBeta;
   options.not_true_distillation_tau = kTau;
   ASSERT_TRUE((*runner)->SetWeights(*InitialWeights("mlp", 7)).ok());
@@ -636,11 +630,7 @@ TEST(ModelRunner, RestrictedSoftmaxMatchesADoublePrecisionReference) {
   std::vector<double> scale(10, kAlpha);
   scale[0] = scale[3] = scale[7] = 1;
   const std::vector<float> start = *InitialWeights("mlp", 5);
-  TrainOptions options;
-  options.epochs = kSteps;  // one full batch per epoch
-  options.batch_size = kSamples;
-  options.lr = kLr;
-  options.seed = 4;
+  TrainOptions options = FullBatch(kSteps, kSamples, kLr, 4);
   auto train = [&](double alpha) {
     EXPECT_TRUE((*runner)->SetWeights(start).ok());
     options.restricted_softmax_alpha = alpha;
