@@ -45,10 +45,19 @@ TEST(DeviceEligibility, IneligibleDevicesAreNotSelectedAndDeclinesAreCounted) {
                              "--set=eligibility.min_samples=200"},
                             dir, "server.log", &port);
   ASSERT_GT(port, 0) << server->Log();
+  // 30 samples: below eligibility.min_samples, never selected. It joins first: the server starts
+  // its rounds as soon as two eligible devices joined, and a device that came later (a slow
+  // start on a loaded machine) would find the run over.
+  auto small = StartClient(port, ClientArgs(1, 2000), dir, "small.log");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return server->Log().find("is not eligible for selection: 30 samples < min_samples 200") !=
+               std::string::npos;
+      },
+      absl::Seconds(60)))
+      << server->Log() << small->Log();
   // 300 samples: eligible, trains.
   auto a = StartClient(port, ClientArgs(0, 200), dir, "a.log");
-  // 30 samples: below eligibility.min_samples, never selected.
-  auto small = StartClient(port, ClientArgs(1, 2000), dir, "small.log");
   // 300 samples but 10% battery with --min_battery_percent 30: selected, declines each round.
   std::vector<std::string> low = ClientArgs(2, 200);
   low.push_back("--device_state_root=" + board);
