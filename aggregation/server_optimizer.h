@@ -15,10 +15,11 @@
 // m starts at 0 and v at tau^2 (Reddi et al.: v_{-1} >= tau^2; Flower starts v at 0 instead).
 // No bias correction (as Algorithm 2; Flower's FedAdam adds one). sign(0) = 0.
 //   feddyn (Acar et al. 2021, "Federated Learning Based on Dynamic Regularization", Alg. 1):
-//       h = h - alpha d;  x += lr (d - h / alpha)      (h starts at 0)
-//     lr = 1 is the paper's  theta = mean(theta_k) - h / alpha, and the only lr the config
-//     accepts (server/strategy_registry.cc): with lr 0.5 the devices' terms over-correct and a
-//     labels:2 run diverged at round 13. The paper updates h with
+//       h = h - alpha d;  x += d - h / alpha      (h starts at 0)
+//     the paper's  theta = mean(theta_k) - h / alpha. There is no server lr: SetLearningRate
+//     refuses anything but 1, as the config does at start-up (server/strategy_registry.cc), since
+//     with a step of 0.5 the devices' terms over-correct (a labels:2 run diverged at round 13).
+//     The paper updates h with
 //     (1/m) sum over the participants (m = all devices); here d is the participants' mean, i.e.
 //     the paper's rule when every device takes part in every round (a smaller share of devices
 //     per round makes h move faster than the paper's). The devices' side (their linear term) is

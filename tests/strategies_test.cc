@@ -226,7 +226,7 @@ TEST(Strategies, FedBabuKeepsTheInitialHeadThroughRealRounds) {
 // FedNTD through the real protocol: one round from the same initial model, seed and data, with
 // fedavg and with fedntd (beta 4), gives different global models, i.e. the devices distilled
 // (a device that ignored the task's ntd_beta, e.g. a build from before it, gives the same model
-// twice and fails this); and fedntd learns.
+// twice and fails this).
 TEST(Strategies, FedNtdReachesTheDevicesAndChangesTheirTraining) {
   const std::string dir = MakeTempDir("edgefl-fedntd");
   auto run = [&](const std::string& name, const std::vector<std::string>& extra) {
@@ -251,7 +251,9 @@ TEST(Strategies, FedNtdReachesTheDevicesAndChangesTheirTraining) {
     for (auto& c : clients) EXPECT_EQ(c->Wait(absl::Seconds(60)), 0) << c->Log();
     auto metrics = ReadJsonLines(dir + "/" + name + "/metrics.jsonl");
     EXPECT_EQ(metrics.size(), 1u);
-    if (metrics.size() == 1) EXPECT_EQ(NumberField(metrics[0], "clients_reported"), 2);
+    if (metrics.size() == 1) {
+      EXPECT_EQ(NumberField(metrics[0], "clients_reported"), 2);
+    }
     absl::StatusOr<server::RunStore> store = server::RunStore::Open(dir + "/" + name);
     EXPECT_TRUE(store.ok()) << store.status();
     if (!store.ok()) return std::string();
