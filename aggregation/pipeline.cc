@@ -113,6 +113,11 @@ absl::StatusOr<std::unique_ptr<Pipeline>> Pipeline::Create(const PipelineOptions
     }
     ASSIGN_OR_RETURN(p->accountant_, RdpAccountant::Create({}));
   }
+  if (options.averaging.has_value()) {
+    ModelAverage::Options a = *options.averaging;
+    a.dim = options.dim;
+    ASSIGN_OR_RETURN(p->average_, ModelAverage::Create(a));
+  }
   if (p->NeedsDense()) p->scratch_.reserve(options.dim);
   p->report_.server_lr = p->optimizer_->learning_rate();
   return p;
@@ -289,7 +294,13 @@ absl::Status Pipeline::Aggregate(absl::Span<float> global, int num_failures) {
       report_.dp_epsilon = std::numeric_limits<double>::infinity();
     }
   }
+  // 5. The run's result: the average of the global models so far.
+  if (average_ != nullptr) RETURN_IF_ERROR(average_->Add(context_.round, global));
   return absl::OkStatus();
+}
+
+const std::vector<float>* Pipeline::averaged_model() const {
+  return average_ != nullptr && average_->count() > 0 ? &average_->model() : nullptr;
 }
 
 std::string Pipeline::SaveState() const {
@@ -300,6 +311,8 @@ std::string Pipeline::SaveState() const {
   writer.PutString(adaptive_ != nullptr ? adaptive_->SaveState() : "");
   writer.PutF64(dp_clip_ != nullptr ? dp_clip_->clip_norm() : 0.0);
   writer.PutString(accountant_ != nullptr ? accountant_->SaveState() : "");
+  // Only with averaging, so that a state saved before it existed still loads without it.
+  if (average_ != nullptr) writer.PutString(average_->SaveState());
   return writer.Finish();
 }
 
@@ -317,6 +330,10 @@ absl::Status Pipeline::LoadState(absl::string_view state) {
   ASSIGN_OR_RETURN(const std::string adaptive, reader.GetString("adaptive", max));
   ASSIGN_OR_RETURN(const double clip_norm, reader.GetF64("clip_norm"));
   ASSIGN_OR_RETURN(const std::string accountant, reader.GetString("accountant", max));
+  std::string average;
+  if (average_ != nullptr) {
+    ASSIGN_OR_RETURN(average, reader.GetString("averaging", max));
+  }
   RETURN_IF_ERROR(reader.Finish());
   if (noise.empty() != (noise_ == nullptr) || adaptive.empty() != (adaptive_ == nullptr) ||
       accountant.empty() != (accountant_ == nullptr)) {
@@ -349,8 +366,16 @@ absl::Status Pipeline::LoadState(absl::string_view state) {
     ASSIGN_OR_RETURN(accountant_copy, RdpAccountant::Create({}));
     RETURN_IF_ERROR(accountant_copy->LoadState(accountant));
   }
+  std::unique_ptr<ModelAverage> average_copy;
+  if (average_ != nullptr) {
+    ModelAverage::Options o = *options_.averaging;
+    o.dim = options_.dim;
+    ASSIGN_OR_RETURN(average_copy, ModelAverage::Create(o));
+    RETURN_IF_ERROR(average_copy->LoadState(average));
+  }
   if (dp_clip_ != nullptr) RETURN_IF_ERROR(dp_clip_->SetClipNorm(clip_norm));
   optimizer_ = std::move(opt);
+  if (average_copy) average_ = std::move(average_copy);
   if (noise_copy) noise_ = std::move(noise_copy);
   if (adaptive_copy) adaptive_ = std::move(adaptive_copy);
   if (accountant_copy) accountant_ = std::move(accountant_copy);

@@ -7,7 +7,9 @@
 //                      mean, Krum, multi-Krum; memory O(K x model), bound checked at Create)
 //          -> DP noise: N(0, (sigma C / K)^2) per coordinate of the mean of the K updates
 //          -> server optimizer (server_optimizer.h) on the combined delta as pseudo-gradient
-//          -> new global model; then the clip norm adapts and the accountant composes the round.
+//          -> new global model; then the clip norm adapts and the accountant composes the round
+//          -> model averaging (model_average.h), optional: the run's result is an average of the
+//             global models since a round; the devices keep training from the global model.
 //
 // Contracts:
 // - Streaming combiners with no filter decode an encoded update straight into the sum (no dense
@@ -33,6 +35,7 @@
 #include "aggregation/accumulator.h"
 #include "aggregation/dp.h"
 #include "aggregation/filters.h"
+#include "aggregation/model_average.h"
 #include "aggregation/robust.h"
 #include "aggregation/server_optimizer.h"
 #include "aggregation/strategy.h"
@@ -71,6 +74,9 @@ struct PipelineOptions {
     std::optional<AdaptiveClipping::Options> adaptive;  // initial_clip_norm is taken from C
   };
   std::optional<Dp> dp;
+
+  // Model averaging of the global models (its dim is set from `dim`); none when unset.
+  std::optional<ModelAverage::Options> averaging;
 };
 
 class Pipeline : public Strategy {
@@ -95,6 +101,7 @@ class Pipeline : public Strategy {
   std::string SaveState() const override;
   absl::Status LoadState(absl::string_view state) override;
   int max_updates_per_round() const override;
+  const std::vector<float>* averaged_model() const override;
 
   // Bytes the combiner may hold (streaming: the running sum; buffered: its stated bound), plus
   // the dense scratch when one is needed.
@@ -120,6 +127,7 @@ class Pipeline : public Strategy {
   std::unique_ptr<GaussianNoiseStage> noise_;
   std::unique_ptr<AdaptiveClipping> adaptive_;
   std::unique_ptr<RdpAccountant> accountant_;
+  std::unique_ptr<ModelAverage> average_;
   std::vector<float> scratch_;   // one decoded update, when filters or buffering need it
   std::vector<double> combined_; // buffered combiners' output
 

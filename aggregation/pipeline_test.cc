@@ -352,6 +352,9 @@ void ExpectResumeIsBitIdentical(const PipelineOptions& o) {
   EXPECT_EQ(std::memcmp(straight.data(), resumed.data(), dim * sizeof(float)), 0) << o.name;
   EXPECT_EQ(a->report().dp_epsilon, c->report().dp_epsilon);
   EXPECT_EQ(a->report().dp_clip_norm, c->report().dp_clip_norm);
+  ASSERT_EQ(a->averaged_model() != nullptr, o.averaging.has_value());
+  ASSERT_EQ(c->averaged_model() != nullptr, o.averaging.has_value());
+  if (o.averaging.has_value()) EXPECT_EQ(*a->averaged_model(), *c->averaged_model()) << o.name;
 }
 
 TEST(Pipeline, FedAdamResumesBitIdentically) {
@@ -378,6 +381,66 @@ TEST(Pipeline, AdaptiveDpResumesBitIdentically) {
   ac.seed = 5;
   o.dp->adaptive = ac;
   ExpectResumeIsBitIdentical(o);
+}
+
+TEST(Pipeline, FedAdamWithModelAveragingResumesBitIdentically) {
+  PipelineOptions o;
+  o.dim = 300;
+  o.name = "fedadam";
+  o.optimizer = "adam";
+  ModelAverage::Options avg;
+  avg.from_round = 2;  // the state saved after round 2 holds one model
+  o.averaging = avg;
+  ExpectResumeIsBitIdentical(o);
+  o.averaging->ema_decay = 0.7;
+  ExpectResumeIsBitIdentical(o);
+}
+
+// Averaging changes nothing the devices see: the global model moves as without it, and the
+// averaged model is the mean of the global models since from_round (none before).
+TEST(Pipeline, ModelAveragingLeavesTheGlobalModelAndAveragesItsRounds) {
+  PipelineOptions plain;
+  plain.dim = 50;
+  plain.name = "fedadam";
+  plain.optimizer = "adam";
+  PipelineOptions averaged = plain;
+  averaged.averaging = ModelAverage::Options();
+  averaged.averaging->from_round = 3;
+  auto p = Make(plain);
+  auto q = Make(averaged);
+  std::mt19937_64 rng(7);
+  std::vector<float> gp(50, 0.0f), gq(50, 0.0f);
+  std::vector<std::vector<float>> globals;
+  for (int r = 1; r <= 5; ++r) {
+    p->BeginRound(r);
+    q->BeginRound(r);
+    for (int k = 0; k < 3; ++k) {
+      const std::vector<float> d = Random(50, &rng, 0.1f);
+      ASSERT_TRUE(p->Accumulate(d, 5).ok());
+      ASSERT_TRUE(q->Accumulate(d, 5).ok());
+    }
+    ASSERT_TRUE(p->Aggregate(absl::MakeSpan(gp), 0).ok());
+    ASSERT_TRUE(q->Aggregate(absl::MakeSpan(gq), 0).ok());
+    EXPECT_EQ(gp, gq) << "round " << r;
+    EXPECT_EQ(p->averaged_model(), nullptr);
+    globals.push_back(gq);
+    if (r < 3) {
+      EXPECT_EQ(q->averaged_model(), nullptr) << "round " << r;
+      continue;
+    }
+    ASSERT_NE(q->averaged_model(), nullptr) << "round " << r;
+    std::vector<float> want(50);
+    for (size_t i = 0; i < 50; ++i) {
+      double sum = 0;
+      for (int t = 3; t <= r; ++t) sum += globals[t - 1][i];
+      want[i] = static_cast<float>(sum / (r - 2));
+    }
+    EXPECT_EQ(*q->averaged_model(), want) << "round " << r;
+  }
+  // A state with averaging does not load without it, nor the other way round.
+  EXPECT_EQ(p->LoadState(q->SaveState()).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(q->LoadState(p->SaveState()).code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_NE(q->averaged_model(), nullptr);
 }
 
 TEST(Pipeline, LoadStateRefusesForeignOrCorruptStateAndKeepsItsOwn) {

@@ -160,6 +160,9 @@ def run(build, workload=DEFAULT_WORKLOAD, rounds=20, clients=10, server_args=(),
         "clients_failed_total": sum(r["clients_failed"] for r in rows),
         "rejected_total": rows[-1].get("rejected_total", 0) if rows else 0,
         "dp_epsilon": [r.get("dp_epsilon") for r in rows] if any("dp_epsilon" in r for r in rows) else None,
+        # aggregation.averaging: test_accuracy is the averaged model's, this the global model's.
+        "global_test_accuracy": ([r.get("global_test_accuracy") for r in rows]
+                                 if any("global_test_accuracy" in r for r in rows) else None),
         "cpu_seconds": {"server": round(server.cpu_seconds, 2),
                         "clients_total": round(sum(c.cpu_seconds for c in procs), 2),
                         "server_user_sys": [round(server.cpu_user, 2), round(server.cpu_sys, 2)],

@@ -421,6 +421,31 @@ TEST(Config, AggregationPresetsFillTheirStagesAndExplicitFieldsWin) {
   EXPECT_THAT(StrategiesHelp(), HasSubstr("tau 1e-3"));
 }
 
+// Model averaging is off by default; on, it reaches the pipeline's options and leaves the
+// strategy's stages as they were.
+TEST(Config, ModelAveragingIsOffByDefaultAndReachesThePipeline) {
+  auto plain = Resolve({"aggregation.strategy=fedadam"});
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->aggregation().averaging().from_round(), 0);
+  EXPECT_FALSE(plain->aggregation().averaging().has_ema_decay());
+  auto off = PipelineOptionsFor(*plain, 10);
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_FALSE(off->averaging.has_value());
+
+  auto on = Resolve({"aggregation.strategy=fedadam", "rounds=50",
+                     "aggregation.averaging.from_round=41", "aggregation.averaging.ema_decay=0.8"});
+  ASSERT_TRUE(on.ok()) << on.status();
+  auto opts = PipelineOptionsFor(*on, 10);
+  ASSERT_TRUE(opts.ok()) << opts.status();
+  ASSERT_TRUE(opts->averaging.has_value());
+  EXPECT_EQ(opts->averaging->from_round, 41);
+  EXPECT_EQ(opts->averaging->ema_decay, 0.8);
+  EXPECT_EQ(opts->optimizer, "adam");
+  auto uniform = Resolve({"rounds=50", "aggregation.averaging.from_round=50"});
+  ASSERT_TRUE(uniform.ok()) << uniform.status();
+  EXPECT_EQ(uniform->aggregation().averaging().ema_decay(), 0);  // filled: the uniform mean
+}
+
 TEST(Config, BadAggregationNamesTheField) {
   EXPECT_THAT(ResolveError({"aggregation.strategy=fedfoo"}),
               HasSubstr("aggregation.strategy: unknown strategy \"fedfoo\""));
@@ -455,6 +480,14 @@ TEST(Config, BadAggregationNamesTheField) {
               HasSubstr("schedule[0].server_lr must be finite and > 0"));
   EXPECT_THAT(ResolveError({R"(schedule=[{"from_round":2,"dp_noise_multiplier":1}])"}),
               HasSubstr("dp_noise_multiplier is set but aggregation.dp.enabled is false"));
+  EXPECT_EQ(ResolveError({"rounds=10", "aggregation.averaging.from_round=11"}),
+            "aggregation.averaging.from_round must be in [0, rounds = 10] (0 = off), got 11");
+  EXPECT_EQ(ResolveError({"aggregation.averaging.from_round=-1"}),
+            "aggregation.averaging.from_round must be in [0, rounds = 10] (0 = off), got -1");
+  EXPECT_EQ(ResolveError({"aggregation.averaging.from_round=2", "aggregation.averaging.ema_decay=1"}),
+            "aggregation.averaging.ema_decay must be in [0, 1) (0 = the uniform mean), got 1");
+  EXPECT_EQ(ResolveError({"aggregation.averaging.ema_decay=0.9"}),
+            "aggregation.averaging.ema_decay is set but aggregation.averaging.from_round is 0 (off)");
   EXPECT_EQ(ResolveError({"client.proximal_mu=-0.1"}), "client.proximal_mu must be >= 0, got -0.1");
   EXPECT_EQ(ResolveError({"client.ntd_beta=-1"}), "client.ntd_beta must be >= 0, got -1");
   EXPECT_EQ(ResolveError({"aggregation.strategy=fedntd", "client.ntd_tau=0"}),

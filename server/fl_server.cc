@@ -221,7 +221,8 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
   RETURN_IF_USAGE_ERROR(StatusOf(recorder));
   p->recorder = std::move(*recorder);
   if (run.resumed_from.has_value()) {
-    absl::StatusOr<int> restored = p->recorder->Restore(*run.resumed_from, run.weights);
+    absl::StatusOr<int> restored = p->recorder->Restore(*run.resumed_from, run.weights,
+                                                        run.strategy->averaged_model());
     if (!restored.ok()) {
       EDGEFL_LOG_ERROR("could not restore metrics.jsonl: ", restored.status().ToString());
       return restored.status();
@@ -287,9 +288,10 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
   sched_opts.weights = std::move(run.weights);
   sched_opts.on_round_closed = [rec, parts](const proto::RoundRecord& stats,
                                             std::shared_ptr<const std::vector<float>> model,
-                                            const std::string& aggregation_state) {
+                                            const std::string& aggregation_state,
+                                            std::shared_ptr<const std::vector<float>> average) {
     const absl::Time start = absl::Now();
-    rec->OnRoundClosed(stats, std::move(model), aggregation_state);
+    rec->OnRoundClosed(stats, std::move(model), aggregation_state, std::move(average));
     // A checkpoint that cannot be written (full or read-only volume) stops the run: going on
     // would train rounds a restart loses. Run() returns the recorder's error.
     if (!rec->status().ok()) parts->StopOnWriteFailure();
@@ -313,9 +315,9 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
   EDGEFL_LOG_INFO("aggregation: ", run.strategy->name());
   absl::StatusOr<std::unique_ptr<RoundScheduler>> scheduler = RoundScheduler::Create(
       std::move(sched_opts), p->registry.get(), std::move(run.strategy),
-      [rec, parts](const proto::RoundRecord& stats,
-                   std::shared_ptr<const std::vector<float>> model) {
-        rec->OnRoundDone(stats, std::move(model));
+      [rec, parts](const proto::RoundRecord& stats, std::shared_ptr<const std::vector<float>> model,
+                   std::shared_ptr<const std::vector<float>> average) {
+        rec->OnRoundDone(stats, std::move(model), std::move(average));
         if (!rec->status().ok()) parts->StopOnWriteFailure();  // a metrics line: as above
       },
       clock);

@@ -36,7 +36,8 @@ TEST(LargeModel, HundredMegabytesTravelBothWays) {
   std::vector<float> final_model;
   auto scheduler = RoundScheduler::Create(
       std::move(opts), &registry, *aggregation::CreateFedAvg(kFloats),
-      [&](const proto::RoundRecord&, std::shared_ptr<const std::vector<float>> model) {
+      [&](const proto::RoundRecord&, std::shared_ptr<const std::vector<float>> model,
+          std::shared_ptr<const std::vector<float>>) {
         final_model = *model;
       },
       Clock::Real());

@@ -302,10 +302,14 @@ absl::Status RoundScheduler::Run() {
     }
     proto::RoundRecord stats;
     std::shared_ptr<const std::vector<float>> model;
+    std::shared_ptr<const std::vector<float>> average;
     std::string aggregation_state;
     {
       absl::MutexLock lock(&mu_);
       aggregation_state = strategy_->SaveState();
+      if (const std::vector<float>* a = strategy_->averaged_model()) {
+        average = std::make_shared<const std::vector<float>>(*a);
+      }
       PublishLocked(round);
       stats_.set_round_seconds(absl::ToDoubleSeconds(clock_->Now() - round_start));
       stats_.set_unix_time(absl::ToDoubleSeconds(clock_->Now() - absl::UnixEpoch()));
@@ -313,10 +317,12 @@ absl::Status RoundScheduler::Run() {
       stats = stats_;
       model = std::make_shared<const std::vector<float>>(global_);
     }
-    if (options_.on_round_closed) options_.on_round_closed(stats, model, aggregation_state);
+    if (options_.on_round_closed) {
+      options_.on_round_closed(stats, model, aggregation_state, average);
+    }
     {
       absl::MutexLock lock(&queue_mu_);
-      queue_.emplace_back(std::move(stats), std::move(model));
+      queue_.push_back({std::move(stats), std::move(model), std::move(average)});
       // Back-pressure: the next round opens once the worker is under its backlog bound.
       const int bound = options_.max_evaluation_backlog;
       auto room = [this, bound]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
@@ -472,7 +478,7 @@ void RoundScheduler::WorkerLoop() {
     EDGEFL_LOG_WARN("could not lower the evaluation thread's priority");
   }
   while (true) {
-    std::pair<proto::RoundRecord, std::shared_ptr<const std::vector<float>>> item;
+    ClosedRound item;
     {
       absl::MutexLock lock(&queue_mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_) {
@@ -482,7 +488,7 @@ void RoundScheduler::WorkerLoop() {
       if (queue_.empty()) return;  // closed and drained
       item = queue_.front();
     }
-    if (on_round_done_) on_round_done_(item.first, item.second);
+    if (on_round_done_) on_round_done_(item.stats, item.model, item.average);
     absl::MutexLock lock(&queue_mu_);
     queue_.pop_front();  // popped after the callback so that Run's drain waits for it
   }

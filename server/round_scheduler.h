@@ -67,12 +67,17 @@ class RoundScheduler {
   // scheduler. As Create's `on_round_done` it runs on the scheduler's own worker thread, in round
   // order: evaluation and metrics happen there while the next rounds are already training.
   // `stats` is the same record that metrics.jsonl and the checkpoint's pending rounds carry.
+  // `average`: with aggregation.averaging, the average of the global models so far
+  // (Strategy::averaged_model), which is the run's result; nullptr without it and before its
+  // first round.
   using RoundDoneFn = std::function<void(const proto::RoundRecord& stats,
-                                         std::shared_ptr<const std::vector<float>> model)>;
+                                         std::shared_ptr<const std::vector<float>> model,
+                                         std::shared_ptr<const std::vector<float>> average)>;
 
   using RoundClosedFn = std::function<void(const proto::RoundRecord& stats,
                                            std::shared_ptr<const std::vector<float>> model,
-                                           const std::string& aggregation_state)>;
+                                           const std::string& aggregation_state,
+                                           std::shared_ptr<const std::vector<float>> average)>;
 
   struct Options {
     proto::ExperimentConfig config;   // FillDefaults + ValidateConfig already applied
@@ -300,8 +305,12 @@ class RoundScheduler {
 
   // Worker queue (round done callbacks).
   absl::Mutex queue_mu_;
-  std::deque<std::pair<proto::RoundRecord, std::shared_ptr<const std::vector<float>>>> queue_
-      ABSL_GUARDED_BY(queue_mu_);
+  struct ClosedRound {
+    proto::RoundRecord stats;
+    std::shared_ptr<const std::vector<float>> model;
+    std::shared_ptr<const std::vector<float>> average;
+  };
+  std::deque<ClosedRound> queue_ ABSL_GUARDED_BY(queue_mu_);
   bool queue_closed_ ABSL_GUARDED_BY(queue_mu_) = false;
   bool queue_stopping_ ABSL_GUARDED_BY(queue_mu_) = false;  // Shutdown: stop waiting for room
   std::thread worker_;

@@ -2,6 +2,7 @@
 #include "server/strategy_registry.h"
 
 #include <cmath>
+#include <cstring>
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
@@ -52,22 +53,26 @@ class SchedulerFixture : public ::testing::Test {
     o.max_evaluation_backlog = max_evaluation_backlog_;
     o.on_round_closed = [this](const proto::RoundRecord& stats,
                                std::shared_ptr<const std::vector<float>> model,
-                               const std::string& aggregation_state) {
+                               const std::string& aggregation_state,
+                               std::shared_ptr<const std::vector<float>> average) {
       absl::MutexLock lock(&mu_);
       closed_.push_back(stats.round());
       closed_models_.push_back(*model);
       closed_states_.push_back(aggregation_state);
+      closed_averages_.push_back(average != nullptr ? *average : std::vector<float>());
     };
     ASSERT_TRUE(ValidateConfig(config).ok()) << ValidateConfig(config);
     auto pipeline = CreatePipeline(config, 4);
     ASSERT_TRUE(pipeline.ok()) << pipeline.status();
     auto s = RoundScheduler::Create(
         o, registry_.get(), std::move(*pipeline),
-        [this](const proto::RoundRecord& stats, std::shared_ptr<const std::vector<float>> model) {
+        [this](const proto::RoundRecord& stats, std::shared_ptr<const std::vector<float>> model,
+               std::shared_ptr<const std::vector<float>> average) {
           if (block_worker_) release_worker_.WaitForNotification();
           absl::MutexLock lock(&mu_);
           done_.push_back(stats);
           models_.push_back(*model);
+          done_averages_.push_back(average != nullptr ? *average : std::vector<float>());
         },
         clock_);
     ASSERT_TRUE(s.ok()) << s.status();
@@ -124,6 +129,9 @@ class SchedulerFixture : public ::testing::Test {
   std::vector<int64_t> closed_;  // rounds passed to on_round_closed
   std::vector<std::vector<float>> closed_models_;
   std::vector<std::string> closed_states_;
+  // Per round, the averaged model handed on (empty without one), as closed and as done.
+  std::vector<std::vector<float>> closed_averages_;
+  std::vector<std::vector<float>> done_averages_;
 };
 
 TEST_F(SchedulerFixture, RoundClosesWhenAllReportedWithWeightedMean) {
@@ -144,6 +152,41 @@ TEST_F(SchedulerFixture, RoundClosesWhenAllReportedWithWeightedMean) {
   // mean delta = (1*1 + 3*4) / 4 = 3.25
   EXPECT_EQ(models_[0], (std::vector<float>{4.25f, 5.25f, 6.25f, 7.25f}));
   EXPECT_TRUE(scheduler_->finished());
+}
+
+// aggregation.averaging: from round 2 each closed round hands on, beside the global model, the
+// mean of the global models since round 2 (to the checkpoint hook and to the worker alike);
+// the devices are given the global model, not the average.
+TEST_F(SchedulerFixture, AveragingHandsOnTheMeanOfTheGlobalModelsAndDevicesGetTheGlobalOne) {
+  aggregation_.mutable_averaging()->set_from_round(2);
+  SetUpScheduler(/*clients=*/1, /*deadline_s=*/30, /*rounds=*/3);
+  StartRun();
+  const std::vector<std::vector<float>> deltas = {{1, 1, 1, 1}, {2, 0, -2, 4}, {1, 3, 1, -1}};
+  std::vector<float> global = {1, 2, 3, 4};
+  std::vector<std::vector<float>> globals;
+  for (int r = 0; r < 3; ++r) {
+    TaskGrant g;
+    ASSERT_TRUE(GetTask(ids_[0], &g)) << "round " << r + 1;
+    ASSERT_EQ(g.model->payload.size(), 4 * sizeof(float));
+    std::vector<float> given(4);
+    std::memcpy(given.data(), g.model->payload.data(), g.model->payload.size());
+    EXPECT_EQ(given, global) << "round " << r + 1 << ": the device was not given the global model";
+    ASSERT_TRUE(scheduler_->SubmitUpdate(Header(ids_[0], g, 1), deltas[r]).ok());
+    for (size_t i = 0; i < 4; ++i) global[i] += deltas[r][i];
+    globals.push_back(global);
+  }
+  ASSERT_TRUE(JoinRun().ok());
+  absl::MutexLock lock(&mu_);
+  ASSERT_EQ(closed_averages_.size(), 3u);
+  ASSERT_EQ(done_averages_.size(), 3u);
+  EXPECT_TRUE(closed_averages_[0].empty());
+  EXPECT_TRUE(done_averages_[0].empty());
+  EXPECT_EQ(closed_averages_[1], globals[1]);
+  std::vector<float> mean(4);
+  for (size_t i = 0; i < 4; ++i) mean[i] = (globals[1][i] + globals[2][i]) / 2;
+  EXPECT_EQ(closed_averages_[2], mean);
+  EXPECT_EQ(done_averages_, closed_averages_);
+  EXPECT_EQ(models_, globals);  // the global models themselves are unchanged by averaging
 }
 
 // A repeat of an accepted update (its answer was lost) is recognised by every header field the
@@ -601,14 +644,15 @@ TEST_F(SchedulerFixture, ClosedRoundsCarryTheOptimizerStateAndTheScheduledServer
   o.weights = {0, 0, 0, 0};
   o.on_round_closed = [this](const proto::RoundRecord& stats,
                              std::shared_ptr<const std::vector<float>> model,
-                             const std::string& state) {
+                             const std::string& state, std::shared_ptr<const std::vector<float>>) {
     absl::MutexLock lock(&mu_);
     closed_states_.push_back(state);
     closed_models_.push_back(*model);
   };
   auto sched = RoundScheduler::Create(
       o, registry_.get(), std::move(*CreatePipeline(config, 4)),
-      [this](const proto::RoundRecord& stats, std::shared_ptr<const std::vector<float>>) {
+      [this](const proto::RoundRecord& stats, std::shared_ptr<const std::vector<float>>,
+             std::shared_ptr<const std::vector<float>>) {
         absl::MutexLock lock(&mu_);
         done_.push_back(stats);
       },

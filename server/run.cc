@@ -155,7 +155,8 @@ RunRecorder::RunRecorder(Options options, RunStore* store, Evaluator* evaluator,
       clock_(clock),
       started_(clock->Now()) {}
 
-void RunRecorder::Evaluate(absl::Span<const float> model, RoundMetrics* m) {
+void RunRecorder::Evaluate(absl::Span<const float> model, const std::vector<float>* average,
+                           RoundMetrics* m) {
   const int64_t round = m->stats.round();
   const proto::ExperimentConfig& config = options_.config;
   if (round % config.evaluation().every() != 0 && round != config.rounds()) return;
@@ -165,17 +166,33 @@ void RunRecorder::Evaluate(absl::Span<const float> model, RoundMetrics* m) {
     EDGEFL_LOG_ERROR("evaluation of round ", round, " failed: ", r.status().ToString());
     return;
   }
-  m->test_accuracy = r->accuracy;
-  m->test_loss = r->loss;
-  m->eval_seconds = r->seconds;
+  if (average == nullptr) {
+    m->test_accuracy = r->accuracy;
+    m->test_loss = r->loss;
+    m->eval_seconds = r->seconds;
+    return;
+  }
+  absl::StatusOr<EvalFigures> a = evaluator_->Evaluate(*average);
+  if (!a.ok()) {
+    EDGEFL_LOG_ERROR("evaluation of round ", round, "'s averaged model failed: ",
+                     a.status().ToString());
+    return;
+  }
+  m->test_accuracy = a->accuracy;
+  m->test_loss = a->loss;
+  m->global_test_accuracy = r->accuracy;
+  m->global_test_loss = r->loss;
+  m->eval_seconds = r->seconds + a->seconds;
 }
 
 absl::StatusOr<int> RunRecorder::Restore(const proto::Checkpoint& from,
-                                         absl::Span<const float> weights) {
+                                         absl::Span<const float> weights,
+                                         const std::vector<float>* average) {
   // Rounds that closed before the restart but whose evaluation was lost get their lines now;
   // the checkpoint's own model is evaluated again.
-  ASSIGN_OR_RETURN(const int restored,
-                   store_->RestoreMetrics(from, [&](RoundMetrics* m) { Evaluate(weights, m); }));
+  ASSIGN_OR_RETURN(const int restored, store_->RestoreMetrics(from, [&](RoundMetrics* m) {
+                     Evaluate(weights, average, m);
+                   }));
   if (restored > 0) {
     EDGEFL_LOG_WARN("metrics.jsonl: wrote the lines of ", restored, " round(s) up to ",
                     from.round(), " whose evaluation the restart lost",
@@ -191,7 +208,8 @@ void RunRecorder::Fail(const absl::Status& status) {
 
 void RunRecorder::OnRoundClosed(const proto::RoundRecord& stats,
                                 std::shared_ptr<const std::vector<float>> model,
-                                const std::string& aggregation_state) {
+                                const std::string& aggregation_state,
+                                std::shared_ptr<const std::vector<float>> average) {
   const double elapsed = options_.elapsed_before + absl::ToDoubleSeconds(clock_->Now() - started_);
   proto::Checkpoint ckpt =
       MakeCheckpoint(stats.round(), options_.spec, *model, options_.config, elapsed);
@@ -204,7 +222,7 @@ void RunRecorder::OnRoundClosed(const proto::RoundRecord& stats,
   }
   absl::Status s = store_->WriteCheckpoint(ckpt);
   if (s.ok() && stats.round() == options_.config.rounds()) {
-    s = store_->WriteFinalModel(options_.spec, *model);
+    s = store_->WriteFinalModel(options_.spec, average != nullptr ? *average : *model);
   }
   if (!s.ok()) {
     EDGEFL_LOG_ERROR("could not write the checkpoint of round ", stats.round(), ": ", s.ToString());
@@ -213,7 +231,8 @@ void RunRecorder::OnRoundClosed(const proto::RoundRecord& stats,
 }
 
 void RunRecorder::OnRoundDone(const proto::RoundRecord& stats,
-                              std::shared_ptr<const std::vector<float>> model) {
+                              std::shared_ptr<const std::vector<float>> model,
+                              std::shared_ptr<const std::vector<float>> average) {
   if (!status().ok()) {
     // A file could not be written and the run is stopping: no line for a round whose checkpoint
     // may be missing (a resume writes the lines of the checkpoint's pending rounds itself).
@@ -221,7 +240,7 @@ void RunRecorder::OnRoundDone(const proto::RoundRecord& stats,
   }
   RoundMetrics m;
   m.stats = stats;
-  Evaluate(*model, &m);
+  Evaluate(*model, average.get(), &m);
   absl::Status s = store_->AppendMetrics(m);
   if (s.ok()) {
     {
@@ -234,10 +253,13 @@ void RunRecorder::OnRoundDone(const proto::RoundRecord& stats,
     Fail(s);
   }
   EDGEFL_LOG_INFO(absl::StrFormat(
-      "round %d/%d: test_accuracy %s test_loss %s clients %d/%d (failed %d) round %.1fs eval "
+      "round %d/%d: test_accuracy %s%s test_loss %s clients %d/%d (failed %d) round %.1fs eval "
       "%.1fs up %.1f MB down %.1f MB",
       stats.round(), options_.config.rounds(),
       m.test_accuracy ? absl::StrFormat("%.4f", *m.test_accuracy) : "-",
+      m.global_test_accuracy
+          ? absl::StrFormat(" (averaged; global model %.4f)", *m.global_test_accuracy)
+          : "",
       m.test_loss ? absl::StrFormat("%.4f", *m.test_loss) : "-", stats.clients_reported(),
       stats.clients_selected(), stats.clients_failed(), stats.round_seconds(), m.eval_seconds,
       stats.bytes_up() / 1e6, stats.bytes_down() / 1e6));

@@ -117,20 +117,27 @@ class RunRecorder {
                                                              const Clock* clock);
 
   // On resume from `from` (whose model is `weights`): drops metrics lines after its round and
-  // writes the lines of its pending rounds that metrics.jsonl lacks, evaluating `weights` for the
-  // line of its own round (RunStore::RestoreMetrics). Returns how many lines it wrote.
-  absl::StatusOr<int> Restore(const proto::Checkpoint& from, absl::Span<const float> weights);
+  // writes the lines of its pending rounds that metrics.jsonl lacks, evaluating `weights` (and
+  // `average`, the restored strategy's averaged model if any, as in OnRoundDone) for the line of
+  // its own round (RunStore::RestoreMetrics). Returns how many lines it wrote.
+  absl::StatusOr<int> Restore(const proto::Checkpoint& from, absl::Span<const float> weights,
+                              const std::vector<float>* average = nullptr);
 
   // The scheduler's RoundScheduler::Options::on_round_closed and RoundDoneFn. Write errors are
   // logged and kept in status() (FlServer then stops the run); once there is one, OnRoundDone
   // writes no more metrics lines, so that metrics.jsonl never runs ahead of checkpoint.pb.
   // `aggregation_state` (the strategy's SaveState after the round) goes into the checkpoint with
-  // the model, in the same atomic write.
+  // the model, in the same atomic write. With an `average` (aggregation.averaging), it is the
+  // run's result: written as the final model and evaluated as test_accuracy, the global model
+  // as global_test_accuracy; the checkpoint keeps the global model (the average is in the
+  // aggregation state).
   void OnRoundClosed(const proto::RoundRecord& stats,
                      std::shared_ptr<const std::vector<float>> model,
-                     const std::string& aggregation_state = "");
+                     const std::string& aggregation_state = "",
+                     std::shared_ptr<const std::vector<float>> average = nullptr);
   void OnRoundDone(const proto::RoundRecord& stats,
-                   std::shared_ptr<const std::vector<float>> model);
+                   std::shared_ptr<const std::vector<float>> model,
+                   std::shared_ptr<const std::vector<float>> average = nullptr);
 
   // OK, or the first error writing a checkpoint, the final model or a metrics line.
   absl::Status status() const;
@@ -141,8 +148,9 @@ class RunRecorder {
 
  private:
   RunRecorder(Options options, RunStore* store, Evaluator* evaluator, const Clock* clock);
-  // Fills the test figures of m->stats.round() when the config evaluates that round.
-  void Evaluate(absl::Span<const float> model, RoundMetrics* m);
+  // Fills the test figures of m->stats.round() when the config evaluates that round: of
+  // `average` if given (then the global model's as global_test_*), else of `model`.
+  void Evaluate(absl::Span<const float> model, const std::vector<float>* average, RoundMetrics* m);
   void Fail(const absl::Status& status);
 
   const Options options_;

@@ -72,6 +72,13 @@ std::string RunStore::MetricsToJson(const RoundMetrics& m) {
   };
   if (m.test_accuracy) fields.push_back(absl::StrFormat("\"test_accuracy\":%.6f", *m.test_accuracy));
   if (m.test_loss) fields.push_back(absl::StrFormat("\"test_loss\":%.6f", *m.test_loss));
+  if (m.global_test_accuracy) {
+    fields.push_back(
+        absl::StrFormat("\"global_test_accuracy\":%.6f", *m.global_test_accuracy));
+  }
+  if (m.global_test_loss) {
+    fields.push_back(absl::StrFormat("\"global_test_loss\":%.6f", *m.global_test_loss));
+  }
   fields.push_back(absl::StrFormat("\"clients_selected\":%d", s.clients_selected()));
   fields.push_back(absl::StrFormat("\"clients_reported\":%d", s.clients_reported()));
   fields.push_back(absl::StrFormat("\"clients_failed\":%d", s.clients_failed()));

@@ -21,7 +21,11 @@ struct RoundMetrics {
   proto::RoundRecord stats;             // the round's figures, as the scheduler closed it
   std::optional<double> test_accuracy;  // absent for rounds that were not evaluated
   std::optional<double> test_loss;
-  double eval_seconds = 0;
+  // With aggregation.averaging, test_accuracy / test_loss are the averaged model's (the run's
+  // result) and these the global model's, the one the devices train from; absent otherwise.
+  std::optional<double> global_test_accuracy;
+  std::optional<double> global_test_loss;
+  double eval_seconds = 0;  // all of the round's evaluations
 };
 
 // After start-up two threads write, each its own files: the scheduler's thread the checkpoint and

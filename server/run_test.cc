@@ -4,6 +4,7 @@
 
 #include <stdlib.h>
 
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -147,6 +148,41 @@ TEST_F(RunFixture, FreshRunWritesConfigCheckpointMetricsAndFinalModel) {
   EXPECT_EQ(evaluator_.seen[2][0], 3);
   EXPECT_TRUE(FileExists(run->store.Path(RunStore::kFinalModelFile)));
   EXPECT_TRUE(FileExists(run->store.Path(RunStore::kSpecFile)));
+}
+
+// With aggregation.averaging the scheduler hands on an average beside the global model: the
+// average is the run's result (test_accuracy, model_final.f32), the global model is reported
+// beside it (global_test_accuracy) and is what the checkpoint keeps.
+TEST_F(RunFixture, AnAveragedModelIsTheResultAndTheGlobalModelIsReportedBeside) {
+  absl::StatusOr<LoadedRun> run = LoadOrResumeRun(Fresh(), &clock_);
+  ASSERT_TRUE(run.ok()) << run.status();
+  std::unique_ptr<RunRecorder> rec = Recorder(&*run);
+  ASSERT_NE(rec, nullptr);
+  rec->OnRoundClosed(Closed(1), ModelOf(*run, 1));
+  rec->OnRoundDone(Closed(1), ModelOf(*run, 1));
+  for (int r = 2; r <= 3; ++r) {
+    rec->OnRoundClosed(Closed(r), ModelOf(*run, r), "", ModelOf(*run, 100 + r));
+    rec->OnRoundDone(Closed(r), ModelOf(*run, r), ModelOf(*run, 100 + r));
+  }
+  ASSERT_TRUE(rec->status().ok()) << rec->status();
+  const std::string text = ReadFile(run->store.Path(RunStore::kMetricsFile)).value_or("");
+  const std::vector<std::string> lines = absl::StrSplit(text, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 3u) << text;
+  EXPECT_NE(lines[0].find("\"test_accuracy\":0.510000"), std::string::npos) << lines[0];
+  EXPECT_EQ(lines[0].find("global_test_accuracy"), std::string::npos) << lines[0];
+  EXPECT_NE(lines[2].find("\"test_accuracy\":1.530000"), std::string::npos) << lines[2];
+  EXPECT_NE(lines[2].find("\"global_test_accuracy\":0.530000"), std::string::npos) << lines[2];
+  EXPECT_NE(lines[2].find("\"eval_seconds\":3.000"), std::string::npos) << lines[2];  // both
+  absl::StatusOr<proto::Checkpoint> ckpt = run->store.ReadCheckpoint();
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  float first = 0;
+  ASSERT_GE(ckpt->weights().size(), sizeof first);
+  std::memcpy(&first, ckpt->weights().data(), sizeof first);
+  EXPECT_EQ(first, 3);  // the global model
+  const std::string final_model = ReadFile(run->store.Path(RunStore::kFinalModelFile)).value_or("");
+  ASSERT_GE(final_model.size(), sizeof first);
+  std::memcpy(&first, final_model.data(), sizeof first);
+  EXPECT_EQ(first, 103);  // the average
 }
 
 TEST_F(RunFixture, ResumeContinuesFromTheLastCompletedRound) {

@@ -267,6 +267,9 @@ void FillAggregationDefaults(ExperimentConfig* config) {
     if (!b->has_staleness_exponent()) b->set_staleness_exponent(kDefaultStalenessExponent);
     if (!b->has_max_staleness()) b->set_max_staleness(kDefaultMaxStaleness);
   }
+  proto::ModelAveraging* avg = a->mutable_averaging();
+  if (!avg->has_from_round()) avg->set_from_round(0);
+  if (avg->from_round() > 0 && !avg->has_ema_decay()) avg->set_ema_decay(0);
   proto::DifferentialPrivacy* dp = a->mutable_dp();
   if (!dp->has_enabled()) dp->set_enabled(false);
   if (dp->enabled()) {
@@ -455,6 +458,18 @@ absl::Status ValidateAggregation(const ExperimentConfig& config) {
     return absl::InvalidArgumentError(
         "aggregation.dp fields are set but aggregation.dp.enabled is false");
   }
+  const proto::ModelAveraging& avg = a.averaging();
+  if (avg.from_round() < 0 || avg.from_round() > config.rounds()) {
+    return Bad("averaging.from_round", absl::StrCat("in [0, rounds = ", config.rounds(), "] (0 = off)"),
+               avg.from_round());
+  }
+  if (!(avg.ema_decay() >= 0 && avg.ema_decay() < 1)) {
+    return Bad("averaging.ema_decay", "in [0, 1) (0 = the uniform mean)", avg.ema_decay());
+  }
+  if (avg.from_round() == 0 && avg.ema_decay() != 0) {
+    return absl::InvalidArgumentError(
+        "aggregation.averaging.ema_decay is set but aggregation.averaging.from_round is 0 (off)");
+  }
   for (int i = 0; i < config.schedule_size(); ++i) {
     const proto::ScheduleEntry& e = config.schedule(i);
     if (e.has_server_lr() && (!(e.server_lr() > 0) || std::isinf(e.server_lr()))) {
@@ -538,6 +553,12 @@ absl::StatusOr<aggregation::PipelineOptions> PipelineOptionsFor(const Experiment
     }
     p.dp = d;
   }
+  if (a.averaging().from_round() > 0) {
+    aggregation::ModelAverage::Options m;
+    m.from_round = a.averaging().from_round();
+    m.ema_decay = a.averaging().ema_decay();
+    p.averaging = m;
+  }
   return p;
 }
 
@@ -619,6 +640,12 @@ std::string StrategiesHelp() {
       "  0.5, learning_rate 0.2, count_noise_stddev max(min_clients / 20, 1 / sigma).\n"
       "  dp_epsilon (RDP accountant of the sampled Gaussian mechanism, q = selected / eligible)\n"
       "  is written to every metrics line.\n"
+      "\nModel averaging (aggregation.averaging; SWA, Izmailov et al. 2018):\n"
+      "  from_round 0 (off) .. rounds: from that round the run's result (test_accuracy in\n"
+      "  metrics.jsonl, model_final.f32) is an average of the global models since from_round;\n"
+      "  the devices keep training from the global model (global_test_accuracy beside).\n"
+      "  ema_decay 0 = the uniform mean, in (0, 1) = a = ema_decay a + (1 - ema_decay) x_round.\n"
+      "  Kept in the checkpoint; double precision, rounded to float once.\n"
       "\nRound mode (aggregation.mode):\n"
       "  sync                select clients, wait for quorum / deadline, aggregate   [default]\n"
       "  buffered            FedBuff (Nguyen et al. 2022): devices train continuously; every\n"

@@ -164,6 +164,10 @@ absl::Status CheckAggregatorConfig(const proto::ExperimentConfig& config) {
     return absl::InvalidArgumentError(
         absl::StrCat("aggregation.dp belongs at the root (each region is one participant)", where));
   }
+  if (a.averaging().from_round() != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "aggregation.averaging belongs at the root (a region's result is its round's mean)", where));
+  }
   const proto::ServerOptimizer& o = a.server_optimizer();
   if (o.name() != "sgd" || o.lr() != 1.0 || o.momentum() != 0.0) {
     return absl::InvalidArgumentError(

@@ -391,6 +391,10 @@ TEST(CheckAggregatorConfig, OnlyPlainAveragingComposesAtAnAggregator) {
   proto::ExperimentConfig buffered = Filled("fedavg");
   buffered.mutable_aggregation()->set_mode("buffered");
   EXPECT_EQ(CheckAggregatorConfig(buffered).code(), absl::StatusCode::kInvalidArgument);
+  proto::ExperimentConfig averaged = Filled("fedavg");
+  averaged.mutable_aggregation()->mutable_averaging()->set_from_round(1);
+  EXPECT_NE(CheckAggregatorConfig(averaged).message().find("aggregation.averaging belongs at the root"),
+            absl::string_view::npos);
   for (const char* strategy :
        {"fedmedian", "fedtrimmedavg", "krum", "dp_fedavg", "fedadam", "fedavgm", "fedyogi"}) {
     absl::Status s = CheckAggregatorConfig(Filled(strategy));

@@ -49,10 +49,22 @@ const std::vector<std::string> kFedAdamArgs = {
     "--set=aggregation.strategy=fedadam", "--set=aggregation.server_optimizer.lr=0.01",
     "--set=aggregation.server_optimizer.tau=0.001"};
 
-// Runs the FedAdam federation to the end; `kill_after` > 0 SIGKILLs the server once a checkpoint
-// of at least that round exists and resumes it. Returns the final model bytes.
-std::string FedAdamRun(const std::string& dir, int kill_after, int64_t* killed_at) {
+// The global model (little-endian float32) in the run's checkpoint; empty if there is none.
+std::string CheckpointWeights(const std::string& run) {
+  absl::StatusOr<server::RunStore> store = server::RunStore::Open(run);
+  if (!store.ok()) return "";
+  absl::StatusOr<proto::Checkpoint> ckpt = store->ReadCheckpoint();
+  return ckpt.ok() ? ckpt->weights() : "";
+}
+
+// Runs the FedAdam federation (with `extra_args`) to the end; `kill_after` > 0 SIGKILLs the
+// server once a checkpoint of at least that round exists (its global model into
+// `killed_weights` if given) and resumes it. Returns the final model bytes.
+std::string FedAdamRun(const std::string& dir, int kill_after, int64_t* killed_at,
+                       const std::vector<std::string>& extra_args = {},
+                       std::string* killed_weights = nullptr) {
   std::vector<std::string> args = kFedAdamArgs;
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
   args.push_back("--out=" + dir + "/run");
   int port = 0;
   auto server = StartServer(args, dir, "server1.log", &port);
@@ -68,6 +80,7 @@ std::string FedAdamRun(const std::string& dir, int kill_after, int64_t* killed_a
     server->Signal(SIGKILL);
     EXPECT_EQ(server->Wait(absl::Seconds(30)), 128 + SIGKILL);
     *killed_at = CheckpointRound(dir + "/run");
+    if (killed_weights != nullptr) *killed_weights = CheckpointWeights(dir + "/run");
     args.push_back("--resume");
     int same_port = port;
     server = StartServer(args, dir, "server2.log", &same_port);
@@ -98,6 +111,54 @@ TEST(Strategies, FedAdamKilledAfterRound2AndResumedIsBitIdentical) {
   ASSERT_EQ(metrics.size(), 5u);
   EXPECT_GT(NumberField(metrics[4], "test_accuracy"), 0.2);
   EXPECT_DOUBLE_EQ(NumberField(metrics[4], "server_lr"), 0.01);
+}
+
+// Model averaging end to end (aggregation.averaging): from round 4 of 5 the run's result is the
+// mean of the global models of rounds 4 and 5, while the devices train from the global model.
+// Killed after round 4 and resumed, the run ends with the bytes of the same run uninterrupted
+// (the average is in the checkpoint's aggregation state), and those bytes are
+// float((double(g4) + double(g5)) / 2), g4 from the checkpoint at the kill and g5 from the last.
+TEST(Strategies, AveragedRunIsTheMeanOfTheLastGlobalModelsAndSurvivesAKill) {
+  const std::vector<std::string> averaging = {"--set=aggregation.averaging.from_round=4"};
+  const std::string straight_dir = MakeTempDir("edgefl-avg-straight");
+  const std::string killed_dir = MakeTempDir("edgefl-avg-killed");
+  int64_t unused = 0, killed_at = 0;
+  std::string g4;
+  const std::string straight = FedAdamRun(straight_dir, 0, &unused, averaging);
+  const std::string resumed = FedAdamRun(killed_dir, 4, &killed_at, averaging, &g4);
+  ASSERT_GT(straight.size(), 0u);
+  ASSERT_EQ(killed_at, 4) << "the kill did not come between rounds 4 and 5";
+  EXPECT_NE(ReadFileOrEmpty(killed_dir + "/server2.log").find("resuming"), std::string::npos);
+  EXPECT_TRUE(straight == resumed) << "final models differ after a resume from round 4";
+
+  const std::string g5 = CheckpointWeights(killed_dir + "/run");
+  ASSERT_EQ(g4.size(), straight.size());
+  ASSERT_EQ(g5.size(), straight.size());
+  ASSERT_EQ(CheckpointWeights(straight_dir + "/run"), g5) << "the two runs' global models differ";
+  const size_t n = straight.size() / sizeof(float);
+  std::vector<float> a(n), b(n), out(n);
+  std::memcpy(a.data(), g4.data(), g4.size());
+  std::memcpy(b.data(), g5.data(), g5.size());
+  std::memcpy(out.data(), resumed.data(), resumed.size());
+  size_t wrong = 0, differs_from_global = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const float want =
+        static_cast<float>((static_cast<double>(a[i]) + static_cast<double>(b[i])) / 2);
+    wrong += out[i] != want;
+    differs_from_global += out[i] != b[i];
+  }
+  EXPECT_EQ(wrong, 0u) << "of " << n << " values";
+  EXPECT_GT(differs_from_global, n / 2) << "the final model is (mostly) the global model";
+
+  // Rounds 4 and 5 report the averaged model as test_accuracy and the global one beside it;
+  // rounds 1-3 have no average yet.
+  auto metrics = ReadJsonLines(straight_dir + "/run/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 5u);
+  for (int r = 0; r < 5; ++r) {
+    EXPECT_EQ(metrics[r].fields().contains("global_test_accuracy"), r >= 3) << "round " << r + 1;
+  }
+  EXPECT_GT(NumberField(metrics[4], "test_accuracy"), 0.2);
+  EXPECT_GT(NumberField(metrics[4], "global_test_accuracy"), 0.2);
 }
 
 // FedDyn end to end: the devices' linear terms and the server's correction h are the two halves
@@ -361,6 +422,8 @@ TEST(Strategies, BadAggregationConfigIsRefusedAtStartUpAndWritesNothing) {
       {"client.proximal_mu=0.1", "client.proximal_mu"},
       {"client.freeze_head=2", "client.freeze_head"},
       {"client.ntd_tau=0", "client.ntd_tau"},
+      {"aggregation.averaging.from_round=11", "aggregation.averaging.from_round"},
+      {"aggregation.averaging.ema_decay=1", "aggregation.averaging.ema_decay"},
   };
   const std::vector<std::string> context = {
       "",  // strategy-independent
@@ -369,7 +432,7 @@ TEST(Strategies, BadAggregationConfigIsRefusedAtStartUpAndWritesNothing) {
       "--set=aggregation.strategy=dp_fedavg", "--set=aggregation.strategy=dp_fedavg",
       "--set=aggregation.strategy=fedrs", "--set=aggregation.strategy=feddyn",
       "--set=aggregation.strategy=feddyn", "--set=aggregation.strategy=fedbabu",
-      "--set=aggregation.strategy=fedntd"};
+      "--set=aggregation.strategy=fedntd", "--rounds=10", "--set=aggregation.averaging.from_round=5"};
   for (size_t i = 0; i < cases.size(); ++i) {
     const std::string out = absl::StrCat(dir, "/run", i);
     std::vector<std::string> argv = {BinDir() + "/fl-server", "--insecure",
@@ -389,6 +452,7 @@ TEST(Strategies, BadAggregationConfigIsRefusedAtStartUpAndWritesNothing) {
                            "fedrs", "fedbabu", "fedntd", "feddyn", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "dp_fedavg"}) {
     EXPECT_NE(listing.find(name), std::string::npos) << name;
   }
+  EXPECT_NE(listing.find("aggregation.averaging"), std::string::npos) << listing;
 }
 
 }  // namespace
