@@ -205,6 +205,8 @@ class TorchModelRunner final : public ModelRunner {
         torch::NoGradGuard no_grad;
         const std::vector<torch::Tensor> from = teacher_->parameters();
         for (size_t i = 0; i < params_.size(); ++i) from[i].copy_(params_[i].detach());
+      } else {
+        teacher_.reset();  // a schedule entry turned FedNTD off: free the model copy
       }
       std::mt19937_64 rng(options.seed);
       double loss_sum = 0;
