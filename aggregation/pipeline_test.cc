@@ -354,16 +354,20 @@ void ExpectResumeIsBitIdentical(const PipelineOptions& o) {
   EXPECT_EQ(a->report().dp_clip_norm, c->report().dp_clip_norm);
   ASSERT_EQ(a->averaged_model() != nullptr, o.averaging.has_value());
   ASSERT_EQ(c->averaged_model() != nullptr, o.averaging.has_value());
-  if (o.averaging.has_value()) EXPECT_EQ(*a->averaged_model(), *c->averaged_model()) << o.name;
+  if (o.averaging.has_value()) {
+    EXPECT_EQ(*a->averaged_model(), *c->averaged_model()) << o.name;
+  }
 }
 
-TEST(Pipeline, FedAdamResumesBitIdentically) {
+PipelineOptions FedAdam(size_t dim) {
   PipelineOptions o;
-  o.dim = 300;
+  o.dim = dim;
   o.name = "fedadam";
   o.optimizer = "adam";
-  ExpectResumeIsBitIdentical(o);
+  return o;
 }
+
+TEST(Pipeline, FedAdamResumesBitIdentically) { ExpectResumeIsBitIdentical(FedAdam(300)); }
 
 TEST(Pipeline, FedAvgMResumesBitIdentically) {
   PipelineOptions o;
@@ -384,10 +388,7 @@ TEST(Pipeline, AdaptiveDpResumesBitIdentically) {
 }
 
 TEST(Pipeline, FedAdamWithModelAveragingResumesBitIdentically) {
-  PipelineOptions o;
-  o.dim = 300;
-  o.name = "fedadam";
-  o.optimizer = "adam";
+  PipelineOptions o = FedAdam(300);
   ModelAverage::Options avg;
   avg.from_round = 2;  // the state saved after round 2 holds one model
   o.averaging = avg;
@@ -399,10 +400,7 @@ TEST(Pipeline, FedAdamWithModelAveragingResumesBitIdentically) {
 // Averaging changes nothing the devices see: the global model moves as without it, and the
 // averaged model is the mean of the global models since from_round (none before).
 TEST(Pipeline, ModelAveragingLeavesTheGlobalModelAndAveragesItsRounds) {
-  PipelineOptions plain;
-  plain.dim = 50;
-  plain.name = "fedadam";
-  plain.optimizer = "adam";
+  const PipelineOptions plain = FedAdam(50);
   PipelineOptions averaged = plain;
   averaged.averaging = ModelAverage::Options();
   averaged.averaging->from_round = 3;
@@ -444,10 +442,7 @@ TEST(Pipeline, ModelAveragingLeavesTheGlobalModelAndAveragesItsRounds) {
 }
 
 TEST(Pipeline, LoadStateRefusesForeignOrCorruptStateAndKeepsItsOwn) {
-  PipelineOptions adam;
-  adam.dim = 10;
-  adam.name = "fedadam";
-  adam.optimizer = "adam";
+  const PipelineOptions adam = FedAdam(10);
   auto p = Make(adam);
   p->BeginRound(1);
   ASSERT_TRUE(p->Accumulate(std::vector<float>(10, 0.5f), 1).ok());

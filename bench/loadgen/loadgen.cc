@@ -213,9 +213,14 @@ void RunDevice(Shared* shared, int device, Fault fault, absl::Time give_up) {
     std::unique_ptr<client::CoordinatorClient> cut;
     client::CoordinatorClient* sender = rpc.get();
     if (fault == Fault::kDisconnect) {
+      // Cut for certain: 1 KB/s (1 KiB chunks, about a second between them) outlives the 1 ms
+      // deadline whatever the load. Without the cap a loaded machine once let the whole update
+      // through before the deadline fired: the server accepted it while this device counted it
+      // as cut, and the reference missed it.
       client::CoordinatorClient::Options fragile = o.rpc;
       fragile.rpc_timeout = absl::Milliseconds(1);
       fragile.chunk_bytes = 16 << 10;
+      fragile.max_upload_kbps = 8;
       cut = Connect(o, fragile);
       cut->SetSession(rpc->session_token(), rpc->session_expires());
       sender = cut.get();
