@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "aggregation/kernels.h"
 #include "aggregation/state_format.h"
 #include "common/status_macros.h"
 
@@ -38,19 +39,19 @@ absl::Status ModelAverage::Add(int64_t round, absl::Span<const float> global) {
     last_round_ = round;
     return absl::OkStatus();
   }
-  for (size_t i = 0; i < global.size(); ++i) {
-    if (!std::isfinite(global[i])) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("model averaging: non-finite value at index ", i, " in round ", round));
-    }
+  if (const size_t i = FirstNonFinite(global); i < global.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model averaging: non-finite value at index ", i, " in round ", round));
   }
   if (count_ == 0) {
     acc_.assign(global.begin(), global.end());
   } else if (options_.ema_decay == 0) {
-    for (size_t i = 0; i < acc_.size(); ++i) acc_[i] += global[i];
+    FoldWeighted(absl::MakeSpan(acc_), global, 1.0);  // sum += x
   } else {
+    // a = d a + (1 - d) x, as (d a) + ((1 - d) x): the kernel multiplies then adds.
     const double d = options_.ema_decay;
-    for (size_t i = 0; i < acc_.size(); ++i) acc_[i] = d * acc_[i] + (1 - d) * global[i];
+    for (double& a : acc_) a *= d;
+    FoldWeighted(absl::MakeSpan(acc_), global, 1 - d);
   }
   ++count_;
   last_round_ = round;
