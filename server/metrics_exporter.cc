@@ -135,6 +135,10 @@ struct MetricsExporter::State {
   std::map<std::string, double> rejected;
   double test_accuracy = 0, test_loss = 0, eval_seconds = 0;
   bool evaluated = false;
+  // With aggregation.averaging the last evaluated line's global model figures (test_accuracy is
+  // then the averaged model's); has_global is false for a line without them.
+  double global_test_accuracy = 0, global_test_loss = 0;
+  bool has_global = false;
   Histogram round_seconds{{1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800}};
   Histogram checkpoint_seconds{{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10}};
   Histogram aggregation_seconds{{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60}};
@@ -218,6 +222,16 @@ class MetricsExporter::Collector : public prometheus::Collectable {
                            MetricType::Gauge, {Value(s.test_accuracy)}));
       out.push_back(Family(p + "test_loss", "mean cross-entropy of the last evaluated model",
                            MetricType::Gauge, {Value(s.test_loss)}));
+    }
+    if (s.has_global) {
+      out.push_back(Family(p + "global_test_accuracy",
+                           "with aggregation.averaging: top-1 accuracy of the last evaluated round's "
+                           "global model (test_accuracy is the averaged model's)",
+                           MetricType::Gauge, {Value(s.global_test_accuracy)}));
+      out.push_back(Family(p + "global_test_loss",
+                           "with aggregation.averaging: mean cross-entropy of the last evaluated "
+                           "round's global model",
+                           MetricType::Gauge, {Value(s.global_test_loss)}));
     }
     out.push_back(Family("process_resident_memory_bytes", "resident memory size in bytes",
                          MetricType::Gauge, {Value(rss)}));
@@ -375,6 +389,9 @@ void MetricsExporter::OnMetricsLine(const RoundMetrics& line) {
       s->evaluated_round = line.stats.round();
       s->test_accuracy = *line.test_accuracy;
       s->test_loss = line.test_loss.value_or(0);
+      s->has_global = line.global_test_accuracy.has_value();
+      s->global_test_accuracy = line.global_test_accuracy.value_or(0);
+      s->global_test_loss = line.global_test_loss.value_or(0);
       s->evaluation_seconds.Observe(line.eval_seconds);
     }
   });

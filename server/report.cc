@@ -160,9 +160,20 @@ absl::StatusOr<std::string> RenderReport(const std::string& run_dir) {
   for (auto& [reason, s] : rejected) rejected_series.push_back(std::move(s));
   if (rejected_series.empty()) rejected_series.push_back(series("rejected_total", "rejected", 1));
 
+  // With aggregation.averaging, test_accuracy / test_loss are the averaged model's and the global
+  // model's figures are drawn beside them.
+  Series global_accuracy = series("global_test_accuracy", "global model", 2);
+  Series global_loss = series("global_test_loss", "global model", 2);
+  const bool averaged = !global_accuracy.points.empty();
+  std::vector<Series> accuracy_series = {series("test_accuracy", averaged ? "averaged" : "accuracy", 0)};
+  std::vector<Series> loss_series = {series("test_loss", averaged ? "averaged" : "loss", 1)};
+  if (averaged) {
+    accuracy_series.push_back(std::move(global_accuracy));
+    loss_series.push_back(std::move(global_loss));
+  }
   std::vector<std::string> plots = {
-      Plot("Test accuracy", "accuracy", {series("test_accuracy", "accuracy", 0)}),
-      Plot("Test loss", "cross-entropy", {series("test_loss", "loss", 1)}),
+      Plot("Test accuracy", "accuracy", accuracy_series),
+      Plot("Test loss", "cross-entropy", loss_series),
       Plot("Traffic per round", "bytes",
            {series("bytes_up", "up", 0), series("bytes_down", "down", 3)}),
       Plot("Time per round", "seconds",

@@ -3,7 +3,8 @@
 # every second during a short federation (3 rounds, 2 fl-client processes); the values read back
 # through Prometheus' HTTP query API must agree with the run's metrics.jsonl (rounds, bytes,
 # clients, test accuracy of the last evaluated round, rejections) and the process figures must be
-# plausible.
+# plausible. The models are averaged from round 2 (aggregation.averaging), so the global model's
+# accuracy is exported beside the averaged one from then on.
 #
 #   tests/prometheus_test.sh SOURCE_DIR BUILD_DIR
 set -euo pipefail
@@ -25,7 +26,8 @@ wait_until() {  # SECONDS COMMAND...
 # logs the metrics port before it writes --port_file.
 "$build/bin/fl-server" --insecure --listen=127.0.0.1:0 --port_file="$dir/port" --metrics_listen=127.0.0.1:0 \
   --model=small_cnn --rounds=3 --min_clients=2 --eval_samples=500 --deadline=120 --seed=1 \
-  --finish_grace_seconds=5 --metrics_linger_seconds=5 --out="$dir/run" >"$dir/server.log" 2>&1 &
+  --finish_grace_seconds=5 --metrics_linger_seconds=5 --set=aggregation.averaging.from_round=2 \
+  --out="$dir/run" >"$dir/server.log" 2>&1 &
 pids+=($!)
 serving() { [[ -s "$dir/port" ]] || { kill -0 "${pids[0]}" 2>/dev/null || fail "fl-server exited before serving"; return 1; }; }
 wait_until 60 serving || fail "fl-server did not write --port_file in 60 s"
@@ -73,10 +75,12 @@ python3 - "$dir/run/metrics.jsonl" "$closed" "$evaluated" \
   "$(last 'edgefl_server_clients_total{state="reported"}')" "$(last 'edgefl_server_clients_total{state="selected"}')" \
   "$(last edgefl_server_rounds_closed_total)" "$(last edgefl_server_round_duration_seconds_count)" \
   "$(last edgefl_server_rounds_total)" "$(last process_resident_memory_bytes)" "$(last process_cpu_seconds_total)" \
-  "$(query 'max_over_time(edgefl_server_evaluation_lag_rounds[10m])')" <<'PY' || fail "Prometheus and metrics.jsonl disagree"
+  "$(query 'max_over_time(edgefl_server_evaluation_lag_rounds[10m])')" \
+  "$(last edgefl_server_global_test_accuracy)" "$(last edgefl_server_global_test_loss)" <<'PY' || fail "Prometheus and metrics.jsonl disagree"
 import json, sys
 lines = {int(l["round"]): l for l in map(json.loads, filter(str.strip, open(sys.argv[1])))}
-(closed, evaluated, acc, loss, up, down, reported, selected, nclosed, nhist, total, rss, cpu, lag) = sys.argv[2:]
+(closed, evaluated, acc, loss, up, down, reported, selected, nclosed, nhist, total, rss, cpu, lag,
+ global_acc, global_loss) = sys.argv[2:]
 closed, evaluated = int(closed), int(evaluated)
 def close(a, b, what, tol=1e-6):
     if abs(float(a) - float(b)) > tol * max(1.0, abs(float(b))):
@@ -84,6 +88,11 @@ def close(a, b, what, tol=1e-6):
 upto = [lines[r] for r in range(1, closed + 1)]
 close(acc, lines[evaluated]["test_accuracy"], f"test_accuracy of round {evaluated}")
 close(loss, lines[evaluated]["test_loss"], f"test_loss of round {evaluated}")
+if evaluated >= 2:  # averaged rounds: the global model's figures beside the average's
+    close(global_acc, lines[evaluated]["global_test_accuracy"], f"global_test_accuracy of round {evaluated}")
+    close(global_loss, lines[evaluated]["global_test_loss"], f"global_test_loss of round {evaluated}")
+else:
+    assert global_acc == "" and global_loss == "", f"a global model gauge before averaging: {global_acc}"
 close(up, sum(float(l["bytes_up"]) for l in upto), f"bytes up over rounds 1..{closed}")
 close(down, sum(float(l["bytes_down"]) for l in upto), f"bytes down over rounds 1..{closed}")
 close(reported, sum(float(l["clients_reported"]) for l in upto), "clients reported")
