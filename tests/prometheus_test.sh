@@ -105,5 +105,17 @@ assert lag != "" and 0 <= float(lag) <= 3, f"lag {lag}"
 print(f"Prometheus agrees with metrics.jsonl: rounds closed {closed}, evaluated {evaluated}, "
       f"accuracy {float(acc):.4f}, bytes up {float(up):.0f} down {float(down):.0f}, RSS {float(rss)/2**20:.0f} MiB")
 PY
+# Every series the Grafana dashboard (deploy/grafana) queries is one Prometheus has scraped, except
+# the rejection counter, which has no sample until an update is refused.
+curl -sf --max-time 5 "http://127.0.0.1:$prom_port/api/v1/label/__name__/values" >"$dir/names.json" ||
+  fail "Prometheus' metric names"
+python3 - "$src/deploy/grafana/edgefl-dashboard.json" "$dir/names.json" <<'PY' || fail "the dashboard queries series fl-server does not export"
+import json, re, sys
+used = set(re.findall(r"\b(?:edgefl|process)_[a-z_]+", open(sys.argv[1]).read()))
+seen = set(json.load(open(sys.argv[2]))["data"])
+missing = sorted(used - seen - {"edgefl_server_updates_rejected_total"})
+assert len(used) >= 10 and not missing, f"not exported: {missing}"
+print(f"the dashboard's {len(used)} series are all exported")
+PY
 [[ "$closed" == 3 ]] || echo "note: the last scrape before exit saw round $closed of 3"
 echo PASSED
