@@ -180,7 +180,10 @@ def machine():
 
 
 def write(path, result):
+    """Writes the JSON whole or not at all (a reader never sees half a file)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
         json.dump(result, f, indent=2)
         f.write("\n")
+    os.replace(tmp, path)
