@@ -9,7 +9,7 @@
 #   tests/prometheus_test.sh SOURCE_DIR BUILD_DIR
 set -euo pipefail
 src=$(readlink -f "$1") build=$(readlink -f "$2")
-fail() { echo "FAILED: $*" >&2; [[ -n "${dir:-}" ]] && tail -5 "$dir"/*.log >&2; exit 1; }
+fail() { echo "FAILED: $*" >&2; [[ -n "${dir:-}" ]] && tail -n 5 "$dir"/*.log >&2; exit 1; }
 PROMETHEUS=${PROMETHEUS:-$(command -v prometheus || true)}
 [[ -n "$PROMETHEUS" ]] || fail "prometheus is missing (scripts/setup installs Debian's prometheus)"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
