@@ -219,7 +219,6 @@ void RunDevice(Shared* shared, int device, Fault fault, absl::Time give_up) {
       // as cut, and the reference missed it.
       client::CoordinatorClient::Options fragile = o.rpc;
       fragile.rpc_timeout = absl::Milliseconds(1);
-      fragile.chunk_bytes = 16 << 10;
       fragile.max_upload_kbps = 8;
       cut = Connect(o, fragile);
       cut->SetSession(rpc->session_token(), rpc->session_expires());
