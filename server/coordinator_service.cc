@@ -506,6 +506,7 @@ grpc::Status CoordinatorService::ReportImpl(grpc::ServerContext* context,
   if (absl::Status s = registry_->Touch(*caller); !s.ok()) return Reject(s, "Report");
   if (scheduler_->IsRepeatOfAccepted(header)) {
     // The device did not hear that this very update was accepted: tell it again, unread.
+    scheduler_->CountRepeatedReport();
     EDGEFL_LOG_INFO("Report from ", header.client_id(), " repeats its accepted update for round ",
                     header.round(), "; answered accepted again");
     response->set_accepted(true);

@@ -132,6 +132,7 @@ struct MetricsExporter::State {
   double clients_selected = 0, clients_reported = 0, clients_failed = 0, clients_refused = 0;
   double last_selected = 0, last_reported = 0, last_failed = 0, last_refused = 0;  // last round
   double bytes_up = 0, bytes_down = 0;
+  double reports_repeated = 0;  // uploads repeating an accepted update (answered "accepted")
   std::map<std::string, double> rejected;
   double test_accuracy = 0, test_loss = 0, eval_seconds = 0;
   bool evaluated = false;
@@ -197,6 +198,10 @@ class MetricsExporter::Collector : public prometheus::Collectable {
     for (const auto& [reason, n] : s.rejected) rejected.push_back(Value(n, {{"reason", reason}}));
     out.push_back(Family(p + "updates_rejected_total", "updates refused, by reason",
                          MetricType::Counter, std::move(rejected)));
+    out.push_back(Family(p + "reports_repeated_total",
+                         "uploads that repeated an update already accepted (a device that did not "
+                         "hear its answer): answered accepted again, not folded in",
+                         MetricType::Counter, {Value(s.reports_repeated)}));
     out.push_back(Family(p + "bytes_total", "model bytes sent to clients (down) and updates received (up)",
                          MetricType::Counter,
                          {Value(s.bytes_down, {{"direction", "down"}}),
@@ -371,6 +376,7 @@ void MetricsExporter::OnRoundClosed(const proto::RoundRecord& r, double checkpoi
     s->last_refused = r.clients_refused();
     s->bytes_up += static_cast<double>(r.bytes_up());
     s->bytes_down += static_cast<double>(r.bytes_down());
+    s->reports_repeated += r.reports_repeated();
     for (const auto& [reason, n] : r.rejected()) s->rejected[reason] += static_cast<double>(n);
     s->checkpoint_seconds.Observe(checkpoint_seconds);
     s->aggregation_seconds.Observe(r.aggregation_seconds());

@@ -666,6 +666,11 @@ bool RoundScheduler::IsRepeatOfAccepted(const proto::ReportHeader& header) const
          a.sha256 == header.sha256();
 }
 
+void RoundScheduler::CountRepeatedReport() {
+  absl::MutexLock lock(&mu_);
+  stats_.set_reports_repeated(stats_.reports_repeated() + 1);
+}
+
 double RoundScheduler::StalenessWeight(int64_t staleness) const {
   if (staleness <= 0) return 1;
   return std::pow(1.0 + static_cast<double>(staleness),

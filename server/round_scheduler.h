@@ -148,6 +148,8 @@ class RoundScheduler {
   // twice) instead of "already reported", so that it keeps its error-feedback residual in step
   // with what the server holds. Holds one entry per client that ever reported; lost on restart.
   bool IsRepeatOfAccepted(const proto::ReportHeader& header) const;
+  // Counts one such repeat in the open round's RoundRecord.reports_repeated.
+  void CountRepeatedReport();
   // Re-checks the header (the round may have closed meanwhile) and folds the dense delta into the
   // strategy. INVALID_ARGUMENT for a wrong size, non-finite values or zero samples, leaving the
   // round's aggregate unchanged. A refused update (INVALID_ARGUMENT) ends the client's part in the

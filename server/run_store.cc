@@ -120,6 +120,7 @@ std::string RunStore::MetricsToJson(const RoundMetrics& m) {
   fields.push_back(absl::StrCat("\"declined\":{", absl::StrJoin(declined, ","), "}"));
   fields.push_back(absl::StrFormat("\"clients_declined\":%d", s.clients_declined()));
   fields.push_back(absl::StrFormat("\"clients_refused\":%d", s.clients_refused()));
+  fields.push_back(absl::StrFormat("\"reports_repeated\":%d", s.reports_repeated()));
   if (s.updates_stale() > 0) {  // aggregation.mode "buffered"
     fields.push_back(absl::StrFormat("\"updates_stale\":%d,\"staleness_max\":%d",
                                      s.updates_stale(), s.staleness_max()));

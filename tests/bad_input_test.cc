@@ -261,9 +261,12 @@ TEST(BadInput, ARepeatedUploadIsAnsweredAcceptedAndFoldedInOnce) {
   ASSERT_TRUE(WriteFileAtomically(dir + "/init.f32", Bytes(*init)).ok());
   auto spec = models::SpecForModel("small_cnn");
   ASSERT_TRUE(spec.ok());
+  const int metrics_port = FreePort();
+  ASSERT_GT(metrics_port, 0);
   int port = 0;
   auto server = StartServer({"--model=small_cnn", "--rounds=1", "--min_clients=2",
                              "--eval_samples=200", "--deadline=300", "--after_finish=serve",
+                             absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port),
                              "--init_weights=" + dir + "/init.f32", "--out=" + dir + "/run"},
                             dir, "server.log", &port);
   ASSERT_GT(port, 0) << server->Log();
@@ -296,15 +299,20 @@ TEST(BadInput, ARepeatedUploadIsAnsweredAcceptedAndFoldedInOnce) {
   ASSERT_TRUE(WaitFor([&] { return !ReadFileOrEmpty(dir + "/run/model_final.f32").empty(); },
                       absl::Seconds(120)))
       << server->Log();
-  // The update that closed the round, repeated after the close: still "accepted".
+  // The update that closed the round, repeated after the close: still "accepted". No round is
+  // open to count it in, so the counter keeps the one repeat of the round.
   grpc::Status late = report(1, -0.25f, 100);
   EXPECT_TRUE(late.ok()) << late.error_message();
+  const std::string scraped = ScrapeMetrics(metrics_port);
+  EXPECT_NE(scraped.find("\nedgefl_server_reports_repeated_total 1\n"), std::string::npos)
+      << scraped;
   server->Signal(SIGTERM);
   ASSERT_EQ(server->Wait(absl::Seconds(60)), 0) << server->Log();
   EXPECT_EQ(ReadFileOrEmpty(dir + "/run/model_final.f32"), Bytes(*init));
   auto metrics = ReadJsonLines(dir + "/run/metrics.jsonl");
   ASSERT_EQ(metrics.size(), 1u);
   EXPECT_EQ(NumberField(metrics[0], "clients_reported"), 2);
+  EXPECT_EQ(NumberField(metrics[0], "reports_repeated"), 1);
   EXPECT_NE(server->Log().find("repeats its accepted update"), std::string::npos);
 }
 
