@@ -160,13 +160,33 @@ absl::StatusOr<std::string> RenderReport(const std::string& run_dir) {
   for (auto& [reason, s] : rejected) rejected_series.push_back(std::move(s));
   if (rejected_series.empty()) rejected_series.push_back(series("rejected_total", "rejected", 1));
 
-  // With aggregation.averaging, test_accuracy / test_loss are the averaged model's and the global
-  // model's figures are drawn beside them.
+  const std::string config = ReadFile(run_dir + "/" + RunStore::kConfigFile).value_or("(no config.json)");
+  // With aggregation.averaging, test_accuracy / test_loss are the run's result: the global model's
+  // figures before from_round, the average's from there; the global model's are drawn beside.
   Series global_accuracy = series("global_test_accuracy", "global model", 2);
   Series global_loss = series("global_test_loss", "global model", 2);
   const bool averaged = !global_accuracy.points.empty();
-  std::vector<Series> accuracy_series = {series("test_accuracy", averaged ? "averaged" : "accuracy", 0)};
-  std::vector<Series> loss_series = {series("test_loss", averaged ? "averaged" : "loss", 1)};
+  std::string result_name = "result (averaged)";
+  if (averaged) {
+    // The resolved config's from_round; else the first round that carries the global figures.
+    double from = global_accuracy.points.front().first;
+    google::protobuf::Struct c;
+    if (google::protobuf::util::JsonStringToMessage(config, &c).ok()) {
+      const auto& f = c.fields();
+      if (auto a = f.find("aggregation"); a != f.end() && a->second.has_struct_value()) {
+        const auto& af = a->second.struct_value().fields();
+        if (auto m = af.find("averaging"); m != af.end() && m->second.has_struct_value()) {
+          const auto& mf = m->second.struct_value().fields();
+          if (auto r = mf.find("from_round"); r != mf.end() && r->second.has_number_value()) {
+            from = r->second.number_value();
+          }
+        }
+      }
+    }
+    result_name = absl::StrFormat("result (averaged from round %g)", from);
+  }
+  std::vector<Series> accuracy_series = {series("test_accuracy", averaged ? result_name : "accuracy", 0)};
+  std::vector<Series> loss_series = {series("test_loss", averaged ? result_name : "loss", 1)};
   if (averaged) {
     accuracy_series.push_back(std::move(global_accuracy));
     loss_series.push_back(std::move(global_loss));
@@ -188,7 +208,6 @@ absl::StatusOr<std::string> RenderReport(const std::string& run_dir) {
   Series student = series("student_local_accuracy", "student", 5);
   if (!student.points.empty()) plots.push_back(Plot("Student accuracy (clients' local)", "accuracy", {student}));
 
-  const std::string config = ReadFile(run_dir + "/" + RunStore::kConfigFile).value_or("(no config.json)");
   std::string html = absl::StrCat(
       "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>edgefl run ", Escape(run_dir),
       "</title><style>body{font-family:sans-serif;margin:16px;background:#fff;color:#111}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ctest `report`: a short real federation (mlp, 2 rounds, 2 fl-client processes, the models
-# averaged from round 1, so round 2's result (g1 + g2) / 2 differs from its global model g2) ends with
+# averaged from round 1 (the legend says so), so round 2's result (g1 + g2) / 2 differs from its global model g2) ends with
 # runs/R/report.html; `fl-server report R` writes it again. Headless Chromium (Debian's) renders
 # it to a PNG whose plot areas are not blank (the series' colours are on it, decoded with zlib),
 # and the SVG's axis labels carry the run's own numbers from metrics.jsonl.
@@ -53,10 +53,11 @@ xticks = re.findall(r'class="xtick"[^>]*>([^<]+)<', html)
 def labelled(v, what):
     assert any(abs(t - v) <= 6e-4 * max(1.0, abs(v)) for t in yticks), f"{what} {v} not among the y labels {yticks}"
 assert all("global_test_accuracy" in l for l in lines), lines
-# The averaged and the global figures are both drawn: the axes span both series.
+# The run's result (averaged from round 1, the config's from_round) and the global model's figures
+# are both drawn: the axes span both series.
 acc = [l[k] for l in lines for k in ("test_accuracy", "global_test_accuracy")]
 loss = [l[k] for l in lines for k in ("test_loss", "global_test_loss")]
-for legend in ("averaged", "global model"):
+for legend in ("result (averaged from round 1)", "global model"):
     assert html.count(f">{legend}</text>") == 2, f"legend {legend!r} not on the accuracy and loss plots"
 for what, vals in (("accuracy", acc), ("loss", loss)):
     labelled(min(vals), what); labelled(max(vals), what)
