@@ -55,18 +55,19 @@ absl::Status ModelAverage::Add(int64_t round, absl::Span<const float> global) {
   }
   ++count_;
   last_round_ = round;
-  Round();
   return absl::OkStatus();
 }
 
-void ModelAverage::Round() {
-  model_.resize(acc_.size());
+std::vector<float> ModelAverage::model() const {
+  std::vector<float> model(count_ > 0 ? acc_.size() : 0);
+  if (model.empty()) return model;
   if (options_.ema_decay != 0) {
-    for (size_t i = 0; i < acc_.size(); ++i) model_[i] = static_cast<float>(acc_[i]);
-    return;
+    for (size_t i = 0; i < acc_.size(); ++i) model[i] = static_cast<float>(acc_[i]);
+    return model;
   }
   const double n = static_cast<double>(count_);
-  for (size_t i = 0; i < acc_.size(); ++i) model_[i] = static_cast<float>(acc_[i] / n);
+  for (size_t i = 0; i < acc_.size(); ++i) model[i] = static_cast<float>(acc_[i] / n);
+  return model;
 }
 
 std::string ModelAverage::SaveState() const {
@@ -115,11 +116,6 @@ absl::Status ModelAverage::LoadState(absl::string_view state) {
   count_ = static_cast<int64_t>(count);
   last_round_ = static_cast<int64_t>(last_round);
   acc_ = std::move(acc);
-  if (count_ > 0) {
-    Round();
-  } else {
-    model_.clear();
-  }
   return absl::OkStatus();
 }
 

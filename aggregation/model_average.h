@@ -8,7 +8,8 @@
 //
 // Contract: Add is called once per round with that round's new global model, rounds increasing.
 // Rounds before from_round are ignored. The average is kept in double; model() is it rounded to
-// float once. Memory: one double and one float per parameter once averaging starts, none before.
+// float once, made on each call. Memory: one double per parameter once averaging starts, none
+// before.
 #ifndef EDGEFL_AGGREGATION_MODEL_AVERAGE_H_
 #define EDGEFL_AGGREGATION_MODEL_AVERAGE_H_
 
@@ -42,8 +43,9 @@ class ModelAverage {
 
   // Models folded in so far; 0 before from_round.
   int64_t count() const { return count_; }
-  // The average rounded to float; empty while count() == 0.
-  const std::vector<float>& model() const { return model_; }
+  // The average rounded to float, a new vector on each call (one pass over the model); empty
+  // while count() == 0.
+  std::vector<float> model() const;
 
   // Format (aggregation/state_format.h, kind "model_average"): dim, from_round, ema_decay (a
   // state of another configuration is refused), count, last round, the double average when
@@ -53,14 +55,12 @@ class ModelAverage {
 
  private:
   explicit ModelAverage(const Options& options) : options_(options) {}
-  void Round();  // model_ = float(average), from acc_
 
   Options options_;
   int64_t count_ = 0;
   int64_t last_round_ = 0;
   // Uniform: the sum of the models folded in (the average is acc_ / count_). EMA: the average.
   std::vector<double> acc_;
-  std::vector<float> model_;
 };
 
 }  // namespace edgefl::aggregation

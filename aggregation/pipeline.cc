@@ -299,8 +299,9 @@ absl::Status Pipeline::Aggregate(absl::Span<float> global, int num_failures) {
   return absl::OkStatus();
 }
 
-const std::vector<float>* Pipeline::averaged_model() const {
-  return average_ != nullptr && average_->count() > 0 ? &average_->model() : nullptr;
+std::optional<std::vector<float>> Pipeline::averaged_model() const {
+  if (average_ == nullptr || average_->count() == 0) return std::nullopt;
+  return average_->model();
 }
 
 std::string Pipeline::SaveState() const {

@@ -101,7 +101,7 @@ class Pipeline : public Strategy {
   std::string SaveState() const override;
   absl::Status LoadState(absl::string_view state) override;
   int max_updates_per_round() const override;
-  const std::vector<float>* averaged_model() const override;
+  std::optional<std::vector<float>> averaged_model() const override;
 
   // Bytes the combiner may hold (streaming: the running sum; buffered: its stated bound), plus
   // the dense scratch when one is needed.

@@ -352,8 +352,8 @@ void ExpectResumeIsBitIdentical(const PipelineOptions& o) {
   EXPECT_EQ(std::memcmp(straight.data(), resumed.data(), dim * sizeof(float)), 0) << o.name;
   EXPECT_EQ(a->report().dp_epsilon, c->report().dp_epsilon);
   EXPECT_EQ(a->report().dp_clip_norm, c->report().dp_clip_norm);
-  ASSERT_EQ(a->averaged_model() != nullptr, o.averaging.has_value());
-  ASSERT_EQ(c->averaged_model() != nullptr, o.averaging.has_value());
+  ASSERT_EQ(a->averaged_model().has_value(), o.averaging.has_value());
+  ASSERT_EQ(c->averaged_model().has_value(), o.averaging.has_value());
   if (o.averaging.has_value()) {
     EXPECT_EQ(*a->averaged_model(), *c->averaged_model()) << o.name;
   }
@@ -420,13 +420,13 @@ TEST(Pipeline, ModelAveragingLeavesTheGlobalModelAndAveragesItsRounds) {
     ASSERT_TRUE(p->Aggregate(absl::MakeSpan(gp), 0).ok());
     ASSERT_TRUE(q->Aggregate(absl::MakeSpan(gq), 0).ok());
     EXPECT_EQ(gp, gq) << "round " << r;
-    EXPECT_EQ(p->averaged_model(), nullptr);
+    EXPECT_FALSE(p->averaged_model().has_value());
     globals.push_back(gq);
     if (r < 3) {
-      EXPECT_EQ(q->averaged_model(), nullptr) << "round " << r;
+      EXPECT_FALSE(q->averaged_model().has_value()) << "round " << r;
       continue;
     }
-    ASSERT_NE(q->averaged_model(), nullptr) << "round " << r;
+    ASSERT_TRUE(q->averaged_model().has_value()) << "round " << r;
     std::vector<float> want(50);
     for (size_t i = 0; i < 50; ++i) {
       double sum = 0;
@@ -438,7 +438,7 @@ TEST(Pipeline, ModelAveragingLeavesTheGlobalModelAndAveragesItsRounds) {
   // A state with averaging does not load without it, nor the other way round.
   EXPECT_EQ(p->LoadState(q->SaveState()).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(q->LoadState(p->SaveState()).code(), absl::StatusCode::kInvalidArgument);
-  ASSERT_NE(q->averaged_model(), nullptr);
+  ASSERT_TRUE(q->averaged_model().has_value());
 }
 
 TEST(Pipeline, LoadStateRefusesForeignOrCorruptStateAndKeepsItsOwn) {

@@ -92,9 +92,9 @@ class Strategy {
   virtual int max_updates_per_round() const = 0;
 
   // With model averaging (pipeline.h, model_average.h): the average of the global models since
-  // its first round, which the run reports and writes as its result; nullptr without averaging
-  // and in the rounds before it starts. Valid until the next Aggregate or LoadState.
-  virtual const std::vector<float>* averaged_model() const { return nullptr; }
+  // its first round, which the run reports and writes as its result, rounded to float (a new
+  // vector on each call); nullopt without averaging and in the rounds before it starts.
+  virtual std::optional<std::vector<float>> averaged_model() const { return std::nullopt; }
 };
 
 // FedAvg (McMahan et al. 2017): global += sum_k n_k delta_k / sum_k n_k, i.e. the sample-weighted

@@ -221,8 +221,9 @@ absl::StatusOr<std::unique_ptr<FlServer>> FlServer::Start(const ServerOptions& o
   RETURN_IF_USAGE_ERROR(StatusOf(recorder));
   p->recorder = std::move(*recorder);
   if (run.resumed_from.has_value()) {
+    const std::optional<std::vector<float>> average = run.strategy->averaged_model();
     absl::StatusOr<int> restored = p->recorder->Restore(*run.resumed_from, run.weights,
-                                                        run.strategy->averaged_model());
+                                                        average ? &*average : nullptr);
     if (!restored.ok()) {
       EDGEFL_LOG_ERROR("could not restore metrics.jsonl: ", restored.status().ToString());
       return restored.status();

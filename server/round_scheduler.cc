@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -307,8 +308,8 @@ absl::Status RoundScheduler::Run() {
     {
       absl::MutexLock lock(&mu_);
       aggregation_state = strategy_->SaveState();
-      if (const std::vector<float>* a = strategy_->averaged_model()) {
-        average = std::make_shared<const std::vector<float>>(*a);
+      if (std::optional<std::vector<float>> a = strategy_->averaged_model()) {
+        average = std::make_shared<const std::vector<float>>(std::move(*a));
       }
       PublishLocked(round);
       stats_.set_round_seconds(absl::ToDoubleSeconds(clock_->Now() - round_start));
