@@ -166,7 +166,7 @@ absl::StatusOr<std::string> RenderReport(const std::string& run_dir) {
   Series global_accuracy = series("global_test_accuracy", "global model", 2);
   Series global_loss = series("global_test_loss", "global model", 2);
   const bool averaged = !global_accuracy.points.empty();
-  std::string result_name = "result (averaged)";
+  std::string result_name;  // of test_accuracy / test_loss with averaging
   if (averaged) {
     // The resolved config's from_round; else the first round that carries the global figures.
     double from = global_accuracy.points.front().first;
