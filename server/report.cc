@@ -13,6 +13,7 @@
 #include "common/file_util.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
+#include "server/config.h"
 #include "server/run_store.h"
 
 namespace edgefl::server {
@@ -170,18 +171,9 @@ absl::StatusOr<std::string> RenderReport(const std::string& run_dir) {
   if (averaged) {
     // The resolved config's from_round; else the first round that carries the global figures.
     double from = global_accuracy.points.front().first;
-    google::protobuf::Struct c;
-    if (google::protobuf::util::JsonStringToMessage(config, &c).ok()) {
-      const auto& f = c.fields();
-      if (auto a = f.find("aggregation"); a != f.end() && a->second.has_struct_value()) {
-        const auto& af = a->second.struct_value().fields();
-        if (auto m = af.find("averaging"); m != af.end() && m->second.has_struct_value()) {
-          const auto& mf = m->second.struct_value().fields();
-          if (auto r = mf.find("from_round"); r != mf.end() && r->second.has_number_value()) {
-            from = r->second.number_value();
-          }
-        }
-      }
+    absl::StatusOr<proto::ExperimentConfig> parsed = ParseConfigJson(config);
+    if (parsed.ok() && parsed->aggregation().averaging().has_from_round()) {
+      from = parsed->aggregation().averaging().from_round();
     }
     result_name = absl::StrFormat("result (averaged from round %g)", from);
   }
